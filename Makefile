@@ -1,0 +1,31 @@
+# The README's two commands: `make train` and `make test`. Each sets itself up
+# (virtual environment, CPU torch, the extension build) and is safe to run twice.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch is pinned so that pip takes the local CPU wheel instead of pulling a CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup train test bench clean
+
+$(VENV)/.installed: setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cuda/*.cu)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q triton ninja pybind11 pytest numpy setuptools wheel
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.installed
+
+train: setup
+	$(PY) train.py $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q tests $(ARGS)
+
+bench: setup
+	$(PY) -m bench $(ARGS)
+
+clean:
+	rm -rf build *.egg-info inade/_C*.so

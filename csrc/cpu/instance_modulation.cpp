@@ -1,0 +1,273 @@
+// CPU kernels of instance_modulation (paper Eq. 1-2 with batch norm).
+//
+// Layout: x, dy: [B, C, H, W] whose (H, W) is one axis of stride s_hw (contiguous:
+// 1, channels-last: C); inst: [B, H*W] contiguous int32/int64; gamma, beta:
+// [B, L, C]. Work is split over (b, c) rows (or over c where a row's sums meet
+// across the batch) with at::parallel_for; each row keeps its instance's table
+// entries in a small local array so the inner loop is one gather and one FMA.
+// Accumulation is in double for the statistics and the per-instance sums.
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <tuple>
+#include <vector>
+
+#include "ops.h"
+
+namespace inade {
+namespace {
+
+struct RowLayout {
+  int64_t batch, channels, hw;  // sizes
+  int64_t s_b, s_c, s_hw;       // strides of the feature map
+};
+
+RowLayout layout_of(const at::Tensor& t) {
+  return {t.size(0), t.size(1), t.size(2) * t.size(3), t.stride(0), t.stride(1), t.stride(3)};
+}
+
+at::ScalarType acc_type(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Calls f(hw, offset) for every pixel of a row; the s_hw == 1 branch lets the
+// compiler vectorise contiguous rows.
+template <typename F>
+inline void for_each_pixel(int64_t n, int64_t s_hw, F&& f) {
+  if (s_hw == 1) {
+    for (int64_t i = 0; i < n; ++i) f(i, i);
+  } else {
+    for (int64_t i = 0; i < n; ++i) f(i, i * s_hw);
+  }
+}
+
+template <typename scalar_t>
+void stats_kernel(const scalar_t* x, const RowLayout& g, double* mean, double* var) {
+  const double n = static_cast<double>(g.batch * g.hw);
+  at::parallel_for(0, g.channels, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      double sum = 0, sum_sq = 0;
+      for (int64_t b = 0; b < g.batch; ++b) {
+        const scalar_t* row = x + b * g.s_b + c * g.s_c;
+        double s = 0, ss = 0;
+        for_each_pixel(g.hw, g.s_hw, [&](int64_t, int64_t o) {
+          const double v = static_cast<double>(row[o]);
+          s += v;
+          ss += v * v;
+        });
+        sum += s;
+        sum_sq += ss;
+      }
+      mean[c] = sum / n;
+      var[c] = std::max(sum_sq / n - mean[c] * mean[c], 0.0);
+    }
+  });
+}
+
+template <typename scalar_t, typename index_t, typename acc_t>
+void apply_kernel(const scalar_t* x, const index_t* inst, const scalar_t* gamma, const scalar_t* beta,
+                  const acc_t* mean, const acc_t* invstd, scalar_t* y, const RowLayout& g, const RowLayout& gy,
+                  int64_t num_instances) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t r0, int64_t r1) {
+    std::vector<opmath_t> scale(num_instances), shift(num_instances);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = r / g.channels, c = r % g.channels;
+      // y = x * scale[id] + shift[id] folds the normalisation into the table.
+      const opmath_t m = mean[c], is = invstd[c];
+      for (int64_t l = 0; l < num_instances; ++l) {
+        const int64_t t = (b * num_instances + l) * g.channels + c;
+        scale[l] = is * static_cast<opmath_t>(gamma[t]);
+        shift[l] = static_cast<opmath_t>(beta[t]) - m * scale[l];
+      }
+      const scalar_t* xr = x + b * g.s_b + c * g.s_c;
+      scalar_t* yr = y + b * gy.s_b + c * gy.s_c;
+      const index_t* ids = inst + b * g.hw;
+      if (g.s_hw == 1 && gy.s_hw == 1) {
+        for (int64_t i = 0; i < g.hw; ++i) {
+          yr[i] = static_cast<scalar_t>(static_cast<opmath_t>(xr[i]) * scale[ids[i]] + shift[ids[i]]);
+        }
+      } else {
+        for (int64_t i = 0; i < g.hw; ++i) {
+          yr[i * gy.s_hw] = static_cast<scalar_t>(static_cast<opmath_t>(xr[i * g.s_hw]) * scale[ids[i]] + shift[ids[i]]);
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t, typename index_t, typename acc_t>
+void backward_reduce_kernel(const scalar_t* dy, const scalar_t* x, const index_t* inst, const acc_t* mean,
+                            const acc_t* invstd, acc_t* dgamma, acc_t* dbeta, const RowLayout& gd,
+                            const RowLayout& g, int64_t num_instances) {
+  at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t r0, int64_t r1) {
+    std::vector<double> sum_dy_xhat(num_instances), sum_dy(num_instances);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = r / g.channels, c = r % g.channels;
+      std::fill(sum_dy_xhat.begin(), sum_dy_xhat.end(), 0.0);
+      std::fill(sum_dy.begin(), sum_dy.end(), 0.0);
+      const double m = mean[c], is = invstd[c];
+      const scalar_t* xr = x + b * g.s_b + c * g.s_c;
+      const scalar_t* dyr = dy + b * gd.s_b + c * gd.s_c;
+      const index_t* ids = inst + b * g.hw;
+      // Instances are regions, so ids come in runs: sum a run in registers and
+      // flush it once, instead of a store-to-load chain through the table.
+      int64_t run_id = ids[0];
+      double run_dy_x = 0, run_dy = 0;
+      for (int64_t i = 0; i < g.hw; ++i) {
+        const int64_t id = ids[i];
+        if (id != run_id) {
+          sum_dy_xhat[run_id] += run_dy_x;
+          sum_dy[run_id] += run_dy;
+          run_id = id;
+          run_dy_x = 0;
+          run_dy = 0;
+        }
+        const double d = static_cast<double>(dyr[i * gd.s_hw]);
+        run_dy_x += d * static_cast<double>(xr[i * g.s_hw]);
+        run_dy += d;
+      }
+      sum_dy_xhat[run_id] += run_dy_x;
+      sum_dy[run_id] += run_dy;
+      for (int64_t l = 0; l < num_instances; ++l) {
+        const int64_t t = (b * num_instances + l) * g.channels + c;
+        // sum dy * xhat = invstd * (sum dy * x - mean * sum dy)
+        dgamma[t] = static_cast<acc_t>(is * (sum_dy_xhat[l] - m * sum_dy[l]));
+        dbeta[t] = static_cast<acc_t>(sum_dy[l]);
+      }
+    }
+  });
+}
+
+template <typename scalar_t, typename index_t, typename acc_t>
+void backward_dx_kernel(const scalar_t* dy, const scalar_t* x, const index_t* inst, const scalar_t* gamma,
+                        const acc_t* mean, const acc_t* invstd, const acc_t* mean_dxhat, const acc_t* mean_dxhat_xhat,
+                        bool batch_stats, scalar_t* dx, const RowLayout& gd, const RowLayout& g,
+                        const RowLayout& gdx, int64_t num_instances) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t r0, int64_t r1) {
+    std::vector<opmath_t> scale(num_instances);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = r / g.channels, c = r % g.channels;
+      const opmath_t is = invstd[c];
+      for (int64_t l = 0; l < num_instances; ++l) {
+        scale[l] = is * static_cast<opmath_t>(gamma[(b * num_instances + l) * g.channels + c]);
+      }
+      // dx = dy * invstd * gamma[id] + x * a + k, with a and k zero for fixed statistics.
+      opmath_t a = 0, k = 0;
+      if (batch_stats) {
+        const opmath_t m = mean[c], m1 = mean_dxhat[c], m2 = mean_dxhat_xhat[c];
+        a = -is * is * m2;
+        k = -is * m1 + m * is * is * m2;
+      }
+      const scalar_t* xr = x + b * g.s_b + c * g.s_c;
+      const scalar_t* dyr = dy + b * gd.s_b + c * gd.s_c;
+      scalar_t* dxr = dx + b * gdx.s_b + c * gdx.s_c;
+      const index_t* ids = inst + b * g.hw;
+      if (g.s_hw == 1 && gd.s_hw == 1 && gdx.s_hw == 1) {
+        for (int64_t i = 0; i < g.hw; ++i) {
+          dxr[i] = static_cast<scalar_t>(static_cast<opmath_t>(dyr[i]) * scale[ids[i]] +
+                                         static_cast<opmath_t>(xr[i]) * a + k);
+        }
+      } else {
+        for (int64_t i = 0; i < g.hw; ++i) {
+          dxr[i * gdx.s_hw] = static_cast<scalar_t>(static_cast<opmath_t>(dyr[i * gd.s_hw]) * scale[ids[i]] +
+                                                    static_cast<opmath_t>(xr[i * g.s_hw]) * a + k);
+        }
+      }
+    }
+  });
+}
+
+void check_cpu(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), "inade._C: ", name, " must be a CPU tensor");
+}
+
+void check_hw_flat(const at::Tensor& t, const char* name) {
+  check_cpu(t, name);
+  TORCH_CHECK(t.dim() == 4, "inade._C: ", name, " must be [B, C, H, W]");
+  TORCH_CHECK(t.size(2) == 1 || t.stride(2) == t.size(3) * t.stride(3), "inade._C: ", name,
+              " must have (H, W) flattenable (contiguous or channels-last)");
+}
+
+std::tuple<at::Tensor, at::Tensor> stats(const at::Tensor& x) {
+  check_hw_flat(x, "x");
+  auto opts = x.options().dtype(at::kDouble);
+  at::Tensor mean = at::empty({x.size(1)}, opts), var = at::empty({x.size(1)}, opts);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "modulation_stats", [&] {
+    stats_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), layout_of(x), mean.data_ptr<double>(), var.data_ptr<double>());
+  });
+  return {mean.to(acc_type(x)), var.to(acc_type(x))};
+}
+
+at::Tensor apply(const at::Tensor& x, const at::Tensor& inst, const at::Tensor& gamma, const at::Tensor& beta,
+                 const at::Tensor& mean, const at::Tensor& invstd) {
+  check_hw_flat(x, "x");
+  TORCH_CHECK(inst.is_contiguous() && gamma.is_contiguous() && beta.is_contiguous(),
+              "inade._C: inst, gamma and beta must be contiguous");
+  at::Tensor y = at::empty_like(x);
+  const int64_t num_instances = gamma.size(1);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "modulation_apply", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    AT_DISPATCH_INDEX_TYPES(inst.scalar_type(), "modulation_apply", [&] {
+      apply_kernel<scalar_t, index_t, acc_t>(x.const_data_ptr<scalar_t>(), inst.const_data_ptr<index_t>(),
+                                             gamma.const_data_ptr<scalar_t>(), beta.const_data_ptr<scalar_t>(),
+                                             mean.const_data_ptr<acc_t>(), invstd.const_data_ptr<acc_t>(),
+                                             y.data_ptr<scalar_t>(), layout_of(x), layout_of(y), num_instances);
+    });
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> backward_reduce(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& inst,
+                                                   const at::Tensor& mean, const at::Tensor& invstd,
+                                                   int64_t num_instances) {
+  check_hw_flat(x, "x");
+  check_hw_flat(dy, "dy");
+  TORCH_CHECK(inst.is_contiguous(), "inade._C: inst must be contiguous");
+  auto opts = x.options().dtype(acc_type(x));
+  at::Tensor dgamma = at::empty({x.size(0), num_instances, x.size(1)}, opts);
+  at::Tensor dbeta = at::empty_like(dgamma);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "modulation_backward_reduce", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    AT_DISPATCH_INDEX_TYPES(inst.scalar_type(), "modulation_backward_reduce", [&] {
+      backward_reduce_kernel<scalar_t, index_t, acc_t>(
+          dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), inst.const_data_ptr<index_t>(),
+          mean.const_data_ptr<acc_t>(), invstd.const_data_ptr<acc_t>(), dgamma.data_ptr<acc_t>(),
+          dbeta.data_ptr<acc_t>(), layout_of(dy), layout_of(x), num_instances);
+    });
+  });
+  return {dgamma, dbeta};
+}
+
+at::Tensor backward_dx(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& inst, const at::Tensor& gamma,
+                       const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& mean_dxhat,
+                       const at::Tensor& mean_dxhat_xhat, bool batch_stats) {
+  check_hw_flat(x, "x");
+  check_hw_flat(dy, "dy");
+  TORCH_CHECK(inst.is_contiguous() && gamma.is_contiguous(), "inade._C: inst and gamma must be contiguous");
+  at::Tensor dx = at::empty_like(x);
+  const int64_t num_instances = gamma.size(1);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "modulation_backward_dx", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    AT_DISPATCH_INDEX_TYPES(inst.scalar_type(), "modulation_backward_dx", [&] {
+      backward_dx_kernel<scalar_t, index_t, acc_t>(
+          dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), inst.const_data_ptr<index_t>(),
+          gamma.const_data_ptr<scalar_t>(), mean.const_data_ptr<acc_t>(), invstd.const_data_ptr<acc_t>(),
+          mean_dxhat.const_data_ptr<acc_t>(), mean_dxhat_xhat.const_data_ptr<acc_t>(), batch_stats,
+          dx.data_ptr<scalar_t>(), layout_of(dy), layout_of(x), layout_of(dx), num_instances);
+    });
+  });
+  return dx;
+}
+
+}  // namespace
+
+void register_instance_modulation(pybind11::module& m) {
+  m.def("modulation_stats", &stats, "per-channel (mean, biased var) of x [B, C, H, W]");
+  m.def("modulation_apply", &apply, "y = xhat * gamma[inst] + beta[inst]");
+  m.def("modulation_backward_reduce", &backward_reduce, "per-instance sums (dgamma, dbeta) [B, L, C]");
+  m.def("modulation_backward_dx", &backward_dx, "gradient of x");
+}
+
+}  // namespace inade

@@ -1,0 +1,307 @@
+"""instance_modulation: paper Eq. 1 with Eq. 2's per-instance tables, after batch norm.
+
+    y[b, c, h, w] = x̂[b, c, h, w] · γ[b, inst[b, h, w], c] + β[b, inst[b, h, w], c]
+
+``x̂`` is a parameter-free batch norm over ``(B, H, W)``. The op never builds a
+one-hot map: each pixel gathers its instance's row of the ``[B, L, C]`` tables.
+
+Pieces (the same for every op of this package):
+    * four ``torch.library`` custom ops (``inade::modulation_*``) with fake kernels,
+      each a forward or backward pass that dispatches to the chosen backend;
+    * :class:`InstanceModulationFunction`, the autograd wrapper that wires them and
+      all-reduces statistics over a ``process_group`` (synchronised batch norm);
+    * :func:`instance_modulation`, the public function: input checks, running
+      statistics, backend choice.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from inade.ops import _backend, _checks, reference
+
+# ---------------------------------------------------------------------------
+# Backend dispatch of each pass
+# ---------------------------------------------------------------------------
+
+
+def _kernels():
+    from inade.kernels import instance_modulation as k  # noqa: PLC0415  (triton is optional)
+
+    return k
+
+
+def _acc_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+@torch.library.custom_op("inade::modulation_stats", mutates_args=())
+def modulation_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel ``(mean, biased variance)`` of ``x [B, C, H, W]`` over ``(B, H, W)``.
+
+    Returns two ``[C]`` tensors, float32 (float64 for float64 ``x``).
+    """
+    backend = _backend.resolve(x.device)
+    if backend == "cpp":
+        return tuple(_backend.extension().modulation_stats(x))
+    if backend == "triton" and x.dtype != torch.float64:
+        return _kernels().stats(x)
+    var, mean = torch.var_mean(x.to(_acc_dtype(x)), dim=(0, 2, 3), correction=0)
+    return mean, var
+
+
+@modulation_stats.register_fake
+def _(x):
+    c = x.shape[1]
+    return x.new_empty(c, dtype=_acc_dtype(x)), x.new_empty(c, dtype=_acc_dtype(x))
+
+
+@torch.library.custom_op("inade::modulation_apply", mutates_args=())
+def modulation_apply(x: Tensor, inst: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, invstd: Tensor) -> Tensor:
+    """``y = (x - mean) · invstd · γ[inst] + β[inst]``: ``[B, C, H, W]``, dtype and layout of ``x``.
+
+    The instance ids are range-checked here, in the op's body, because only the
+    body sees real values (also under ``torch.compile``).
+    """
+    _checks.check_ids_in_range(inst, gamma.shape[1])
+    backend = _backend.resolve(x.device)
+    if backend == "cpp":
+        return _backend.extension().modulation_apply(x, inst, gamma, beta, mean, invstd)
+    if backend == "triton" and x.dtype != torch.float64:
+        return _kernels().apply(x, inst, gamma, beta, mean, invstd)
+    x_hat = (x.to(mean.dtype) - mean[:, None, None]) * invstd[:, None, None]
+    g = reference.gather_instance_rows(gamma, inst)
+    b = reference.gather_instance_rows(beta, inst)
+    return (x_hat * g + b).to(x.dtype)
+
+
+@modulation_apply.register_fake
+def _(x, inst, gamma, beta, mean, invstd):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("inade::modulation_backward_reduce", mutates_args=())
+def modulation_backward_reduce(
+    dy: Tensor, x: Tensor, inst: Tensor, mean: Tensor, invstd: Tensor, num_instances: int
+) -> tuple[Tensor, Tensor]:
+    """Per-instance sums ``(Σ dy·x̂, Σ dy)`` over each instance's pixels: ``[B, L, C]`` each,
+    float32 (float64 for float64 ``x``). They are the gradients of γ and β."""
+    backend = _backend.resolve(x.device)
+    if backend == "cpp":
+        return tuple(_backend.extension().modulation_backward_reduce(dy, x, inst, mean, invstd, num_instances))
+    if backend == "triton" and x.dtype != torch.float64:
+        return _kernels().backward_reduce(dy, x, inst, mean, invstd, num_instances)
+    acc = mean.dtype
+    x_hat = (x.to(acc) - mean[:, None, None]) * invstd[:, None, None]
+    return _segment_sum(dy.to(acc) * x_hat, inst, num_instances), _segment_sum(dy.to(acc), inst, num_instances)
+
+
+def _segment_sum(v: Tensor, inst: Tensor, num_instances: int) -> Tensor:
+    """``out[b, l, c] = Σ_{inst[b]==l} v[b, c]`` for ``v [B, C, H, W]``."""
+    B, C = v.shape[:2]
+    out = v.new_zeros(B, num_instances, C)
+    index = inst.long().flatten(1)[:, :, None].expand(-1, -1, C)
+    return out.scatter_add_(1, index, v.flatten(2).transpose(1, 2))
+
+
+@modulation_backward_reduce.register_fake
+def _(dy, x, inst, mean, invstd, num_instances):
+    shape = (x.shape[0], num_instances, x.shape[1])
+    return x.new_empty(shape, dtype=_acc_dtype(x)), x.new_empty(shape, dtype=_acc_dtype(x))
+
+
+@torch.library.custom_op("inade::modulation_backward_dx", mutates_args=())
+def modulation_backward_dx(
+    dy: Tensor,
+    x: Tensor,
+    inst: Tensor,
+    gamma: Tensor,
+    mean: Tensor,
+    invstd: Tensor,
+    mean_dxhat: Tensor,
+    mean_dxhat_xhat: Tensor,
+    batch_stats: bool,
+) -> Tensor:
+    """Gradient of ``x``: ``invstd·(dy·γ[inst] − mean_dxhat − x̂·mean_dxhat_xhat)`` with batch
+    statistics, ``invstd·dy·γ[inst]`` with fixed ones. ``[B, C, H, W]``, dtype and layout of ``x``."""
+    backend = _backend.resolve(x.device)
+    args = (dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, batch_stats)
+    if backend == "cpp":
+        return _backend.extension().modulation_backward_dx(*args)
+    if backend == "triton" and x.dtype != torch.float64:
+        return _kernels().backward_dx(*args)
+    col = lambda v: v[:, None, None]  # noqa: E731
+    dx_hat = dy.to(mean.dtype) * reference.gather_instance_rows(gamma, inst).to(mean.dtype)
+    if batch_stats:
+        x_hat = (x.to(mean.dtype) - col(mean)) * col(invstd)
+        dx_hat = dx_hat - col(mean_dxhat) - x_hat * col(mean_dxhat_xhat)
+    return (dx_hat * col(invstd)).to(x.dtype)
+
+
+@modulation_backward_dx.register_fake
+def _(dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, batch_stats):
+    return torch.empty_like(x)
+
+
+def _no_double_backward(ctx, *grads):
+    raise NotImplementedError("double backward of instance_modulation is not implemented")
+
+
+for _op in (modulation_stats, modulation_apply, modulation_backward_reduce, modulation_backward_dx):
+    _op.register_autograd(_no_double_backward)
+
+
+# ---------------------------------------------------------------------------
+# Autograd wrapper
+# ---------------------------------------------------------------------------
+
+
+class InstanceModulationFunction(torch.autograd.Function):
+    """Autograd of ``y = x̂·γ[inst] + β[inst]`` given the statistics ``mean, invstd``.
+
+    The statistics enter as constants; with ``batch_stats`` the backward adds their
+    dependence on ``x`` (the batch-norm terms), all-reduced over ``process_group``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, inst, gamma, beta, mean, invstd, batch_stats, count, process_group):
+        y = modulation_apply(x, inst, gamma, beta, mean, invstd)
+        ctx.save_for_backward(x, inst, gamma, mean, invstd)
+        ctx.batch_stats, ctx.count, ctx.process_group = batch_stats, count, process_group
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, inst, gamma, mean, invstd = ctx.saved_tensors
+        dy = _checks.flattenable_hw(dy)
+        dgamma, dbeta = modulation_backward_reduce(dy, x, inst, mean, invstd, gamma.shape[1])
+        mean_dxhat = mean_dxhat_xhat = mean.new_zeros(0)
+        if ctx.batch_stats and ctx.needs_input_grad[0]:
+            # Σ dy·γ[inst] and Σ dy·γ[inst]·x̂ per channel follow from the per-instance sums.
+            g = gamma.to(dgamma.dtype)
+            sums = torch.stack([(g * dbeta).sum((0, 1)), (g * dgamma).sum((0, 1))])
+            if ctx.process_group is not None:
+                torch.distributed.all_reduce(sums, group=ctx.process_group)
+            mean_dxhat, mean_dxhat_xhat = (sums / ctx.count).unbind(0)
+        dx = None
+        if ctx.needs_input_grad[0]:
+            dx = modulation_backward_dx(dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, ctx.batch_stats)
+        return dx, None, dgamma.to(gamma.dtype), dbeta.to(gamma.dtype), None, None, None, None, None
+
+
+# ---------------------------------------------------------------------------
+# Public function
+# ---------------------------------------------------------------------------
+
+
+def instance_modulation(
+    x: Tensor,
+    inst: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    *,
+    running_mean: Tensor | None = None,
+    running_var: Tensor | None = None,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    process_group=None,
+) -> Tensor:
+    """INADE modulation: batch norm without affine, then per-instance scale and shift.
+
+    ``y[b, c, h, w] = x̂[b, c, h, w] · gamma[b, inst[b, h, w], c] + beta[b, inst[b, h, w], c]``
+
+    Args:
+        x: ``[B, C, H, W]`` float16 / bfloat16 / float32 / float64, contiguous or
+            channels-last (the output keeps the layout).
+        inst: ``[B, H, W]`` integer instance ids in ``[0, L)`` at x's resolution.
+        gamma, beta: ``[B, L, C]`` per-instance scale and shift, dtype of ``x``.
+        running_mean, running_var: ``[C]`` running statistics (float), updated in
+            place in training mode like ``nn.BatchNorm2d`` (unbiased variance) and
+            used in eval mode. May be ``None`` in training mode.
+        training: batch statistics (True) or running statistics (False).
+        momentum: weight of the new batch in the running statistics.
+        eps: added to the variance.
+        process_group: with training, the per-channel statistics (and in backward
+            the per-channel gradient sums) are reduced over this group, so every
+            process normalises with the statistics of the global batch.
+
+    Returns:
+        ``[B, C, H, W]``, dtype and layout of ``x``. Accumulation is in float32.
+    """
+    _check_inputs(x, inst, gamma, beta, running_mean, running_var, training)
+    x = _checks.flattenable_hw(x)
+    inst = _checks.index_map_for_kernel(inst)
+    gamma, beta = gamma.contiguous(), beta.contiguous()
+    if _backend.requested_backend() == "reference":
+        _checks.check_ids_in_range(inst, gamma.shape[1])
+        return reference.instance_modulation(
+            x, inst, gamma, beta, running_mean=running_mean, running_var=running_var, training=training,
+            momentum=momentum, eps=eps, process_group=process_group,
+        )
+    count = x.numel() // x.shape[1]
+    if training:
+        mean, var, count = _batch_statistics(x.detach(), process_group)
+        if running_mean is not None:
+            _update_running_stats(running_mean, running_var, mean, var, count, momentum)
+    else:
+        mean, var = running_mean.to(_acc_dtype(x)), running_var.to(_acc_dtype(x))
+    invstd = torch.rsqrt(var + eps)
+    return InstanceModulationFunction.apply(x, inst, gamma, beta, mean, invstd, training, count, process_group)
+
+
+def _batch_statistics(x: Tensor, process_group) -> tuple[Tensor, Tensor, int]:
+    """Per-channel mean and biased variance over the (global) batch, and the pixel count."""
+    mean, var = modulation_stats(x)
+    count = x.numel() // x.shape[1]
+    if process_group is None:
+        if count <= 1:
+            raise ValueError(f"instance_modulation in training needs more than 1 value per channel, got x {tuple(x.shape)}")
+        return mean, var, count
+    # Exact merge of every process's (count, mean, var): no E[x²] − E[x]² cancellation.
+    world = torch.distributed.get_world_size(process_group)
+    local = torch.cat([mean.new_tensor([count]), mean, var])
+    gathered = local.new_empty(world, local.numel())
+    torch.distributed.all_gather_into_tensor(gathered, local, group=process_group)
+    counts, means, variances = gathered[:, :1], gathered[:, 1 : 1 + mean.numel()], gathered[:, 1 + mean.numel() :]
+    total = counts.sum()
+    g_mean = (counts * means).sum(0) / total
+    g_var = (counts * (variances + (means - g_mean) ** 2)).sum(0) / total
+    total = int(total.item())
+    if total <= 1:
+        raise ValueError("instance_modulation in training needs more than 1 value per channel over the group")
+    return g_mean, g_var, total
+
+
+def _update_running_stats(running_mean, running_var, mean, var, count, momentum) -> None:
+    with torch.no_grad():
+        running_mean.lerp_(mean.to(running_mean.dtype), momentum)
+        running_var.lerp_((var * (count / (count - 1))).to(running_var.dtype), momentum)
+
+
+def _check_inputs(x, inst, gamma, beta, running_mean, running_var, training) -> None:
+    _checks.check_feature_map(x)
+    _checks.check_index_map(inst, x)
+    for name, t in (("gamma", gamma), ("beta", beta)):
+        _checks.check_float(t, name)
+        _checks.check_same_device(x, t, name)
+        _checks.check_same_dtype(x, t, name)
+        if t.dim() != 3 or t.shape[0] != x.shape[0] or t.shape[2] != x.shape[1]:
+            raise ValueError(
+                f"{name} must be [B, L, C] = [{x.shape[0]}, L, {x.shape[1]}] for x {tuple(x.shape)}, "
+                f"got {tuple(t.shape)}"
+            )
+        if t.shape[1] == 0:
+            raise ValueError(f"{name} has no instance rows (L=0)")
+    if gamma.shape != beta.shape:
+        raise ValueError(f"gamma {tuple(gamma.shape)} and beta {tuple(beta.shape)} must have one shape")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("pass both running_mean and running_var, or neither")
+    if not training and running_mean is None:
+        raise ValueError("eval mode (training=False) needs running_mean and running_var")
+    for name, t in (("running_mean", running_mean), ("running_var", running_var)):
+        if t is not None:
+            _checks.check_float(t, name)
+            _checks.check_same_device(x, t, name)
+            if tuple(t.shape) != (x.shape[1],):
+                raise ValueError(f"{name} must be [C] = [{x.shape[1]}], got {tuple(t.shape)}")

@@ -1,0 +1,306 @@
+"""Triton kernels of instance_modulation (paper Eq. 1-2 with batch norm).
+
+Every feature map is addressed as ``[B, C, HW]`` with strides ``(s_b, s_c, s_hw)``
+(contiguous: ``s_hw = 1``; channels-last: ``s_c = 1``), so one kernel serves both
+layouts; offsets are 64-bit. Tables ``gamma, beta`` are ``[B, L, C]`` contiguous;
+``inst`` is ``[B, HW]`` contiguous int32/int64.
+
+Passes over the feature map (the minimum for a batch norm whose statistics must
+be complete before the first output):
+    forward  : stats (read x), apply (read x, write y)
+    backward : reduce (read dy, x -> per-instance sums), dx (read dy, x, write dx)
+The per-channel sums of the input gradient are derived on the host from the
+per-instance sums (``sum dxhat = sum_l gamma_l * dbeta_l``), so no pass computes them.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _stats_kernel(
+    x_ptr,  # *T    [B, C, HW] feature map
+    part_mean_ptr,  # *f32  [P, C] mean of each program's chunk of pixels
+    part_m2_ptr,  # *f32  [P, C] sum of squared deviations of each chunk
+    C,  # channels
+    HW,  # pixels per image
+    s_b, s_c, s_hw,  # strides of x
+    tiles_per_prog,  # pixel tiles each program reduces
+    BLOCK_C: tl.constexpr,
+    BLOCK_HW: tl.constexpr,
+):
+    # Grid: (C blocks, B, chunks). Tiles are merged with Chan's formula so the
+    # variance keeps float32 precision when the mean is large.
+    pid_c, b, chunk = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = c < C
+    base = b.to(tl.int64) * s_b + c[:, None].to(tl.int64) * s_c
+    n = 0.0
+    mean = tl.zeros([BLOCK_C], dtype=tl.float32)
+    m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for t in range(0, tiles_per_prog):
+        hw = (chunk * tiles_per_prog + t) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+        hw_mask = hw < HW
+        mask = c_mask[:, None] & hw_mask[None, :]
+        x = tl.load(x_ptr + base + hw[None, :].to(tl.int64) * s_hw, mask=mask, other=0.0).to(tl.float32)
+        tile_n = tl.sum(hw_mask.to(tl.float32), axis=0)
+        if tile_n > 0:
+            tile_mean = tl.sum(x, axis=1) / tile_n
+            dev = tl.where(mask, x - tile_mean[:, None], 0.0)
+            tile_m2 = tl.sum(dev * dev, axis=1)
+            total = n + tile_n
+            delta = tile_mean - mean
+            mean = mean + delta * (tile_n / total)
+            m2 = m2 + tile_m2 + delta * delta * (n * tile_n / total)
+            n = total
+    prog = b * tl.num_programs(2) + chunk
+    tl.store(part_mean_ptr + prog * C + c, mean, mask=c_mask)
+    tl.store(part_m2_ptr + prog * C + c, m2, mask=c_mask)
+
+
+@triton.jit
+def _apply_kernel(
+    x_ptr,  # *T   [B, C, HW] input
+    inst_ptr,  # *int [B, HW] instance ids
+    gamma_ptr,  # *T   [B, L, C] scale table
+    beta_ptr,  # *T   [B, L, C] shift table
+    mean_ptr,  # *f32 [C]
+    invstd_ptr,  # *f32 [C]
+    y_ptr,  # *T   [B, C, HW] output
+    C, HW, L,
+    s_b, s_c, s_hw,  # strides of x
+    sy_b, sy_c, sy_hw,  # strides of y
+    BLOCK_C: tl.constexpr,
+    BLOCK_HW: tl.constexpr,
+):
+    pid_hw, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    hw = pid_hw * BLOCK_HW + tl.arange(0, BLOCK_HW)
+    c_mask, hw_mask = c < C, hw < HW
+    mask = c_mask[:, None] & hw_mask[None, :]
+    b64, c64, hw64 = b.to(tl.int64), c.to(tl.int64), hw.to(tl.int64)
+    ids = tl.load(inst_ptr + b64 * HW + hw64, mask=hw_mask, other=0).to(tl.int64)
+    row = (b64 * L + ids[None, :]) * C + c64[:, None]
+    g = tl.load(gamma_ptr + row, mask=mask, other=0.0).to(tl.float32)
+    t = tl.load(beta_ptr + row, mask=mask, other=0.0).to(tl.float32)
+    mean = tl.load(mean_ptr + c, mask=c_mask, other=0.0)
+    invstd = tl.load(invstd_ptr + c, mask=c_mask, other=0.0)
+    x = tl.load(x_ptr + b64 * s_b + c64[:, None] * s_c + hw64[None, :] * s_hw, mask=mask, other=0.0)
+    x_hat = (x.to(tl.float32) - mean[:, None]) * invstd[:, None]
+    y = x_hat * g + t
+    tl.store(y_ptr + b64 * sy_b + c64[:, None] * sy_c + hw64[None, :] * sy_hw, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _backward_reduce_kernel(
+    dy_ptr,  # *T   [B, C, HW] output gradient
+    x_ptr,  # *T   [B, C, HW] input
+    inst_ptr,  # *int [B, HW] instance ids
+    mean_ptr,  # *f32 [C]
+    invstd_ptr,  # *f32 [C]
+    part_dgamma_ptr,  # *f32 [B, P, L, C] per-chunk sums of dy * x_hat per instance
+    part_dbeta_ptr,  # *f32 [B, P, L, C] per-chunk sums of dy per instance
+    C, HW, L,
+    sd_b, sd_c, sd_hw,  # strides of dy
+    s_b, s_c, s_hw,  # strides of x
+    tiles_per_prog,
+    BLOCK_C: tl.constexpr,
+    BLOCK_HW: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    # Grid: (C blocks * L blocks, B, chunks). The segment sum over instances is a
+    # matrix product with the tile's one-hot map [HW, L] (never stored), so it runs
+    # on tensor cores and needs no atomics; DOT_PRECISION keeps it float32-exact.
+    pid, b, chunk = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    n_c_blocks = tl.cdiv(C, BLOCK_C)
+    pid_c, pid_l = pid % n_c_blocks, pid // n_c_blocks
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    lane = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
+    c_mask = c < C
+    b64, c64 = b.to(tl.int64), c.to(tl.int64)
+    mean = tl.load(mean_ptr + c, mask=c_mask, other=0.0)
+    invstd = tl.load(invstd_ptr + c, mask=c_mask, other=0.0)
+    acc_g = tl.zeros([BLOCK_C, BLOCK_L], dtype=tl.float32)
+    acc_b = tl.zeros([BLOCK_C, BLOCK_L], dtype=tl.float32)
+    for t in range(0, tiles_per_prog):
+        hw = (chunk * tiles_per_prog + t) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+        hw_mask = hw < HW
+        mask = c_mask[:, None] & hw_mask[None, :]
+        hw64 = hw.to(tl.int64)
+        ids = tl.load(inst_ptr + b64 * HW + hw64, mask=hw_mask, other=-1)
+        dy = tl.load(dy_ptr + b64 * sd_b + c64[:, None] * sd_c + hw64[None, :] * sd_hw, mask=mask, other=0.0)
+        x = tl.load(x_ptr + b64 * s_b + c64[:, None] * s_c + hw64[None, :] * s_hw, mask=mask, other=0.0)
+        dy = dy.to(tl.float32)
+        x_hat = (x.to(tl.float32) - mean[:, None]) * invstd[:, None]
+        one_hot = (ids[:, None] == lane[None, :]).to(tl.float32)
+        acc_g += tl.dot(dy * x_hat, one_hot, input_precision=DOT_PRECISION)
+        acc_b += tl.dot(dy, one_hot, input_precision=DOT_PRECISION)
+    part = ((b64 * tl.num_programs(2) + chunk) * L + lane[None, :].to(tl.int64)) * C + c64[:, None]
+    out_mask = c_mask[:, None] & (lane[None, :] < L)
+    tl.store(part_dgamma_ptr + part, acc_g, mask=out_mask)
+    tl.store(part_dbeta_ptr + part, acc_b, mask=out_mask)
+
+
+@triton.jit
+def _backward_dx_kernel(
+    dy_ptr,  # *T   [B, C, HW] output gradient
+    x_ptr,  # *T   [B, C, HW] input
+    inst_ptr,  # *int [B, HW] instance ids
+    gamma_ptr,  # *T   [B, L, C] scale table
+    mean_ptr,  # *f32 [C]
+    invstd_ptr,  # *f32 [C]
+    mean_dxhat_ptr,  # *f32 [C] mean over (B, H, W) of dy * gamma[inst]
+    mean_dxhat_xhat_ptr,  # *f32 [C] mean of dy * gamma[inst] * x_hat
+    dx_ptr,  # *T   [B, C, HW] input gradient
+    C, HW, L,
+    sd_b, sd_c, sd_hw,  # strides of dy
+    s_b, s_c, s_hw,  # strides of x
+    sx_b, sx_c, sx_hw,  # strides of dx
+    BATCH_STATS: tl.constexpr,  # statistics came from this batch (training) or are fixed (eval)
+    BLOCK_C: tl.constexpr,
+    BLOCK_HW: tl.constexpr,
+):
+    pid_hw, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    hw = pid_hw * BLOCK_HW + tl.arange(0, BLOCK_HW)
+    c_mask, hw_mask = c < C, hw < HW
+    mask = c_mask[:, None] & hw_mask[None, :]
+    b64, c64, hw64 = b.to(tl.int64), c.to(tl.int64), hw.to(tl.int64)
+    ids = tl.load(inst_ptr + b64 * HW + hw64, mask=hw_mask, other=0).to(tl.int64)
+    g = tl.load(gamma_ptr + (b64 * L + ids[None, :]) * C + c64[:, None], mask=mask, other=0.0).to(tl.float32)
+    invstd = tl.load(invstd_ptr + c, mask=c_mask, other=0.0)
+    dy = tl.load(dy_ptr + b64 * sd_b + c64[:, None] * sd_c + hw64[None, :] * sd_hw, mask=mask, other=0.0)
+    dx_hat = dy.to(tl.float32) * g
+    if BATCH_STATS:
+        mean = tl.load(mean_ptr + c, mask=c_mask, other=0.0)
+        m1 = tl.load(mean_dxhat_ptr + c, mask=c_mask, other=0.0)
+        m2 = tl.load(mean_dxhat_xhat_ptr + c, mask=c_mask, other=0.0)
+        x = tl.load(x_ptr + b64 * s_b + c64[:, None] * s_c + hw64[None, :] * s_hw, mask=mask, other=0.0)
+        x_hat = (x.to(tl.float32) - mean[:, None]) * invstd[:, None]
+        dx_hat = dx_hat - m1[:, None] - x_hat * m2[:, None]
+    dx = dx_hat * invstd[:, None]
+    tl.store(dx_ptr + b64 * sx_b + c64[:, None] * sx_c + hw64[None, :] * sx_hw, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+# ---------------------------------------------------------------------------
+# Launchers: torch tensors in, torch tensors out. Inputs are validated by
+# inade.ops.instance_modulation before they get here.
+# ---------------------------------------------------------------------------
+
+_BLOCK_C, _BLOCK_HW = 32, 128
+_REDUCE_BLOCK_C, _REDUCE_BLOCK_HW = 32, 64
+
+
+def _strides(t: torch.Tensor) -> tuple[int, int, int]:
+    return t.stride(0), t.stride(1), t.stride(3)
+
+
+def _chunks(x: torch.Tensor, block_hw: int, programs_per_image: int) -> tuple[int, int]:
+    """(number of pixel chunks per image, tiles per chunk) for a split-reduction grid."""
+    hw = x.shape[2] * x.shape[3]
+    tiles = triton.cdiv(hw, block_hw)
+    n_chunks = max(1, min(tiles, programs_per_image))
+    tiles_per_prog = triton.cdiv(tiles, n_chunks)
+    return triton.cdiv(tiles, tiles_per_prog), tiles_per_prog
+
+
+def _target_chunks(x: torch.Tensor, c_blocks: int) -> int:
+    # Enough programs to fill the GPU (about 4 per SM) without tiny chunks.
+    sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 8
+    return max(1, (4 * sms) // max(1, x.shape[0] * c_blocks))
+
+
+def _dot_precision(x: torch.Tensor) -> str:
+    # Three-pass TF32 is float32-accurate on tensor cores; the interpreter has only "ieee".
+    return "tf32x3" if x.is_cuda else "ieee"
+
+
+def stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(mean, biased var)`` of ``x [B, C, H, W]``, float32 ``[C]`` each."""
+    B, C = x.shape[:2]
+    hw = x.shape[2] * x.shape[3]
+    c_blocks = triton.cdiv(C, _BLOCK_C)
+    n_chunks, tiles_per_prog = _chunks(x, _BLOCK_HW, _target_chunks(x, c_blocks))
+    part_mean = torch.empty(B * n_chunks, C, device=x.device, dtype=torch.float32)
+    part_m2 = torch.empty_like(part_mean)
+    _stats_kernel[(c_blocks, B, n_chunks)](
+        x, part_mean, part_m2, C, hw, *_strides(x), tiles_per_prog, BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW
+    )
+    # Chan's parallel-variance merge of the chunks (tiny: [P, C]).
+    counts = torch.full((n_chunks,), float(tiles_per_prog * _BLOCK_HW), device=x.device)
+    counts[-1] = hw - (n_chunks - 1) * tiles_per_prog * _BLOCK_HW
+    counts = counts.repeat(B)[:, None]
+    total = counts.sum()
+    mean = (part_mean * counts).sum(0) / total
+    m2 = part_m2.sum(0) + (counts * (part_mean - mean) ** 2).sum(0)
+    return mean, m2 / total
+
+
+def apply(x, inst, gamma, beta, mean, invstd) -> torch.Tensor:
+    """``y = (x - mean) * invstd * gamma[inst] + beta[inst]``, same shape, dtype and layout as ``x``."""
+    B, C = x.shape[:2]
+    hw = x.shape[2] * x.shape[3]
+    y = torch.empty_like(x)
+    grid = (triton.cdiv(hw, _BLOCK_HW), triton.cdiv(C, _BLOCK_C), B)
+    _apply_kernel[grid](
+        x, inst, gamma, beta, mean, invstd, y, C, hw, gamma.shape[1], *_strides(x), *_strides(y),
+        BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW,
+    )
+    return y
+
+
+def backward_reduce(dy, x, inst, mean, invstd, num_instances: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-instance sums ``(sum dy * x_hat, sum dy)``, float32 ``[B, L, C]`` each."""
+    B, C = x.shape[:2]
+    hw = x.shape[2] * x.shape[3]
+    block_l = max(16, min(64, triton.next_power_of_2(num_instances)))
+    c_blocks = triton.cdiv(C, _REDUCE_BLOCK_C)
+    l_blocks = triton.cdiv(num_instances, block_l)
+    n_chunks, tiles_per_prog = _chunks(x, _REDUCE_BLOCK_HW, _target_chunks(x, c_blocks * l_blocks))
+    part_dgamma = torch.empty(B, n_chunks, num_instances, C, device=x.device, dtype=torch.float32)
+    part_dbeta = torch.empty_like(part_dgamma)
+    _backward_reduce_kernel[(c_blocks * l_blocks, B, n_chunks)](
+        dy, x, inst, mean, invstd, part_dgamma, part_dbeta, C, hw, num_instances, *_strides(dy), *_strides(x),
+        tiles_per_prog, BLOCK_C=_REDUCE_BLOCK_C, BLOCK_HW=_REDUCE_BLOCK_HW, BLOCK_L=block_l,
+        DOT_PRECISION=_dot_precision(x),
+    )
+    return part_dgamma.sum(1), part_dbeta.sum(1)
+
+
+def backward_dx(dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, batch_stats: bool) -> torch.Tensor:
+    """Gradient of ``x``; same shape, dtype and layout as ``x``."""
+    B, C = x.shape[:2]
+    hw = x.shape[2] * x.shape[3]
+    dx = torch.empty_like(x)
+    grid = (triton.cdiv(hw, _BLOCK_HW), triton.cdiv(C, _BLOCK_C), B)
+    _backward_dx_kernel[grid](
+        dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, dx, C, hw, gamma.shape[1],
+        *_strides(dy), *_strides(x), *_strides(dx), BATCH_STATS=batch_stats, BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW,
+    )
+    return dx
+
+
+def aot_specs():
+    """``(kernel, signature, constexprs)`` for compiling every kernel ahead of time (tests)."""
+    i32 = "i32"
+    strides3 = [i32] * 3
+    specs = []
+    for dtype in ("fp32", "bf16", "fp16"):
+        t = "*" + dtype
+        specs.append((_stats_kernel, [t, "*fp32", "*fp32", i32, i32, *strides3, i32],
+                      {"BLOCK_C": _BLOCK_C, "BLOCK_HW": _BLOCK_HW}))
+        specs.append((_apply_kernel, [t, "*i32", t, t, "*fp32", "*fp32", t, i32, i32, i32, *strides3, *strides3],
+                      {"BLOCK_C": _BLOCK_C, "BLOCK_HW": _BLOCK_HW}))
+        specs.append((_backward_reduce_kernel,
+                      [t, t, "*i64", "*fp32", "*fp32", "*fp32", "*fp32", i32, i32, i32, *strides3, *strides3, i32],
+                      {"BLOCK_C": _REDUCE_BLOCK_C, "BLOCK_HW": _REDUCE_BLOCK_HW, "BLOCK_L": 64,
+                       "DOT_PRECISION": "tf32x3"}))
+        for batch_stats in (True, False):
+            specs.append((_backward_dx_kernel,
+                          [t, t, "*i32", t, "*fp32", "*fp32", "*fp32", "*fp32", t, i32, i32, i32,
+                           *strides3, *strides3, *strides3],
+                          {"BATCH_STATS": batch_stats, "BLOCK_C": _BLOCK_C, "BLOCK_HW": _BLOCK_HW}))
+    return specs

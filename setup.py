@@ -1,0 +1,64 @@
+"""Build of the INADE package and its extension ``inade._C``.
+
+The C++ (CPU) sources under ``csrc/cpu`` are always built. CUDA sources under
+``csrc/cuda`` are added only where both a CUDA toolkit and a CUDA build of
+torch are present, so a CPU machine never needs (or pulls) CUDA.
+Set ``INADE_NO_EXTENSION=1`` to install the pure-Python package only.
+"""
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+
+def _extension_modules():
+    """The ``inade._C`` extension, or nothing when building it is switched off."""
+    if os.environ.get("INADE_NO_EXTENSION") == "1":
+        return [], {}
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+    import torch
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+    # OpenMP is what at::parallel_for uses in torch's CPU builds: without -fopenmp
+    # the parallel loops compile to a single thread.
+    cxx_flags = ["-O3", "-fopenmp", "-std=c++17"]
+    define_macros = []
+    with_cuda = bool(cuda_sources) and torch.version.cuda is not None and CUDA_HOME is not None
+    if with_cuda:
+        define_macros.append(("INADE_WITH_CUDA", None))
+        ext = CUDAExtension(
+            "inade._C",
+            sources + cuda_sources,
+            include_dirs=[os.path.join(here, "csrc")],
+            define_macros=define_macros,
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "--use_fast_math"]},
+            extra_link_args=["-fopenmp"],
+        )
+    else:
+        ext = CppExtension(
+            "inade._C",
+            sources,
+            include_dirs=[os.path.join(here, "csrc")],
+            define_macros=define_macros,
+            extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=["-fopenmp"],
+        )
+    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = _extension_modules()
+
+setup(
+    name="inade",
+    version="0.1.0",
+    description="INADE (CVPR 2021) semantic image synthesis with fused instance-aware kernels",
+    packages=find_packages(include=["inade", "inade.*"]) + ["inade.kernels"],
+    package_dir={"inade.kernels": "kernels"},
+    python_requires=">=3.10",
+    install_requires=["torch>=2.4", "numpy"],
+    extras_require={"triton": ["triton>=3.0"], "test": ["pytest"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)

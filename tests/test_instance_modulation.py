@@ -1,0 +1,236 @@
+"""instance_modulation against its reference, every backend, forward and backward."""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import DEVICE, assert_close, needs_triton
+from inade.ops import instance_modulation, use_backend
+
+# (B, C, H, W, L): odd sizes, one instance, many instances, B=1, wide tables.
+SHAPES = [
+    (2, 8, 5, 7, 4),
+    (1, 40, 9, 17, 70),
+    (3, 33, 1, 130, 2),
+    (2, 16, 6, 6, 1),
+    (1, 3, 11, 13, 143),
+]
+
+
+def shape_id(s):
+    return "B{}-C{}-H{}-W{}-L{}".format(*s)
+
+
+def make_inputs(shape, dtype=torch.float32, layout="contiguous", seed=0, empty_instances=False):
+    B, C, H, W, L = shape
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(B, C, H, W, generator=g) * 3 + 1.5).to(DEVICE, dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = torch.randn(B, C, H, 2 * W, generator=g).to(DEVICE, dtype)[..., ::2]
+    high = max(1, L // 2) if empty_instances else L
+    inst = torch.randint(0, high, (B, H, W), generator=g).to(DEVICE)
+    gamma = torch.randn(B, L, C, generator=g).to(DEVICE, dtype)
+    beta = torch.randn(B, L, C, generator=g).to(DEVICE, dtype)
+    dy = torch.randn(B, C, H, W, generator=g).to(DEVICE, dtype)
+    return x, inst, gamma, beta, dy
+
+
+def run(backend, x, inst, gamma, beta, dy, training=True, stats=None, **kw):
+    """Output, gradients of (x, gamma, beta) and the running statistics after one call."""
+    x, gamma, beta = (t.detach().clone().requires_grad_() for t in (x, gamma, beta))
+    C = x.shape[1]
+    rm, rv = stats if stats is not None else (torch.zeros(C, device=x.device), torch.ones(C, device=x.device))
+    rm, rv = rm.clone(), rv.clone()
+    with use_backend(backend):
+        y = instance_modulation(x, inst, gamma, beta, running_mean=rm, running_var=rv, training=training, **kw)
+    y.backward(dy)
+    return y.detach(), x.grad, gamma.grad, beta.grad, rm, rv
+
+
+def reference_in(dtype, *tensors):
+    """Tensors in the precision the reference runs in (float64 for low-precision inputs)."""
+    ref_dtype = torch.float64 if dtype in (torch.float16, torch.bfloat16, torch.float32) else dtype
+    return [t.to(ref_dtype) if t.is_floating_point() else t for t in tensors]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_matches_reference_float32(backend, shape, training):
+    x, inst, gamma, beta, dy = make_inputs(shape)
+    C = shape[1]
+    stats = (torch.randn(C, device=DEVICE), torch.rand(C, device=DEVICE) + 0.5)
+    got = run(backend, x, inst, gamma, beta, dy, training, stats)
+    want = run("reference", *reference_in(torch.float32, x, inst, gamma, beta, dy), training,
+               tuple(s.double() for s in stats))
+    for name, a, b in zip(("y", "dx", "dgamma", "dbeta", "running_mean", "running_var"), got, want):
+        # Gradients are sums over up to B*H*W pixels: widen with the count.
+        scale = 1.0 if name in ("y", "running_mean", "running_var") else 10.0
+        assert_close(a, b, torch.float32, scale, msg=f"{name} differs")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("shape", SHAPES[:3], ids=shape_id)
+def test_low_precision_within_twice_pytorch_error(backend, shape, dtype):
+    """Error of our low-precision path <= 2x the error of the reference run in the same dtype (+ slack)."""
+    x, inst, gamma, beta, dy = make_inputs(shape, dtype)
+    exact = run("reference", *reference_in(dtype, x, inst, gamma, beta, dy))
+    ours = run(backend, x, inst, gamma, beta, dy)
+    torch_low = run("reference", x, inst, gamma, beta, dy)
+    atol = torch.finfo(dtype).eps * 4
+    for name, o, t, e in zip(("y", "dx", "dgamma", "dbeta"), ours, torch_low, exact):
+        err_ours = (o.double() - e.double()).abs().max().item()
+        err_torch = (t.double() - e.double()).abs().max().item()
+        scale = e.double().abs().max().item()
+        assert err_ours <= 2 * err_torch + atol * scale, f"{name}: ours {err_ours:.3g} vs torch {err_torch:.3g}"
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "strided"])
+def test_layouts(backend, layout):
+    x, inst, gamma, beta, dy = make_inputs((2, 12, 7, 9, 5), layout=layout)
+    got = run(backend, x, inst, gamma, beta, dy)
+    want = run("reference", *reference_in(torch.float32, x.contiguous(), inst, gamma, beta, dy))
+    for a, b in zip(got, want):
+        assert_close(a, b, torch.float32, 10.0)
+    if layout == "channels_last":
+        assert got[0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_empty_instances_get_zero_gradient(backend):
+    x, inst, gamma, beta, dy = make_inputs((2, 6, 5, 5, 8), empty_instances=True)
+    _, _, dgamma, dbeta, _, _ = run(backend, x, inst, gamma, beta, dy)
+    present = torch.zeros(2, 8, dtype=torch.bool, device=DEVICE)
+    present.scatter_(1, inst.flatten(1), True)
+    assert (dgamma[~present] == 0).all() and (dbeta[~present] == 0).all()
+    assert (dbeta[present].abs().sum(-1) > 0).all()
+
+
+def test_one_instance_is_batch_norm_with_affine(backend):
+    """With one instance the op is nn.BatchNorm2d with weight gamma[:, 0] and bias beta[:, 0]."""
+    x, _, _, _, dy = make_inputs((3, 5, 6, 7, 1))
+    inst = torch.zeros(3, 6, 7, dtype=torch.long, device=DEVICE)
+    w, b = torch.randn(5, device=DEVICE), torch.randn(5, device=DEVICE)
+    gamma, beta = w.expand(3, 1, 5).contiguous(), b.expand(3, 1, 5).contiguous()
+    with use_backend(backend):
+        y = instance_modulation(x, inst, gamma, beta)
+    torch.testing.assert_close(y, F.batch_norm(x, None, None, w, b, training=True), atol=2e-5, rtol=2e-5)
+
+
+def test_gradcheck_float64(backend):
+    x, inst, gamma, beta, _ = make_inputs((2, 3, 4, 5, 3), torch.float64)
+    rm, rv = torch.randn(3, device=DEVICE, dtype=torch.float64), torch.rand(3, device=DEVICE, dtype=torch.float64) + 0.5
+    args = tuple(t.requires_grad_() for t in (x, gamma, beta))
+    with use_backend(backend):
+        assert torch.autograd.gradcheck(lambda x, g, b: instance_modulation(x, inst, g, b), args)
+        assert torch.autograd.gradcheck(
+            lambda x, g, b: instance_modulation(x, inst, g, b, running_mean=rm, running_var=rv, training=False), args
+        )
+
+
+def test_poisoned_outputs_are_overwritten(backend, monkeypatch):
+    """Outputs allocated full of NaN come back without NaN: every element is written."""
+    real_empty_like = torch.empty_like
+    monkeypatch.setattr(torch, "empty_like", lambda t, **kw: real_empty_like(t, **kw).fill_(float("nan")))
+    x, inst, gamma, beta, dy = make_inputs((2, 37, 5, 29, 6))
+    for t in run(backend, x, inst, gamma, beta, dy):
+        assert not t.isnan().any()
+
+
+def test_running_statistics_follow_batch_norm(backend):
+    x, inst, gamma, beta, dy = make_inputs((2, 7, 5, 6, 3))
+    bn = torch.nn.BatchNorm2d(7, affine=False, momentum=0.3).to(DEVICE)
+    bn(x)
+    rm, rv = torch.zeros(7, device=DEVICE), torch.ones(7, device=DEVICE)
+    with use_backend(backend):
+        instance_modulation(x, inst, gamma, beta, running_mean=rm, running_var=rv, momentum=0.3)
+    torch.testing.assert_close(rm, bn.running_mean)
+    torch.testing.assert_close(rv, bn.running_var)
+
+
+@pytest.mark.parametrize(
+    "mutate, error, match",
+    [
+        (lambda a: a.update(x=a["x"][0]), ValueError, r"x must be \[B, C, H, W\]"),
+        (lambda a: a.update(x=a["x"][:0], inst=a["inst"][:0]), ValueError, "empty batch"),
+        (lambda a: a.update(inst=a["inst"][:, :-1]), ValueError, "inst has shape"),
+        (lambda a: a.update(inst=a["inst"].float()), TypeError, "integer"),
+        (lambda a: a.update(gamma=a["gamma"][:, :, :-1]), ValueError, r"gamma must be \[B, L, C\]"),
+        (lambda a: a.update(beta=a["beta"].double()), TypeError, "beta has dtype"),
+        (lambda a: a.update(x=a["x"].int()), TypeError, "x must be float"),
+        (lambda a: a["inst"].view(-1)[3].fill_(4), ValueError, "has id 4 but num_instances is 4"),
+        (lambda a: a["inst"].view(-1)[3].fill_(-1), ValueError, "negative id"),
+        (lambda a: a.update(training=False), ValueError, "eval mode"),
+        (lambda a: a.update(inst=a["inst"].to("meta")), ValueError, "inst is on meta"),
+    ],
+    ids=["x-3d", "empty-batch", "inst-shape", "inst-float", "gamma-shape", "dtype-mismatch", "x-int",
+         "id-too-large", "id-negative", "eval-without-stats", "device-mismatch"],
+)
+@pytest.mark.parametrize("backend_name", ["reference", "cpp", "triton"])
+def test_bad_input_raises_clear_error(backend_name, mutate, error, match):
+    x, inst, gamma, beta, _ = make_inputs((2, 4, 5, 6, 4))
+    args = dict(x=x, inst=inst, gamma=gamma, beta=beta, training=True)
+    mutate(args)
+    with use_backend(backend_name), pytest.raises(error, match=match):
+        instance_modulation(args.pop("x"), args.pop("inst"), args.pop("gamma"), args.pop("beta"), **args)
+
+
+def test_training_needs_more_than_one_value(backend):
+    x, inst, gamma, beta, _ = make_inputs((1, 4, 1, 1, 1))
+    with use_backend(backend), pytest.raises(ValueError, match="more than 1 value"):
+        instance_modulation(x, inst, gamma, beta)
+
+
+def test_double_backward_raises(backend):
+    x, inst, gamma, beta, dy = make_inputs((2, 3, 4, 5, 3))
+    x.requires_grad_()
+    with use_backend(backend):
+        y = instance_modulation(x, inst, gamma, beta)
+        (gx,) = torch.autograd.grad(y, x, dy, create_graph=True)
+        with pytest.raises((NotImplementedError, RuntimeError), match="double backward|not implemented|does not require grad"):
+            gx.sum().backward()
+
+
+def test_opcheck_custom_ops():
+    m = importlib.import_module("inade.ops.instance_modulation")
+
+    x, inst, gamma, beta, dy = make_inputs((2, 5, 4, 6, 3))
+    mean, var = m.modulation_stats(x)
+    invstd = torch.rsqrt(var + 1e-5)
+    dg, db = m.modulation_backward_reduce(dy, x, inst, mean, invstd, 3)
+    samples = [
+        (m.modulation_stats, (x,)),
+        (m.modulation_apply, (x, inst, gamma, beta, mean, invstd)),
+        (m.modulation_backward_reduce, (dy, x, inst, mean, invstd, 3)),
+        (m.modulation_backward_dx, (dy, x, inst, gamma, mean, invstd, dg.sum((0, 1)), db.sum((0, 1)), True)),
+    ]
+    for op, args in samples:
+        torch.library.opcheck(op, args)
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    x, inst, gamma, beta, dy = make_inputs((2, 6, 5, 7, 4))
+    rm, rv = torch.zeros(6, device=DEVICE), torch.ones(6, device=DEVICE)
+
+    def f(x, gamma, beta):
+        return instance_modulation(x, inst, gamma, beta, running_mean=rm, running_var=rv)
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    outs = []
+    for fn in (f, compiled):
+        leaves = [t.detach().clone().requires_grad_() for t in (x, gamma, beta)]
+        y = fn(*leaves)
+        y.backward(dy)
+        outs.append([y, *(t.grad for t in leaves)])
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b)
+
+
+@needs_triton
+def test_triton_kernels_compile_ahead_of_time_for_sm80_and_sm90():
+    from _aot import compile_ahead_of_time  # noqa: PLC0415
+
+    assert compile_ahead_of_time("inade.kernels.instance_modulation") > 0
