@@ -1,0 +1,76 @@
+"""Index-map helpers: nearest resizing of label/instance maps and the class of
+each instance. The generator computes both once per forward and shares them
+with every norm layer."""
+from __future__ import annotations
+
+import torch
+
+from inade.ops import _checks
+
+
+def _nearest_source_index(in_size: int, out_size: int, device) -> torch.Tensor:
+    """Source index of each output position, exactly as ``F.interpolate(mode="nearest")`` computes it
+    (``floor(dst · (in/out))`` in float32, clamped; exact halving/identity shortcuts agree)."""
+    scale = torch.tensor(in_size, dtype=torch.float32) / out_size
+    idx = (torch.arange(out_size, dtype=torch.float32) * scale).floor().to(torch.long)
+    return idx.clamp_(max=in_size - 1).to(device)
+
+
+def resize_index_map(index: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of an integer map ``[B, H, W]`` to ``[B, h, w]``.
+
+    Bit-identical to ``F.interpolate(index[:, None].float(), size, mode="nearest")[:, 0]``
+    (for ids below 2**24, where float32 is exact), without the float round trip.
+    """
+    _checks.check_tensor(index, "index")
+    if index.dim() != 3:
+        raise ValueError(f"index must be [B, H, W], got shape {tuple(index.shape)}")
+    h, w = int(size[0]), int(size[1])
+    if h <= 0 or w <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    H, W = index.shape[1:]
+    if (h, w) == (H, W):
+        return index
+    rows = _nearest_source_index(H, h, index.device)
+    cols = _nearest_source_index(W, w, index.device)
+    return index.index_select(1, rows).index_select(2, cols)
+
+
+def instance_classes(label: torch.Tensor, inst: torch.Tensor, num_instances: int | None = None) -> torch.Tensor:
+    """The class of every instance: ``cls[b, l]`` = the label of instance ``l``'s pixels in image ``b``.
+
+    Args:
+        label: ``[B, H, W]`` integer class map.
+        inst: ``[B, H, W]`` integer compact instance ids (``0 … L-1``).
+        num_instances: ``L``; default ``inst.max() + 1`` over the batch.
+
+    Returns:
+        ``[B, L]`` int64; 0 for an instance with no pixels in that image (its row is never read).
+
+    Raises:
+        ValueError: if an instance spans two classes (INADE samples each instance from
+            one class's distribution), naming the image, instance and classes.
+    """
+    _checks.check_tensor(label, "label")
+    _checks.check_tensor(inst, "inst")
+    if label.shape != inst.shape or label.dim() != 3:
+        raise ValueError(f"label {tuple(label.shape)} and inst {tuple(inst.shape)} must both be [B, H, W]")
+    if num_instances is None:
+        num_instances = int(inst.max()) + 1
+    _checks.check_ids_in_range(inst, num_instances)
+    B = label.shape[0]
+    flat_inst, flat_label = inst.reshape(B, -1).long(), label.reshape(B, -1).long()
+    big = torch.iinfo(torch.long).max
+    lo = torch.full((B, num_instances), big, dtype=torch.long, device=label.device)
+    hi = torch.full((B, num_instances), -1, dtype=torch.long, device=label.device)
+    lo.scatter_reduce_(1, flat_inst, flat_label, "amin")
+    hi.scatter_reduce_(1, flat_inst, flat_label, "amax")
+    present = hi >= 0
+    mixed = present & (lo != hi)
+    if mixed.any():
+        b, l = (int(v) for v in mixed.nonzero()[0])
+        raise ValueError(
+            f"instance {l} of image {b} spans classes {int(lo[b, l])} and {int(hi[b, l])}: every instance "
+            "must lie in one class (give each class region its own instance id, e.g. with inade.data.compact_ids)"
+        )
+    return torch.where(present, hi, torch.zeros_like(hi))

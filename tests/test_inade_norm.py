@@ -1,0 +1,94 @@
+"""INADENorm and the index-map helpers."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import DEVICE
+from inade.nn import INADENorm, instance_classes, resize_index_map
+from inade.ops import use_backend
+
+
+@pytest.mark.parametrize("src", [(1, 1), (3, 5), (8, 8), (17, 33), (64, 128), (257, 100)], ids=str)
+@pytest.mark.parametrize("dst", [(1, 1), (2, 4), (4, 8), (13, 7), (16, 32), (128, 256), (512, 33)], ids=str)
+def test_resize_index_map_is_bit_identical_to_interpolate_nearest(src, dst):
+    index = torch.randint(0, 5000, (2, *src), generator=torch.Generator().manual_seed(0))
+    want = F.interpolate(index[:, None].float(), dst, mode="nearest")[:, 0].long()
+    assert torch.equal(resize_index_map(index, dst), want)
+
+
+def test_instance_classes_gives_each_instance_its_class():
+    label = torch.tensor([[[3, 3, 1], [3, 0, 1]]])
+    inst = torch.tensor([[[0, 0, 2], [0, 1, 2]]])
+    assert instance_classes(label, inst, num_instances=4).tolist() == [[3, 0, 1, 0]]
+
+
+def test_instance_classes_rejects_instance_spanning_two_classes():
+    label = torch.tensor([[[3, 3], [2, 1]]])
+    inst = torch.tensor([[[0, 0], [0, 1]]])
+    with pytest.raises(ValueError, match="instance 0 of image 0 spans classes 2 and 3"):
+        instance_classes(label, inst)
+
+
+def official_style_norm(norm: INADENorm, x, label, inst, noise):
+    """The public code's computation, restated densely: one-hot class and instance maps
+    and einsums to per-pixel maps (our own code, the approach of tzt101/INADE)."""
+    seg = F.one_hot(label, norm.weight.shape[0]).permute(0, 3, 1, 2).to(x.dtype)
+    ins = F.one_hot(inst, noise.shape[1]).permute(0, 3, 1, 2).to(x.dtype)
+    mapped = norm.fc_noise(noise)
+    normalized = norm.param_free_norm(x)
+    out = []
+    for k in range(2):
+        a = torch.einsum("mc,bmhw->bchw", norm.weight[..., k], seg)
+        b = torch.einsum("mc,bmhw->bchw", norm.bias[..., k], seg)
+        n = torch.einsum("blc,blhw->bchw", mapped[:, :, k], ins)
+        out.append(a * n + b)
+    return out[0] * normalized + out[1]
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_norm_computes_the_public_codes_function(backend, training):
+    torch.manual_seed(0)
+    B, C, H, W, L, M, N = 2, 6, 5, 7, 4, 5, 3
+    norm = INADENorm(C, M, N).to(DEVICE)
+    twin = INADENorm(C, M, N).to(DEVICE)
+    twin.load_state_dict(norm.state_dict())
+    with torch.no_grad():
+        for n in (norm, twin):
+            n.param_free_norm.running_mean.normal_()
+            n.param_free_norm.running_var.uniform_(0.5, 2)
+    norm.train(training), twin.train(training)
+    inst = torch.randint(0, L, (B, H, W), device=DEVICE)
+    cls = torch.randint(0, M, (B, L), device=DEVICE)
+    label = torch.gather(cls, 1, inst.flatten(1)).view(B, H, W)
+    x = torch.randn(B, C, H, W, device=DEVICE)
+    noise = torch.randn(B, L, 2, N, device=DEVICE)
+    with use_backend(backend):
+        y = norm(x, inst, instance_classes(label, inst, L), noise)
+    want = official_style_norm(twin, x, label, inst, noise)
+    torch.testing.assert_close(y, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(norm.state_dict(), twin.state_dict())
+    # gradients reach every parameter the same way
+    g_ours = torch.autograd.grad(y.square().sum(), [norm.weight, norm.bias, norm.fc_noise.weight])
+    g_want = torch.autograd.grad(want.square().sum(), [twin.weight, twin.bias, twin.fc_noise.weight])
+    for a, b in zip(g_ours, g_want):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_norm_initialisation_and_keys_follow_the_public_code():
+    norm = INADENorm(16, 19, 64)
+    assert set(norm.state_dict()) == {
+        "weight", "bias", "param_free_norm.running_mean", "param_free_norm.running_var",
+        "param_free_norm.num_batches_tracked", "fc_noise.weight", "fc_noise.bias",
+    }
+    assert norm.weight.shape == (19, 16, 2) and (norm.bias == 0).all()
+    assert 0 <= norm.weight.min() and norm.weight.max() < 1 and norm.weight.std() > 0.2
+
+
+def test_norm_rejects_noise_of_the_wrong_shape():
+    norm = INADENorm(4, 3, 2)
+    x, inst, cls = torch.randn(1, 4, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long)
+    with pytest.raises(ValueError, match="noise must be"):
+        norm(x, inst, cls, torch.randn(1, 1, 3))
