@@ -53,12 +53,11 @@ def test_norm_computes_the_public_codes_function(backend, training):
     torch.manual_seed(0)
     B, C, H, W, L, M, N = 2, 6, 5, 7, 4, 5, 3
     norm = INADENorm(C, M, N).to(DEVICE)
+    with torch.no_grad():
+        norm.param_free_norm.running_mean.normal_()
+        norm.param_free_norm.running_var.uniform_(0.5, 2)
     twin = INADENorm(C, M, N).to(DEVICE)
     twin.load_state_dict(norm.state_dict())
-    with torch.no_grad():
-        for n in (norm, twin):
-            n.param_free_norm.running_mean.normal_()
-            n.param_free_norm.running_var.uniform_(0.5, 2)
     norm.train(training), twin.train(training)
     inst = torch.randint(0, L, (B, H, W), device=DEVICE)
     cls = torch.randint(0, M, (B, L), device=DEVICE)
