@@ -1,0 +1,1 @@
+"""Small utilities: a dependency-free PNG reader/writer."""
