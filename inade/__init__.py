@@ -14,5 +14,7 @@ from inade.official import load_official
 __version__ = "0.1.0"
 __all__ = ["Config", "Generator", "NoiseEncoder", "config", "kl_divergence", "load_official", "ops"]
 
-# The discriminator, losses and synthesizer (issue 4, part 2) join the public API
-# here: one import line each, and their names appended to __all__.
+from inade.models.discriminator import Discriminator  # noqa: E402
+from inade.synthesis import Sample, Synthesizer  # noqa: E402
+
+__all__ += ["Discriminator", "Sample", "Synthesizer"]

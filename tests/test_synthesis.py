@@ -1,0 +1,346 @@
+"""Diversity control (Synthesizer), the inade-synth CLI and the PNG reader/writer.
+
+A tiny generator with fixed weights (32×32 output) stands in for a trained one:
+the properties checked — which noise rows change, where the picture changes,
+determinism under a seed — do not depend on training.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+import inade
+from inade.cli import main
+from inade.synthesis import Sample, Synthesizer
+from inade.utils.png import PNGError, encode_png, read_png, write_png
+
+CFG = dict(ngf=4, noise_nc=4, z_dim=8, crop_size=32)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return inade.config("synthetic", **CFG)
+
+
+@pytest.fixture(scope="module")
+def G(cfg):
+    torch.manual_seed(0)
+    return inade.Generator(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def maps():
+    """Background (class 0, instance 0), two instances of class 2 (ids 1, 3) and one of class 3 (id 2)."""
+    label = torch.zeros(1, 32, 32, dtype=torch.long)
+    inst = torch.zeros_like(label)
+    label[:, 4:14, 3:13], inst[:, 4:14, 3:13] = 2, 1
+    label[:, 12:30, 18:30], inst[:, 12:30, 18:30] = 3, 2
+    label[:, 20:30, 2:12], inst[:, 20:30, 2:12] = 2, 3
+    return label, inst
+
+
+@pytest.fixture(scope="module")
+def base(G, maps):
+    return Synthesizer(G).random(*maps, seed=1)
+
+
+def _changed_rows(a: Tensor, b: Tensor) -> list[int]:
+    """Ids whose noise rows differ between two [B, L, 2, C] tables."""
+    return (a != b).flatten(2).any(2).any(0).nonzero().flatten().tolist()
+
+
+# ---------------------------------------------------------------------------
+# Synthesizer
+# ---------------------------------------------------------------------------
+
+
+def test_random_is_deterministic(G, maps, base):
+    synth = Synthesizer(G)
+    again = synth.random(*maps, seed=1)
+    assert torch.equal(again.image, base.image) and torch.equal(again.noise, base.noise)
+    other = synth.random(*maps, seed=2)
+    assert not torch.equal(other.noise, base.noise) and not torch.equal(other.z, base.z)
+    assert base.noise.shape == (1, 4, 2, CFG["noise_nc"]) and base.z.shape == (1, CFG["z_dim"])
+    assert base.image.shape == (1, 3, 32, 32)
+
+
+def test_resample_instances_changes_only_those_rows(G, maps, base):
+    synth = Synthesizer(G)
+    label, inst = maps
+    out = synth.resample_instances(label, inst, base, [1], seed=5)
+    assert _changed_rows(out.noise, base.noise) == [1]
+    assert (out.noise[:, 1] != base.noise[:, 1]).all()  # every entry of the row is new
+    assert torch.equal(out.z, base.z)
+    # the picture changes inside instance 1 much more than elsewhere
+    diff = (out.image - base.image).abs().sum(1)[0]
+    inside = inst[0] == 1
+    assert diff[inside].mean() > 5 * diff[~inside].mean()
+    # a row's draw depends on the seed and the id only, not on the other ids resampled with it
+    both = synth.resample_instances(label, inst, base, [1, 2], seed=5)
+    assert _changed_rows(both.noise, base.noise) == [1, 2]
+    assert torch.equal(both.noise[:, 1], out.noise[:, 1])
+    assert torch.equal(synth.resample_instances(label, inst, base, [1], seed=5).image, out.image)
+
+
+def test_resample_class_changes_every_instance_of_the_class(G, maps, base):
+    out = Synthesizer(G).resample_class(*maps, base, class_id=2, seed=7)
+    assert _changed_rows(out.noise, base.noise) == [1, 3]
+    with pytest.raises(ValueError, match="class_id 5 has no instance"):
+        Synthesizer(G).resample_class(*maps, base, class_id=5, seed=7)
+
+
+class KnownEncoder(nn.Module):
+    """Stand-in encoder with known output: μ row l = l + 0.1·c (+10 for β), log σ² = log((l + 1)²)."""
+
+    def __init__(self, noise_nc):
+        super().__init__()
+        self.noise_nc = noise_nc
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, image, inst):
+        B, L = image.shape[0], int(inst.max()) + 1
+        ids = torch.arange(L, dtype=torch.float32).view(1, L, 1)
+        mu_g = (ids + 0.1 * torch.arange(self.noise_nc)).expand(B, L, -1)
+        logvar = (2 * torch.log(ids + 1)).expand(B, L, self.noise_nc)
+        return mu_g, logvar, mu_g + 10, logvar
+
+
+def test_copy_style_copies_exactly_the_rows_asked(G, maps, base):
+    label, inst = maps
+    E = KnownEncoder(CFG["noise_nc"])
+    synth = Synthesizer(G, E)
+    ref = torch.zeros(1, 3, 16, 16)
+    ref_inst = torch.zeros(1, 16, 16, dtype=torch.long)
+    ref_inst[:, :5], ref_inst[:, 5:9] = 1, 4  # ids 0, 1, 4 present
+    mu_g, logvar, mu_b, _ = E(ref, ref_inst)
+    out = synth.copy_style(label, inst, base, ref, ref_inst, pairs=[(4, 1), (0, 2)])
+    assert _changed_rows(out.noise, base.noise) == [1, 2]
+    assert torch.equal(out.noise[:, 1, 0], mu_g[:, 4]) and torch.equal(out.noise[:, 1, 1], mu_b[:, 4])
+    assert torch.equal(out.noise[:, 2, 0], mu_g[:, 0]) and torch.equal(out.noise[:, 2, 1], mu_b[:, 0])
+    assert torch.equal(out.z, base.z)
+    # sample=True: μ + σ·N with N drawn from the seed
+    drawn = synth.copy_style(label, inst, base, ref, ref_inst, pairs=[(4, 1)], sample=True, seed=3)
+    n = synth.draw_noise(1, 5, seed=3)[:, 4]
+    torch.testing.assert_close(drawn.noise[:, 1, 0], mu_g[:, 4] + 5.0 * n[:, 0])
+    torch.testing.assert_close(drawn.noise[:, 1, 1], mu_b[:, 4] + 5.0 * n[:, 1])
+    with pytest.raises(ValueError, match="reference instance id 2 does not occur"):
+        synth.copy_style(label, inst, base, ref, ref_inst, pairs=[(2, 1)])
+    with pytest.raises(ValueError, match="needs the noise encoder"):
+        Synthesizer(G).copy_style(label, inst, base, ref, ref_inst, pairs=[(4, 1)])
+
+
+def test_edit_keeps_noise_of_persisting_ids(G, maps, base):
+    label, inst = maps
+    label2, inst2 = label.clone(), inst.clone()
+    label2[:, 0:3, 20:30], inst2[:, 0:3, 20:30] = 3, 4  # a new instance, id 4
+    out = Synthesizer(G).edit(label2, inst2, base, seed=9)
+    assert out.noise.shape[1] == 5
+    assert torch.equal(out.noise[:, :4], base.noise) and torch.equal(out.z, base.z)
+    assert torch.equal(out.noise[:, 4], Synthesizer(G).draw_noise(1, 5, seed=9)[:, 4])
+    # removing an instance keeps its row for later
+    inst3 = inst.clone()
+    inst3[inst3 == 3] = 0
+    label3 = label.clone()
+    label3[inst == 3] = 0
+    assert torch.equal(Synthesizer(G).edit(label3, inst3, base).noise, base.noise)
+
+
+def test_synthesizer_errors(G, maps, base):
+    synth = Synthesizer(G)
+    label, inst = maps
+    with pytest.raises(ValueError, match="pass z="):
+        synth.resample_instances(label, inst, base.noise, [1], seed=0)
+    with pytest.raises(ValueError, match="instances id 9 is out of range"):
+        synth.resample_instances(label, inst, base, [9], seed=0)
+    with pytest.raises(ValueError, match="noise must be"):
+        synth.resample_instances(label, inst, base.noise[:, :, :1], [1], seed=0, z=base.z)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        synth.random(label, inst, seed=1.5)
+
+
+# ---------------------------------------------------------------------------
+# PNG
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(35, dtype=np.uint8).reshape(5, 7),
+        (np.arange(27, dtype=np.uint16) * 2400).reshape(3, 9),
+        np.arange(72, dtype=np.uint8).reshape(4, 6, 3) * 3,
+        (np.arange(96, dtype=np.uint16) * 677).reshape(4, 6, 4),
+    ],
+    ids=["gray8", "gray16", "rgb8", "rgba16"],
+)
+def test_png_round_trip(tmp_path, array):
+    path = write_png(tmp_path / "a.png", array)
+    back = read_png(path)
+    assert back.dtype == array.dtype and np.array_equal(back, array)
+    assert os.listdir(tmp_path) == ["a.png"]  # the temporary file was renamed, none left behind
+
+
+def _filtered_png(array: np.ndarray) -> bytes:
+    """An 8-bit RGB PNG whose rows cycle through filter types 0-4 (forward filters written here)."""
+    h, w, c = array.shape
+    rows, prev = [], np.zeros(w * c, np.int64)
+    for y in range(h):
+        cur = array[y].reshape(-1).astype(np.int64)
+        left = np.concatenate([np.zeros(c, np.int64), cur[:-c]])
+        upleft = np.concatenate([np.zeros(c, np.int64), prev[:-c]])
+        ftype = y % 5
+        if ftype == 0:
+            pred = np.zeros_like(cur)
+        elif ftype == 1:
+            pred = left
+        elif ftype == 2:
+            pred = prev
+        elif ftype == 3:
+            pred = (left + prev) // 2
+        else:
+            p = left + prev - upleft
+            pa, pb, pc = abs(p - left), abs(p - prev), abs(p - upleft)
+            pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, upleft))
+        rows.append(bytes([ftype]) + ((cur - pred) % 256).astype(np.uint8).tobytes())
+        prev = cur
+
+    def chunk(t, p):
+        return struct.pack(">I", len(p)) + t + p + struct.pack(">I", zlib.crc32(t + p) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b"")
+
+
+def test_png_reads_every_filter_type(tmp_path):
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (11, 7, 3), dtype=np.uint8)
+    (tmp_path / "f.png").write_bytes(_filtered_png(array))
+    assert np.array_equal(read_png(tmp_path / "f.png"), array)
+
+
+def test_png_matches_pillow(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    yy, xx = np.mgrid[0:23, 0:31]
+    rgb = np.stack([(xx * 9) % 256, (yy * 11) % 256, (xx * yy) % 256], -1).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png", optimize=True)
+    assert np.array_equal(read_png(tmp_path / "rgb.png"), rgb)
+    pal = Image.fromarray(rgb).quantize(5)
+    pal.save(tmp_path / "pal.png", bits=4)
+    assert np.array_equal(read_png(tmp_path / "pal.png"), np.array(pal))
+    assert np.array_equal(read_png(tmp_path / "pal.png", expand_palette=True), np.array(pal.convert("RGB")))
+
+
+def test_png_bad_files_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        read_png(tmp_path / "nope.png")
+    (tmp_path / "text.png").write_bytes(b"hello world")
+    with pytest.raises(PNGError, match="text.png: not a PNG"):
+        read_png(tmp_path / "text.png")
+    good = bytearray(encode_png(np.zeros((4, 4), np.uint8)))
+    bad = good.copy()
+    bad[45] ^= 0xFF  # a byte inside the IDAT chunk
+    (tmp_path / "crc.png").write_bytes(bytes(bad))
+    with pytest.raises(PNGError, match="crc.png: corrupt PNG \\(CRC mismatch in IDAT"):
+        read_png(tmp_path / "crc.png")
+    (tmp_path / "cut.png").write_bytes(bytes(good[:40]))
+    with pytest.raises(PNGError, match="cut.png: truncated"):
+        read_png(tmp_path / "cut.png")
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, G, cfg):
+    """Our checkpoint, a public-style one (bare state dict), and label / instance PNGs (raw ids 0, 7, 300)."""
+    d = tmp_path_factory.mktemp("cli")
+    torch.save({"G": G.state_dict(), "E": None, "config": cfg.to_dict()}, d / "ours.pt")
+    torch.save(G.state_dict(), d / "latest_net_G.pth")
+    label = np.zeros((32, 32), np.uint8)
+    inst = np.zeros((32, 32), np.uint16)
+    label[4:14, 3:13], inst[4:14, 3:13] = 2, 300
+    label[12:30, 18:30], inst[12:30, 18:30] = 3, 7
+    write_png(d / "label.png", label)
+    write_png(d / "inst.png", inst)
+    return d
+
+
+def _cli(files, *args):
+    return main([args[0], "--label", str(files / "label.png"), "--inst", str(files / "inst.png"), *args[1:]])
+
+
+def test_cli_random_and_resample(files, tmp_path, capsys):
+    ck = ["--checkpoint", str(files / "ours.pt")]
+    out1, out2 = tmp_path / "a.png", tmp_path / "b.png"
+    assert _cli(files, "random", *ck, "--out", str(out1), "--seed", "4", "--save-latents", str(tmp_path / "l.pt")) == 0
+    assert _cli(files, "random", *ck, "--out", str(out2), "--seed", "4") == 0
+    a = read_png(out1)
+    assert a.shape == (32, 32, 3) and a.dtype == np.uint8
+    assert out1.read_bytes() == out2.read_bytes()  # same seed, same picture
+    # resample raw instance id 300 (compact id 2), from the saved latents and from --base-seed: same result
+    res1, res2 = tmp_path / "r1.png", tmp_path / "r2.png"
+    assert _cli(files, "resample", *ck, "--out", str(res1), "--instances", "300", "--seed", "8",
+                "--latents", str(tmp_path / "l.pt")) == 0
+    assert _cli(files, "resample", *ck, "--out", str(res2), "--instances", "300", "--seed", "8", "--base-seed", "4") == 0
+    assert res1.read_bytes() == res2.read_bytes()
+    r = read_png(res1).astype(int)
+    diff = np.abs(r - a.astype(int)).sum(2)
+    assert diff.any()
+    # it is the same computation as the Python API's
+    synth = Synthesizer(inade.Generator(inade.config("synthetic", **CFG)))
+    synth.G.load_state_dict(torch.load(files / "ours.pt", weights_only=True)["G"])
+    label = torch.from_numpy(read_png(files / "label.png").astype(np.int64))[None]
+    inst = torch.from_numpy(np.unique(read_png(files / "inst.png"), return_inverse=True)[1].reshape(32, 32))[None]
+    expected = synth.resample_instances(label, inst, synth.random(label, inst, 4), [2], seed=8)
+    x = ((expected.image[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    assert np.array_equal(read_png(res1), x)
+    assert _cli(files, "resample-class", *ck, "--out", str(tmp_path / "c.png"), "--class", "3", "--seed", "1") == 0
+
+
+def test_cli_public_checkpoint_needs_config(files, tmp_path, capsys):
+    ck = ["--checkpoint", str(files / "latest_net_G.pth")]
+    assert _cli(files, "random", *ck, "--out", str(tmp_path / "o.png")) == 2
+    assert "--config" in capsys.readouterr().err
+    sets = [x for k, v in CFG.items() for x in ("--set", f"{k}={v}")]
+    assert _cli(files, "random", *ck, "--config", "synthetic", *sets, "--out", str(tmp_path / "o.png"), "--seed", "4") == 0
+    assert _cli(files, "random", *ck, "--config", "synthetic", "--out", str(tmp_path / "x.png")) == 2  # wrong width
+    assert "does not fit" in capsys.readouterr().err
+
+
+def test_cli_errors_name_the_file(files, tmp_path, capsys):
+    ck = ["--checkpoint", str(files / "ours.pt")]
+    out = ["--out", str(tmp_path / "o.png")]
+    lab = ["--label", str(files / "label.png")]
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00garbage")
+    bad_png = tmp_path / "bad.png"
+    bad_png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    cases = [
+        (["random", "--checkpoint", str(tmp_path / "none.pt"), *lab, *out], "none.pt: no such file"),
+        (["random", "--checkpoint", str(junk), *lab, *out], "junk.pt: cannot read"),
+        (["random", *ck, "--label", str(tmp_path / "missing.png"), *out], "missing.png: no such file"),
+        (["random", *ck, "--label", str(bad_png), *out], "bad.png: truncated"),
+        (["resample", *ck, "--label", str(files / "label.png"), "--inst", str(files / "inst.png"), *out,
+          "--instances", "5"], "--instances [5] not in the instance map"),
+        (["copy-style", *ck, "--label", str(files / "label.png"), *out, "--reference", "r.png",
+          "--reference-inst", "ri.png", "--pairs", "1:2"], "has no encoder"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_cli_module_entry_point():
+    res = subprocess.run([sys.executable, "-m", "inade.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "resample-class" in res.stdout
