@@ -234,3 +234,34 @@ def test_triton_kernels_compile_ahead_of_time_for_sm80_and_sm90():
     from _aot import compile_ahead_of_time  # noqa: PLC0415
 
     assert compile_ahead_of_time("inade.kernels.instance_modulation") > 0
+
+
+def _sync_bn_worker(rank, world, init_file, backend, result_file):
+    import torch.distributed as dist  # noqa: PLC0415
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        x, inst, gamma, beta, dy = make_inputs((4, 6, 5, 7, 3))
+        half = slice(2 * rank, 2 * rank + 2)
+        got = run(backend, x[half], inst[half], gamma[half], beta[half], dy[half], process_group=dist.group.WORLD)
+        torch.save([t.cpu() for t in got], f"{result_file}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("backend_name", ["reference", "cpp"])
+def test_synchronised_batch_norm_two_processes_equal_one(tmp_path, backend_name):
+    """Two gloo processes with half the batch each give the output, gradients and running
+    statistics of one process with the whole batch."""
+    import torch.multiprocessing as mp  # noqa: PLC0415
+
+    result = tmp_path / "result"
+    mp.spawn(_sync_bn_worker, args=(2, str(tmp_path / "init"), backend_name, str(result)), nprocs=2)
+    x, inst, gamma, beta, dy = make_inputs((4, 6, 5, 7, 3))
+    whole = run(backend_name, x, inst, gamma, beta, dy)
+    halves = [torch.load(f"{result}.{r}") for r in range(2)]
+    for i, name in enumerate(("y", "dx", "dgamma", "dbeta")):
+        torch.testing.assert_close(torch.cat([h[i] for h in halves]), whole[i].cpu(), msg=f"{name} differs")
+    for i, name in ((4, "running_mean"), (5, "running_var")):
+        for h in halves:
+            torch.testing.assert_close(h[i], whole[i].cpu(), msg=f"{name} differs")

@@ -9,7 +9,9 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "ops.h"
@@ -30,14 +32,37 @@ at::ScalarType acc_type(const at::Tensor& x) {
   return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-// Calls f(hw, offset) for every pixel of a row; the s_hw == 1 branch lets the
-// compiler vectorise contiguous rows.
+// Every kernel walks one (b, c) row at a time. Two things keep the inner loops
+// vectorisable: rows are split into runs of equal instance id (instances are
+// regions, so runs are long), inside which the table entry is a scalar; and the
+// contiguity of a row is a template parameter, so `offset(k)` is `k` when rows
+// are contiguous. Reductions use `omp simd reduction` with double accumulators.
+template <bool kContig>
+struct Row {
+  int64_t stride;
+  inline int64_t operator()(int64_t k) const { return kContig ? k : k * stride; }
+};
+
+// Calls f(contiguous_tag) with std::true_type when every stride is 1.
 template <typename F>
-inline void for_each_pixel(int64_t n, int64_t s_hw, F&& f) {
-  if (s_hw == 1) {
-    for (int64_t i = 0; i < n; ++i) f(i, i);
+inline void with_contiguity(bool contiguous, F&& f) {
+  if (contiguous) {
+    f(std::true_type{});
   } else {
-    for (int64_t i = 0; i < n; ++i) f(i, i * s_hw);
+    f(std::false_type{});
+  }
+}
+
+// Calls f(id, begin, end) for each maximal run of equal ids in ids[0, n).
+template <typename index_t, typename F>
+inline void for_each_run(const index_t* ids, int64_t n, F&& f) {
+  int64_t i = 0;
+  while (i < n) {
+    const index_t id = ids[i];
+    int64_t j = i + 1;
+    while (j < n && ids[j] == id) ++j;
+    f(static_cast<int64_t>(id), i, j);
+    i = j;
   }
 }
 
@@ -45,22 +70,23 @@ template <typename scalar_t>
 void stats_kernel(const scalar_t* x, const RowLayout& g, double* mean, double* var) {
   const double n = static_cast<double>(g.batch * g.hw);
   at::parallel_for(0, g.channels, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      double sum = 0, sum_sq = 0;
-      for (int64_t b = 0; b < g.batch; ++b) {
-        const scalar_t* row = x + b * g.s_b + c * g.s_c;
-        double s = 0, ss = 0;
-        for_each_pixel(g.hw, g.s_hw, [&](int64_t, int64_t o) {
-          const double v = static_cast<double>(row[o]);
-          s += v;
-          ss += v * v;
-        });
-        sum += s;
-        sum_sq += ss;
+    with_contiguity(g.s_hw == 1, [&](auto contig) {
+      const Row<decltype(contig)::value> off{g.s_hw};
+      for (int64_t c = c0; c < c1; ++c) {
+        double sum = 0, sum_sq = 0;
+        for (int64_t b = 0; b < g.batch; ++b) {
+          const scalar_t* row = x + b * g.s_b + c * g.s_c;
+#pragma omp simd reduction(+ : sum, sum_sq)
+          for (int64_t k = 0; k < g.hw; ++k) {
+            const double v = static_cast<double>(row[off(k)]);
+            sum += v;
+            sum_sq += v * v;
+          }
+        }
+        mean[c] = sum / n;
+        var[c] = std::max(sum_sq / n - mean[c] * mean[c], 0.0);
       }
-      mean[c] = sum / n;
-      var[c] = std::max(sum_sq / n - mean[c] * mean[c], 0.0);
-    }
+    });
   });
 }
 
@@ -71,28 +97,28 @@ void apply_kernel(const scalar_t* x, const index_t* inst, const scalar_t* gamma,
   using opmath_t = at::opmath_type<scalar_t>;
   at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t r0, int64_t r1) {
     std::vector<opmath_t> scale(num_instances), shift(num_instances);
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t b = r / g.channels, c = r % g.channels;
-      // y = x * scale[id] + shift[id] folds the normalisation into the table.
-      const opmath_t m = mean[c], is = invstd[c];
-      for (int64_t l = 0; l < num_instances; ++l) {
-        const int64_t t = (b * num_instances + l) * g.channels + c;
-        scale[l] = is * static_cast<opmath_t>(gamma[t]);
-        shift[l] = static_cast<opmath_t>(beta[t]) - m * scale[l];
-      }
-      const scalar_t* xr = x + b * g.s_b + c * g.s_c;
-      scalar_t* yr = y + b * gy.s_b + c * gy.s_c;
-      const index_t* ids = inst + b * g.hw;
-      if (g.s_hw == 1 && gy.s_hw == 1) {
-        for (int64_t i = 0; i < g.hw; ++i) {
-          yr[i] = static_cast<scalar_t>(static_cast<opmath_t>(xr[i]) * scale[ids[i]] + shift[ids[i]]);
+    with_contiguity(g.s_hw == 1 && gy.s_hw == 1, [&](auto contig) {
+      const Row<decltype(contig)::value> at_x{g.s_hw}, at_y{gy.s_hw};
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / g.channels, c = r % g.channels;
+        // y = x * scale[id] + shift[id] folds the normalisation into the table.
+        const opmath_t m = mean[c], is = invstd[c];
+        for (int64_t l = 0; l < num_instances; ++l) {
+          const int64_t t = (b * num_instances + l) * g.channels + c;
+          scale[l] = is * static_cast<opmath_t>(gamma[t]);
+          shift[l] = static_cast<opmath_t>(beta[t]) - m * scale[l];
         }
-      } else {
-        for (int64_t i = 0; i < g.hw; ++i) {
-          yr[i * gy.s_hw] = static_cast<scalar_t>(static_cast<opmath_t>(xr[i * g.s_hw]) * scale[ids[i]] + shift[ids[i]]);
-        }
+        const scalar_t* xr = x + b * g.s_b + c * g.s_c;
+        scalar_t* yr = y + b * gy.s_b + c * gy.s_c;
+        for_each_run(inst + b * g.hw, g.hw, [&](int64_t id, int64_t i, int64_t j) {
+          const opmath_t s = scale[id], t = shift[id];
+#pragma omp simd
+          for (int64_t k = i; k < j; ++k) {
+            yr[at_y(k)] = static_cast<scalar_t>(static_cast<opmath_t>(xr[at_x(k)]) * s + t);
+          }
+        });
       }
-    }
+    });
   });
 }
 
@@ -101,41 +127,35 @@ void backward_reduce_kernel(const scalar_t* dy, const scalar_t* x, const index_t
                             const acc_t* invstd, acc_t* dgamma, acc_t* dbeta, const RowLayout& gd,
                             const RowLayout& g, int64_t num_instances) {
   at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t r0, int64_t r1) {
-    std::vector<double> sum_dy_xhat(num_instances), sum_dy(num_instances);
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t b = r / g.channels, c = r % g.channels;
-      std::fill(sum_dy_xhat.begin(), sum_dy_xhat.end(), 0.0);
-      std::fill(sum_dy.begin(), sum_dy.end(), 0.0);
-      const double m = mean[c], is = invstd[c];
-      const scalar_t* xr = x + b * g.s_b + c * g.s_c;
-      const scalar_t* dyr = dy + b * gd.s_b + c * gd.s_c;
-      const index_t* ids = inst + b * g.hw;
-      // Instances are regions, so ids come in runs: sum a run in registers and
-      // flush it once, instead of a store-to-load chain through the table.
-      int64_t run_id = ids[0];
-      double run_dy_x = 0, run_dy = 0;
-      for (int64_t i = 0; i < g.hw; ++i) {
-        const int64_t id = ids[i];
-        if (id != run_id) {
-          sum_dy_xhat[run_id] += run_dy_x;
-          sum_dy[run_id] += run_dy;
-          run_id = id;
-          run_dy_x = 0;
-          run_dy = 0;
+    std::vector<double> sum_dy_x(num_instances), sum_dy(num_instances);
+    with_contiguity(g.s_hw == 1 && gd.s_hw == 1, [&](auto contig) {
+      const Row<decltype(contig)::value> at_x{g.s_hw}, at_d{gd.s_hw};
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / g.channels, c = r % g.channels;
+        std::fill(sum_dy_x.begin(), sum_dy_x.end(), 0.0);
+        std::fill(sum_dy.begin(), sum_dy.end(), 0.0);
+        const scalar_t* xr = x + b * g.s_b + c * g.s_c;
+        const scalar_t* dyr = dy + b * gd.s_b + c * gd.s_c;
+        for_each_run(inst + b * g.hw, g.hw, [&](int64_t id, int64_t i, int64_t j) {
+          double a = 0, d = 0;
+#pragma omp simd reduction(+ : a, d)
+          for (int64_t k = i; k < j; ++k) {
+            const double v = static_cast<double>(dyr[at_d(k)]);
+            a += v * static_cast<double>(xr[at_x(k)]);
+            d += v;
+          }
+          sum_dy_x[id] += a;
+          sum_dy[id] += d;
+        });
+        const double m = mean[c], is = invstd[c];
+        for (int64_t l = 0; l < num_instances; ++l) {
+          const int64_t t = (b * num_instances + l) * g.channels + c;
+          // sum dy * xhat = invstd * (sum dy * x - mean * sum dy)
+          dgamma[t] = static_cast<acc_t>(is * (sum_dy_x[l] - m * sum_dy[l]));
+          dbeta[t] = static_cast<acc_t>(sum_dy[l]);
         }
-        const double d = static_cast<double>(dyr[i * gd.s_hw]);
-        run_dy_x += d * static_cast<double>(xr[i * g.s_hw]);
-        run_dy += d;
       }
-      sum_dy_xhat[run_id] += run_dy_x;
-      sum_dy[run_id] += run_dy;
-      for (int64_t l = 0; l < num_instances; ++l) {
-        const int64_t t = (b * num_instances + l) * g.channels + c;
-        // sum dy * xhat = invstd * (sum dy * x - mean * sum dy)
-        dgamma[t] = static_cast<acc_t>(is * (sum_dy_xhat[l] - m * sum_dy[l]));
-        dbeta[t] = static_cast<acc_t>(sum_dy[l]);
-      }
-    }
+    });
   });
 }
 
@@ -147,35 +167,34 @@ void backward_dx_kernel(const scalar_t* dy, const scalar_t* x, const index_t* in
   using opmath_t = at::opmath_type<scalar_t>;
   at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t r0, int64_t r1) {
     std::vector<opmath_t> scale(num_instances);
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t b = r / g.channels, c = r % g.channels;
-      const opmath_t is = invstd[c];
-      for (int64_t l = 0; l < num_instances; ++l) {
-        scale[l] = is * static_cast<opmath_t>(gamma[(b * num_instances + l) * g.channels + c]);
-      }
-      // dx = dy * invstd * gamma[id] + x * a + k, with a and k zero for fixed statistics.
-      opmath_t a = 0, k = 0;
-      if (batch_stats) {
-        const opmath_t m = mean[c], m1 = mean_dxhat[c], m2 = mean_dxhat_xhat[c];
-        a = -is * is * m2;
-        k = -is * m1 + m * is * is * m2;
-      }
-      const scalar_t* xr = x + b * g.s_b + c * g.s_c;
-      const scalar_t* dyr = dy + b * gd.s_b + c * gd.s_c;
-      scalar_t* dxr = dx + b * gdx.s_b + c * gdx.s_c;
-      const index_t* ids = inst + b * g.hw;
-      if (g.s_hw == 1 && gd.s_hw == 1 && gdx.s_hw == 1) {
-        for (int64_t i = 0; i < g.hw; ++i) {
-          dxr[i] = static_cast<scalar_t>(static_cast<opmath_t>(dyr[i]) * scale[ids[i]] +
-                                         static_cast<opmath_t>(xr[i]) * a + k);
+    with_contiguity(g.s_hw == 1 && gd.s_hw == 1 && gdx.s_hw == 1, [&](auto contig) {
+      const Row<decltype(contig)::value> at_x{g.s_hw}, at_d{gd.s_hw}, at_dx{gdx.s_hw};
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / g.channels, c = r % g.channels;
+        const opmath_t is = invstd[c];
+        for (int64_t l = 0; l < num_instances; ++l) {
+          scale[l] = is * static_cast<opmath_t>(gamma[(b * num_instances + l) * g.channels + c]);
         }
-      } else {
-        for (int64_t i = 0; i < g.hw; ++i) {
-          dxr[i * gdx.s_hw] = static_cast<scalar_t>(static_cast<opmath_t>(dyr[i * gd.s_hw]) * scale[ids[i]] +
-                                                    static_cast<opmath_t>(xr[i * g.s_hw]) * a + k);
+        // dx = dy * invstd * gamma[id] + x * a + k, with a and k zero for fixed statistics.
+        opmath_t a = 0, k0 = 0;
+        if (batch_stats) {
+          const opmath_t m = mean[c], m1 = mean_dxhat[c], m2 = mean_dxhat_xhat[c];
+          a = -is * is * m2;
+          k0 = -is * m1 + m * is * is * m2;
         }
+        const scalar_t* xr = x + b * g.s_b + c * g.s_c;
+        const scalar_t* dyr = dy + b * gd.s_b + c * gd.s_c;
+        scalar_t* dxr = dx + b * gdx.s_b + c * gdx.s_c;
+        for_each_run(inst + b * g.hw, g.hw, [&](int64_t id, int64_t i, int64_t j) {
+          const opmath_t s = scale[id];
+#pragma omp simd
+          for (int64_t k = i; k < j; ++k) {
+            dxr[at_dx(k)] = static_cast<scalar_t>(static_cast<opmath_t>(dyr[at_d(k)]) * s +
+                                                  static_cast<opmath_t>(xr[at_x(k)]) * a + k0);
+          }
+        });
       }
-    }
+    });
   });
 }
 

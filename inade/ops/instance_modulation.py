@@ -261,8 +261,9 @@ def _batch_statistics(x: Tensor, process_group) -> tuple[Tensor, Tensor, int]:
     # Exact merge of every process's (count, mean, var): no E[x²] − E[x]² cancellation.
     world = torch.distributed.get_world_size(process_group)
     local = torch.cat([mean.new_tensor([count]), mean, var])
-    gathered = local.new_empty(world, local.numel())
-    torch.distributed.all_gather_into_tensor(gathered, local, group=process_group)
+    parts = [torch.empty_like(local) for _ in range(world)]
+    torch.distributed.all_gather(parts, local, group=process_group)
+    gathered = torch.stack(parts)
     counts, means, variances = gathered[:, :1], gathered[:, 1 : 1 + mean.numel()], gathered[:, 1 + mean.numel() :]
     total = counts.sum()
     g_mean = (counts * means).sum(0) / total

@@ -1,0 +1,170 @@
+"""Benchmark of instance_modulation (paper Eq. 1–2 with batch norm), training mode.
+
+Per shape and backend: forward and forward+backward median time, the bytes the op
+must move at minimum (read x, inst and the tables, write y; in backward read dy,
+write dx and the table gradients: each tensor once), the achieved GB/s against
+that floor (and % of peak bandwidth on GPU), peak extra memory, and speed-ups
+against the official-style path (one-hot maps + einsum, ``bench/official_style.py``)
+and against ``torch.compile(reference)``.
+
+    python -m bench.bench_instance_modulation            # all shapes
+    python -m bench.bench_instance_modulation --quick    # the issue's headline shape only
+"""
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import torch
+
+from bench import common, official_style
+from inade.ops import instance_modulation, reference, use_backend
+
+# (name, B, C, H, W, L)
+SHAPES = [
+    ("B2-C256-64x128-L32", 2, 256, 64, 128, 32),
+    ("B2-C64-256x256-L32", 2, 64, 256, 256, 32),
+    ("B1-C1024-16x32-L64", 1, 1024, 16, 32, 64),
+    ("B4-C128-256x512-L64", 4, 128, 256, 512, 64),
+]
+# Norm inputs of the Cityscapes generator (256x512 output, ngf 64, "more" upsampling), B=1, L=32.
+CITYSCAPES_LAYERS = [
+    ("city-head-C1024-4x8", 1, 1024, 4, 8, 32),
+    ("city-mid0-C1024-8x16", 1, 1024, 8, 16, 32),
+    ("city-mid1-C1024-16x32", 1, 1024, 16, 32, 32),
+    ("city-up0-C1024-32x64", 1, 1024, 32, 64, 32),
+    ("city-up0-C512-32x64", 1, 512, 32, 64, 32),
+    ("city-up1-C512-64x128", 1, 512, 64, 128, 32),
+    ("city-up1-C256-64x128", 1, 256, 64, 128, 32),
+    ("city-up2-C256-128x256", 1, 256, 128, 256, 32),
+    ("city-up2-C128-128x256", 1, 128, 128, 256, 32),
+    ("city-up3-C128-256x512", 1, 128, 256, 512, 32),
+    ("city-up3-C64-256x512", 1, 64, 256, 512, 32),
+]
+
+
+def make_case(B, C, H, W, L, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, C, H, W, generator=g).to(device, dtype)
+    # Instances as blocks of a coarse grid, like real instance maps (runs of equal ids).
+    coarse = torch.randint(0, L, (B, max(1, H // 8), max(1, W // 8)), generator=g)
+    inst = torch.nn.functional.interpolate(coarse[:, None].float(), (H, W), mode="nearest")[:, 0].long().to(device)
+    gamma = torch.randn(B, L, C, generator=g).to(device, dtype)
+    beta = torch.randn(B, L, C, generator=g).to(device, dtype)
+    dy = torch.randn(B, C, H, W, generator=g).to(device, dtype)
+    return x, inst, gamma, beta, dy
+
+
+def floor_bytes(x, inst, gamma, backward: bool) -> int:
+    """Bytes the op must move at minimum: every input read once, every output written once."""
+    fmap = x.numel() * x.element_size()
+    tables = 2 * gamma.numel() * gamma.element_size()
+    total = 2 * fmap + inst.numel() * inst.element_size() + tables + 2 * x.shape[1] * 4
+    if backward:
+        total += 2 * fmap + tables  # read dy, write dx, write dgamma and dbeta
+    return total
+
+
+def candidates(device):
+    """name -> function(x, inst, gamma, beta) running the op in training mode."""
+
+    def with_backend(name):
+        def f(x, inst, gamma, beta, rm, rv):
+            with use_backend(name):
+                return instance_modulation(x, inst, gamma, beta, running_mean=rm, running_var=rv)
+
+        return f
+
+    def official(x, inst, gamma, beta, rm, rv):
+        return official_style.modulation(x, inst, gamma, beta, running_mean=rm, running_var=rv)
+
+    def plain_reference(x, inst, gamma, beta, rm, rv):
+        return reference.instance_modulation(x, inst, gamma, beta, running_mean=rm, running_var=rv)
+
+    out = {"official-style": official, "reference": plain_reference}
+    try:
+        out["compile(reference)"] = torch.compile(plain_reference, dynamic=False)
+    except Exception as err:  # noqa: BLE001
+        warnings.warn(f"torch.compile unavailable: {err}")
+    out["cpp" if device.type == "cpu" else "triton"] = with_backend("cpp" if device.type == "cpu" else "triton")
+    return out
+
+
+def measure(fn, case, device, min_run_time):
+    x, inst, gamma, beta, dy = case
+    C = x.shape[1]
+    rm, rv = torch.zeros(C, device=device), torch.ones(C, device=device)
+    leaves = [t.detach().clone().requires_grad_() for t in (x, gamma, beta)]
+
+    def forward():
+        with torch.no_grad():
+            return fn(x, inst, gamma, beta, rm, rv)
+
+    def forward_backward():
+        xl, gl, bl = leaves
+        y = fn(xl, inst, gl, bl, rm, rv)
+        xl.grad = gl.grad = bl.grad = None
+        y.backward(dy)
+
+    try:
+        fwd = common.median_ms(forward, device, min_run_time)
+        fwd_bwd = common.median_ms(forward_backward, device, min_run_time)
+        mem = common.peak_extra_bytes(forward_backward, device)
+    except Exception as err:  # noqa: BLE001  (a baseline that cannot run is reported, not fatal)
+        return {"error": f"{type(err).__name__}: {err}"[:200]}
+    return {"fwd_ms": fwd, "fwd_bwd_ms": fwd_bwd, "peak_extra_MB": mem / 2**20}
+
+
+def run(shapes, dtypes, device, min_run_time):
+    rows = []
+    peak = common.peak_bandwidth(device)
+    for name, B, C, H, W, L in shapes:
+        for dtype in dtypes:
+            case = make_case(B, C, H, W, L, dtype, device)
+            results = {cand: measure(fn, case, device, min_run_time) for cand, fn in candidates(device).items()}
+            base_official = results["official-style"].get("fwd_bwd_ms")
+            base_compile = results.get("compile(reference)", {}).get("fwd_bwd_ms")
+            base_reference = results["reference"].get("fwd_bwd_ms")
+            for cand, r in results.items():
+                row = {"op": "instance_modulation", "shape": name, "dtype": str(dtype).replace("torch.", ""),
+                       "backend": cand, **r}
+                if "fwd_bwd_ms" in r:
+                    gbs = floor_bytes(case[0], case[1], case[2], True) / (r["fwd_bwd_ms"] * 1e-3) / 1e9
+                    row["fwd_bwd_GBps"] = gbs
+                    row["fwd_GBps"] = floor_bytes(case[0], case[1], case[2], False) / (r["fwd_ms"] * 1e-3) / 1e9
+                    if peak:
+                        row["fwd_bwd_pct_peak_bw"] = 100 * gbs * 1e9 / peak
+                    for key, base in (("x_vs_official", base_official), ("x_vs_compile", base_compile),
+                                      ("x_vs_reference", base_reference)):
+                        if base:
+                            row[key] = base / r["fwd_bwd_ms"]
+                rows.append(row)
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="only the headline shape, float32")
+    parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per measurement (CPU)")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results")
+    args = parser.parse_args(argv)
+    device = common.default_device()
+    if args.quick:
+        shapes, dtypes = SHAPES[:1], [torch.float32]
+    else:
+        shapes = SHAPES + CITYSCAPES_LAYERS
+        dtypes = [torch.float32] if device.type == "cpu" else [torch.float32, torch.bfloat16]
+        if device.type == "cpu":  # the 4x128x256x512 case is GPU-sized
+            shapes = [s for s in shapes if s[0] != "B4-C128-256x512-L64"]
+    rows = run(shapes, dtypes, device, args.min_run_time)
+    columns = ["shape", "dtype", "backend", "fwd_ms", "fwd_bwd_ms", "fwd_bwd_GBps", "fwd_bwd_pct_peak_bw",
+               "peak_extra_MB", "x_vs_official", "x_vs_compile", "x_vs_reference", "error"]
+    print(common.markdown_table(rows, columns))
+    if not args.no_write:
+        notes = ("training mode, forward+backward = y.backward(dy); GB/s against the floor bytes "
+                 "(each input read once, each output written once)")
+        print("wrote", common.write_results("instance_modulation" + ("_quick" if args.quick else ""), rows, device, notes))
+
+
+if __name__ == "__main__":
+    main()
