@@ -1,0 +1,71 @@
+"""Data for INADE: the built-in synthetic scenes, loaders for the public datasets'
+layouts, compact instance ids, and a resumable distributed sampler.
+
+``build_dataset(cfg, dataroot, phase)`` gives a dataset whose items are dicts with
+``label [H, W] int64``, ``instance [H, W] int64`` (compact ids ``0 … L-1``, one class
+each), ``image [3, H, W] float32`` in ``[-1, 1]`` and ``index``. The default
+collate stacks them into the ``[B, H, W]`` / ``[B, 3, H, W]`` batches the model takes.
+"""
+from __future__ import annotations
+
+from inade.data.folders import LAYOUTS, SHIFT_LABELS, PairedDataset, dataset_files
+from inade.data.ids import cityscapes_class, compact_ids
+from inade.data.sampler import EpochSampler, augmentation_seed
+from inade.data.synthetic import CLASS_NAMES, Scene, SyntheticScenes
+from inade.data.transforms import DatasetError, read_image, read_index_map, write_index_map
+
+DATASET_MODES = ("synthetic",) + tuple(LAYOUTS)
+ALIASES = {"custom": "folder", "celebamask-hq": "celeba", "cocostuff": "coco", "coco-stuff": "coco"}
+
+
+def build_dataset(cfg, dataroot=None, phase: str = "train", *, synthetic_size: int = 1024, seed: int = 0, max_dataset_size: int | None = None):
+    """The dataset ``cfg.dataset_mode`` preprocessed to ``cfg``'s output size.
+
+    Args:
+        cfg: an :class:`inade.config.Config` (uses ``dataset_mode``, ``label_nc``,
+            ``contain_dontcare_label``, ``output_size`` (from ``crop_size``,
+            ``aspect_ratio``, ``num_upsampling_layers``), ``load_size``,
+            ``preprocess_mode``, ``no_flip``).
+        dataroot: the dataset's folder (unused for ``synthetic``).
+        phase: ``train``, ``val`` or ``test``. Flips only in ``train``; outside it,
+            ``resize_and_crop`` loads at the crop size (no random crop), like the public code.
+        synthetic_size, seed: length and seed of the synthetic set.
+        max_dataset_size: keep only the first files.
+    """
+    mode = ALIASES.get(cfg.dataset_mode, cfg.dataset_mode)
+    h, w = cfg.output_size
+    if mode == "synthetic":
+        return SyntheticScenes(synthetic_size, crop_size=w, aspect_ratio=w / h, seed=seed, phase=phase)
+    if dataroot is None:
+        raise ValueError(f"dataset_mode {cfg.dataset_mode!r} needs a dataroot (the dataset's folder)")
+    files = dataset_files(mode, dataroot, phase)[:max_dataset_size]
+    train = phase == "train"
+    return PairedDataset(
+        files,
+        label_nc=cfg.label_nc,
+        contain_dontcare_label=cfg.contain_dontcare_label,
+        shift_labels=mode in SHIFT_LABELS,
+        size=(h, w),
+        load_size=cfg.load_size if train else w,
+        preprocess_mode=cfg.preprocess_mode,
+        flip=train and not cfg.no_flip,
+    )
+
+
+__all__ = [
+    "CLASS_NAMES",
+    "DATASET_MODES",
+    "DatasetError",
+    "EpochSampler",
+    "PairedDataset",
+    "Scene",
+    "SyntheticScenes",
+    "augmentation_seed",
+    "build_dataset",
+    "cityscapes_class",
+    "compact_ids",
+    "dataset_files",
+    "read_image",
+    "read_index_map",
+    "write_index_map",
+]

@@ -1,0 +1,267 @@
+"""Loaders for real datasets in the layouts the authors' public code reads.
+
+=============  ==================================================================
+dataset_mode   layout under ``dataroot`` (``<p>`` is the split)
+=============  ==================================================================
+cityscapes     ``gtFine/<p>/<city>/*_gtFine_labelIds.png`` and ``*_instanceIds.png``
+               (raw ids such as 26001; ``*_instanceReIds.png`` is used when the raw
+               ones are absent), ``leftImg8bit/<p>/<city>/*_leftImg8bit.png``;
+               ``<p>`` is ``train`` or ``val``
+ade20k         ``images/<p>/*.jpg``, ``annotations/<p>/*.png`` (``<p>`` is ``training``
+               or ``validation``); class 0 is don't-care; no instances
+celeba         CelebAMask-HQ with merged label maps: ``<p>/images/*.jpg``,
+               ``<p>/labels/*.png``, optional ``<p>/instances/*.png`` (``<p>`` is
+               ``train`` or ``test``), or ``<p>_img/``, ``<p>_label/``, optional ``<p>_inst/``
+deepfashion    ``<p>_img/``, ``<p>_label/``, optional ``<p>_inst/`` (``train`` / ``test``)
+coco           COCO-Stuff: ``<p>_img/``, ``<p>_label/``, ``<p>_inst/`` (``train`` / ``val``)
+folder         ``[<p>/]images/``, ``[<p>/]labels/``, optional ``[<p>/]instances/``
+=============  ==================================================================
+
+Images and maps are paired by file name (Cityscapes by ``city_seq_frame``). Label
+value 255 becomes the don't-care class ``label_nc`` (ADE20K: class 0, and every
+other class moves down by one), as in the public code. Instance maps are made
+compact per sample *after* resizing and cropping, numbering ``(raw id, class)``
+pairs, so every instance lies in one class; without an instance map the label
+map is used (one instance per class present).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inade.data.ids import compact_ids
+from inade.data.transforms import (
+    DatasetError,
+    apply_to_image,
+    apply_to_index_map,
+    plan_geometry,
+    read_image,
+    read_index_map,
+)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class Sample:
+    label: Path
+    image: Path
+    instance: Path | None
+
+
+class PairedDataset(torch.utils.data.Dataset):
+    """Triples of (label map, image, optional instance map) files, preprocessed like the public code.
+
+    ``dataset[i]`` (or ``dataset[(i, seed)]``, the seed driving crop and flip) is a dict:
+    ``label [H, W] int64``, ``instance [H, W] int64`` (compact), ``image [3, H, W]``
+    float32 in ``[-1, 1]``, ``index``, ``path``.
+
+    Args:
+        samples: the files.
+        label_nc: classes without the don't-care class.
+        contain_dontcare_label: map 255 (ADE20K: 0) to class ``label_nc``.
+        shift_labels: ADE20K's convention: class ``k`` is stored as ``k + 1``, 0 is don't-care.
+        size: ``(H, W)`` of the output (the generator's output size).
+        load_size, preprocess_mode: how samples are scaled and cropped to ``size`` (see
+            :func:`inade.data.transforms.plan_geometry`).
+        flip: random horizontal flips.
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        *,
+        label_nc: int,
+        contain_dontcare_label: bool = False,
+        shift_labels: bool = False,
+        size: tuple[int, int] = (256, 256),
+        load_size: int = 286,
+        preprocess_mode: str = "resize_and_crop",
+        flip: bool = True,
+    ):
+        if not samples:
+            raise DatasetError("the dataset is empty")
+        self.samples = samples
+        self.label_nc, self.contain_dontcare_label, self.shift_labels = label_nc, contain_dontcare_label, shift_labels
+        self.size, self.load_size = tuple(size), load_size
+        self.preprocess_mode, self.flip = preprocess_mode, flip
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, index_seed(key))
+        s = self.samples[index]
+        label = self.convert_labels(read_index_map(s.label), s.label)
+        image = read_image(s.image)
+        inst = read_index_map(s.instance) if s.instance is not None else None
+        for name, arr in (("image", image), ("instance map", inst)):
+            if arr is not None and arr.shape[:2] != label.shape:
+                path = s.image if name == "image" else s.instance
+                raise DatasetError(f"{name} {path} is {arr.shape[0]}x{arr.shape[1]} but its label map {s.label} is {label.shape[0]}x{label.shape[1]}")
+        g = plan_geometry(
+            label.shape, self.preprocess_mode, self.size, self.load_size, self.flip,
+            np.random.default_rng(seed),
+        )
+        label = apply_to_index_map(label, g)
+        inst = label if inst is None else apply_to_index_map(inst, g)
+        ids, _ = compact_ids(inst, label)
+        return {
+            "label": torch.from_numpy(label),
+            "instance": torch.from_numpy(ids),
+            "image": apply_to_image(image, g),
+            "index": int(index),
+            "path": str(s.image),
+        }
+
+    def convert_labels(self, label: np.ndarray, path) -> np.ndarray:
+        """Stored label values → classes ``0 … label_nc`` (``label_nc`` = don't-care)."""
+        if self.shift_labels:
+            label = label - 1
+            label[label < 0] = self.label_nc
+        else:
+            label[label == 255] = self.label_nc
+        top = self.label_nc + (1 if self.contain_dontcare_label else 0)
+        if label.size and (label.min() < 0 or label.max() >= top):
+            bad = int(label.max()) if label.max() >= top else int(label.min())
+            raise DatasetError(
+                f"label map {path} has class {bad}, outside 0 ... {top - 1} "
+                f"(label_nc={self.label_nc}, contain_dontcare_label={self.contain_dontcare_label})"
+            )
+        return label
+
+
+def index_seed(index: int) -> int:
+    """Augmentation seed of a sample fetched by plain index (no sampler seed)."""
+    return int(index)
+
+
+# ---------------------------------------------------------------------------
+# Layouts
+# ---------------------------------------------------------------------------
+
+
+def _files(folder: Path, suffixes=IMAGE_EXTENSIONS, recursive=False) -> list[Path]:
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.name.lower().endswith(tuple(suffixes)))
+
+
+def _need_dir(folder: Path, what: str) -> Path:
+    if not folder.is_dir():
+        raise DatasetError(f"{what} folder not found: {folder}")
+    return folder
+
+
+def _pair_by_stem(labels: list[Path], images: list[Path], instances: list[Path] | None, key=lambda p: p.stem) -> list[Sample]:
+    if not labels:
+        raise DatasetError("no label maps found")
+    by_key = {key(p): p for p in images}
+    inst_by_key = {key(p): p for p in instances} if instances is not None else None
+    samples = []
+    for lab in labels:
+        k = key(lab)
+        if k not in by_key:
+            raise DatasetError(f"no image for label map {lab} (looked for a file named {k}.* beside the other images)")
+        inst = None
+        if inst_by_key is not None:
+            if k not in inst_by_key:
+                raise DatasetError(f"no instance map for label map {lab} (looked for {k}.png)")
+            inst = inst_by_key[k]
+        samples.append(Sample(lab, by_key[k], inst))
+    return samples
+
+
+def cityscapes_files(root: Path, phase: str) -> list[Sample]:
+    p = "val" if phase in ("test", "val") else "train"
+    label_dir = _need_dir(root / "gtFine" / p, "Cityscapes label (gtFine/<split>)")
+    image_dir = _need_dir(root / "leftImg8bit" / p, "Cityscapes image (leftImg8bit/<split>)")
+    labels = sorted(label_dir.glob("*/*_labelIds.png"))
+    if not labels:
+        raise DatasetError(f"no Cityscapes label maps (*_labelIds.png) under {label_dir}")
+    key = lambda q: "_".join(q.name.split("_")[:3])  # noqa: E731
+    samples = _pair_by_stem(labels, sorted(image_dir.glob("*/*.png")), None, key)
+    out = []
+    for s in samples:
+        stem = s.label.name[: -len("labelIds.png")]
+        raw, reid = s.label.with_name(stem + "instanceIds.png"), s.label.with_name(stem + "instanceReIds.png")
+        inst = raw if raw.exists() else reid if reid.exists() else None
+        if inst is None:
+            raise DatasetError(f"no instance map for {s.label}: expected {raw}")
+        out.append(Sample(s.label, s.image, inst))
+    return out
+
+
+def ade20k_files(root: Path, phase: str) -> list[Sample]:
+    p = "validation" if phase in ("test", "val") else "training"
+    images = _files(_need_dir(root / "images" / p, "ADE20K image (images/<split>)"), (".jpg", ".jpeg"))
+    labels = _files(_need_dir(root / "annotations" / p, "ADE20K annotation (annotations/<split>)"), (".png",))
+    return _pair_by_stem(labels, images, None)
+
+
+def celeba_files(root: Path, phase: str) -> list[Sample]:
+    p = "test" if phase in ("test", "val") else "train"
+    if (root / p / "labels").is_dir():  # the INADE code's layout
+        base = root / p
+        inst_dir = base / "instances"
+        return _pair_by_stem(
+            _files(base / "labels", (".png",)),
+            _files(_need_dir(base / "images", "CelebAMask-HQ image (<split>/images)")),
+            _files(inst_dir, (".png",)) if inst_dir.is_dir() else None,
+        )
+    for cand in ((p, "val") if p == "test" else (p,)):
+        if (root / f"{cand}_label").is_dir():
+            return _underscore_layout(root, cand, "CelebAMask-HQ")
+    raise DatasetError(f"CelebAMask-HQ label folder not found: expected {root / p / 'labels'} or {root / (p + '_label')}")
+
+
+def _underscore_layout(root: Path, p: str, name: str, need_inst: bool = False) -> list[Sample]:
+    labels = _files(_need_dir(root / f"{p}_label", f"{name} label ({p}_label)"), (".png",))
+    images = _files(_need_dir(root / f"{p}_img", f"{name} image ({p}_img)"))
+    inst_dir = root / f"{p}_inst"
+    if need_inst:
+        _need_dir(inst_dir, f"{name} instance ({p}_inst)")
+    return _pair_by_stem(labels, images, _files(inst_dir, (".png",)) if inst_dir.is_dir() else None)
+
+
+def deepfashion_files(root: Path, phase: str) -> list[Sample]:
+    return _underscore_layout(root, "test" if phase in ("test", "val") else "train", "DeepFashion")
+
+
+def coco_files(root: Path, phase: str) -> list[Sample]:
+    return _underscore_layout(root, "val" if phase in ("test", "val") else "train", "COCO-Stuff", need_inst=True)
+
+
+def folder_files(root: Path, phase: str) -> list[Sample]:
+    base = root / phase if (root / phase / "labels").is_dir() else root
+    inst_dir = base / "instances"
+    return _pair_by_stem(
+        _files(_need_dir(base / "labels", "label (labels/)"), (".png",)),
+        _files(_need_dir(base / "images", "image (images/)")),
+        _files(inst_dir, (".png",)) if inst_dir.is_dir() else None,
+    )
+
+
+LAYOUTS = {
+    "cityscapes": cityscapes_files,
+    "ade20k": ade20k_files,
+    "celeba": celeba_files,
+    "deepfashion": deepfashion_files,
+    "coco": coco_files,
+    "folder": folder_files,
+}
+# Conventions of each layout's label values.
+SHIFT_LABELS = {"ade20k"}
+
+
+def dataset_files(dataset_mode: str, dataroot, phase: str = "train") -> list[Sample]:
+    """The (label, image, instance) files of ``dataset_mode`` under ``dataroot``."""
+    if dataset_mode not in LAYOUTS:
+        raise ValueError(f"dataset_mode must be one of synthetic, {', '.join(LAYOUTS)}; got {dataset_mode!r}")
+    root = Path(os.path.expanduser(str(dataroot)))
+    if not root.is_dir():
+        raise DatasetError(f"dataroot {root} is not a folder (dataset_mode={dataset_mode!r})")
+    return LAYOUTS[dataset_mode](root, phase)

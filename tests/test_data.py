@@ -1,0 +1,368 @@
+"""Data: the synthetic scenes, compact ids, each real layout on a tiny fabricated copy,
+the resumable sampler, the prepare tool, and the errors a user sees."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+PIL = pytest.importorskip("PIL")
+from PIL import Image  # noqa: E402
+
+import inade  # noqa: E402
+from inade.data import (  # noqa: E402
+    DatasetError,
+    EpochSampler,
+    SyntheticScenes,
+    build_dataset,
+    cityscapes_class,
+    compact_ids,
+    read_index_map,
+)
+from inade.data.prepare import prepare  # noqa: E402
+from inade.data.synthetic import COLOR_MEAN, COLOR_STD, STUFF_CLASSES, THING_CLASSES  # noqa: E402
+
+# ---------------------------------------------------------------------------
+# synthetic scenes
+# ---------------------------------------------------------------------------
+
+
+def test_synthetic_is_deterministic_given_seed():
+    a, b = SyntheticScenes(8, seed=3), SyntheticScenes(8, seed=3)
+    for i in range(8):
+        x, y = a[i], b[i]
+        for k in ("label", "instance", "image"):
+            assert torch.equal(x[k], y[k]), (i, k)
+    assert not torch.equal(SyntheticScenes(8, seed=4)[0]["image"], a[0]["image"])
+    assert not torch.equal(SyntheticScenes(8, seed=3, phase="test")[0]["image"], a[0]["image"])
+
+
+def test_synthetic_sample_shapes_and_ranges():
+    ds = SyntheticScenes(4, crop_size=48, aspect_ratio=1.5)
+    s = ds[1]
+    assert s["label"].shape == s["instance"].shape == (32, 48)
+    assert s["label"].dtype == s["instance"].dtype == torch.int64
+    assert s["image"].shape == (3, 32, 48) and s["image"].dtype == torch.float32
+    assert -1 <= s["image"].min() and s["image"].max() <= 1
+    assert 0 <= s["label"].min() and s["label"].max() < ds.label_nc
+
+
+def test_synthetic_instances_are_compact_and_class_pure():
+    ds = SyntheticScenes(32)
+    n_things = 0
+    for i in range(32):
+        s = ds.scene(i)
+        ids = s.instance.unique()
+        assert torch.equal(ids, torch.arange(len(ids))), "instance ids must be 0 ... L-1"
+        assert sorted(s.colors) == ids.tolist() and sorted(s.classes) == ids.tolist()
+        for l, cls in s.classes.items():
+            assert s.label[s.instance == l].unique().tolist() == [cls]
+        stuff = [c for c in s.classes.values() if c in STUFF_CLASSES]
+        assert len(stuff) == len(set(stuff)), "one instance per stuff class"
+        n_things += sum(c in THING_CLASSES for c in s.classes.values())
+    assert n_things >= 2 * 32, "several object instances per scene on average"
+
+
+def test_synthetic_true_colours_are_the_instance_means():
+    """The recorded colour is what the pixels show (texture and noise average out)."""
+    ds = SyntheticScenes(8)
+    for i in range(8):
+        s = ds.scene(i)
+        for l, color in s.colors.items():
+            mean = s.image[:, s.instance == l].mean(1)
+            assert torch.allclose(mean, color, atol=0.06), (i, l, mean, color)
+
+
+def test_synthetic_colours_follow_the_class_distribution():
+    ds = SyntheticScenes(400)
+    per_class = {c: [] for c in range(6)}
+    for i in range(400):
+        s = ds.scene(i)
+        for l, c in s.classes.items():
+            per_class[c].append(s.colors[l])
+    for c in (0, 1, 3, 4):  # classes whose clipping at +-0.9 is rare
+        x = torch.stack(per_class[c]).double()
+        assert len(x) > 100
+        assert torch.allclose(x.mean(0), torch.tensor(COLOR_MEAN[c]), atol=0.04), c
+        assert torch.allclose(x.std(0), torch.tensor(COLOR_STD[c]), rtol=0.25), c
+
+
+def test_synthetic_config_agrees_with_dataset():
+    cfg = inade.config("synthetic")
+    ds = build_dataset(cfg, synthetic_size=4)
+    assert cfg.label_nc == ds.label_nc and not cfg.contain_dontcare_label
+    assert ds[0]["image"].shape[1:] == cfg.output_size
+
+
+# ---------------------------------------------------------------------------
+# compact ids
+# ---------------------------------------------------------------------------
+
+
+def test_compact_ids_cityscapes_raw_ids():
+    raw = np.array([[7, 7, 26001, 26001], [7, 24000, 26002, 26001], [11, 11, 24000, 26002]])
+    label = cityscapes_class(raw)
+    assert label.tolist() == [[7, 7, 26, 26], [7, 24, 26, 26], [11, 11, 24, 26]]
+    ids, classes = compact_ids(raw, label)
+    assert ids.tolist() == [[0, 0, 3, 3], [0, 2, 4, 3], [1, 1, 2, 4]]
+    assert classes.tolist() == [7, 11, 24, 26, 26]
+    # without a label map, the raw id's order and the raw ids as "classes"
+    ids2, cls2 = compact_ids(torch.as_tensor(raw))
+    assert isinstance(ids2, torch.Tensor) and torch.equal(ids2, torch.as_tensor(ids))
+
+
+def test_compact_ids_splits_a_raw_id_spanning_classes():
+    inst = np.zeros((2, 3), dtype=np.int64)  # COCO-like: 0 for all stuff
+    label = np.array([[5, 5, 9], [9, 9, 5]])
+    ids, classes = compact_ids(inst, label)
+    assert ids.tolist() == [[0, 0, 1], [1, 1, 0]] and classes.tolist() == [5, 9]
+
+
+def test_compact_ids_keeps_compact_maps_and_rejects_bad_input():
+    ids = torch.tensor([[0, 1], [2, 1]])
+    out, _ = compact_ids(ids, torch.tensor([[3, 4], [3, 4]]))
+    assert torch.equal(out, ids)
+    with pytest.raises(TypeError, match="integer"):
+        compact_ids(torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="negative"):
+        compact_ids(np.array([[-1, 0]]))
+    with pytest.raises(ValueError, match="shape"):
+        compact_ids(np.zeros((2, 2), dtype=np.int64), np.zeros((2, 3), dtype=np.int64))
+
+
+# ---------------------------------------------------------------------------
+# real layouts, fabricated
+# ---------------------------------------------------------------------------
+
+H, W = 32, 64
+
+
+def _save_rgb(path, rng):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(path)
+
+
+def _save_map(path, arr):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr.astype(np.uint16 if arr.max() > 255 else np.uint8)).save(path)
+
+
+def _label(rng, classes):
+    lab = np.full((H, W), classes[0])
+    lab[: H // 2, W // 2 :] = classes[1]
+    lab[H // 2 :, : W // 3] = classes[2]
+    return lab
+
+
+def make_cityscapes(root, rng):
+    for p, city in (("train", "aachen"), ("val", "lindau")):
+        for k in range(2):
+            stem = f"{city}_00000{k}_000019"
+            lab = _label(rng, [7, 26, 24])
+            inst = lab.copy()
+            inst[lab == 26] = 26000 + k
+            inst[lab == 24] = 24001
+            inst[:2, W // 2 : W // 2 + 3] = 26005  # a second car
+            _save_map(root / "gtFine" / p / city / f"{stem}_gtFine_labelIds.png", lab)
+            _save_map(root / "gtFine" / p / city / f"{stem}_gtFine_instanceIds.png", inst)
+            _save_rgb(root / "leftImg8bit" / p / city / f"{stem}_leftImg8bit.png", rng)
+
+
+def make_ade20k(root, rng):
+    for p, tag in (("training", "train"), ("validation", "val")):
+        for k in range(2):
+            _save_rgb(root / "images" / p / f"ADE_{tag}_0000000{k}.jpg", rng)
+            _save_map(root / "annotations" / p / f"ADE_{tag}_0000000{k}.png", _label(rng, [0, 1, 150]))
+
+
+def make_celeba(root, rng):  # the INADE code's layout
+    for p in ("train", "test"):
+        for k in range(2):
+            _save_rgb(root / p / "images" / f"{k}.jpg", rng)
+            _save_map(root / p / "labels" / f"{k}.png", _label(rng, [0, 1, 18]))
+
+
+def make_celeba_flat(root, rng):  # train_img / train_label / val_*
+    for p in ("train", "val"):
+        for k in range(2):
+            _save_rgb(root / f"{p}_img" / f"{k}.jpg", rng)
+            _save_map(root / f"{p}_label" / f"{k}.png", _label(rng, [0, 4, 18]))
+
+
+def make_deepfashion(root, rng):
+    for p in ("train", "test"):
+        for k in range(2):
+            _save_rgb(root / f"{p}_img" / f"img_{k}.png", rng)
+            _save_map(root / f"{p}_label" / f"img_{k}.png", _label(rng, [0, 3, 7]))
+
+
+def make_coco(root, rng):
+    for p in ("train", "val"):
+        for k in range(2):
+            lab = _label(rng, [150, 0, 255])
+            inst = np.zeros((H, W), dtype=np.int64)
+            inst[lab == 0] = 3
+            _save_rgb(root / f"{p}_img" / f"00000{k}.jpg", rng)
+            _save_map(root / f"{p}_label" / f"00000{k}.png", lab)
+            _save_map(root / f"{p}_inst" / f"00000{k}.png", inst)
+
+
+def make_folder(root, rng):
+    for k in range(2):
+        _save_rgb(root / "images" / f"a{k}.png", rng)
+        _save_map(root / "labels" / f"a{k}.png", _label(rng, [0, 1, 2]))
+        _save_map(root / "instances" / f"a{k}.png", np.arange(H * W).reshape(H, W) % 3 + 10)
+
+
+# dataset_mode -> (maker, preset, overrides, expected label classes of sample 0 before cropping)
+LAYOUT_CASES = {
+    "cityscapes": (make_cityscapes, "cityscapes", dict(crop_size=64, load_size=64, num_upsampling_layers="normal"), {7, 24, 26}),
+    "ade20k": (make_ade20k, "ade20k", dict(crop_size=32, load_size=40), {0, 149, 150}),
+    "celeba": (make_celeba, "celeba", dict(crop_size=32, load_size=40), {0, 1, 18}),
+    "celeba_flat": (make_celeba_flat, "celeba", dict(crop_size=32, load_size=32), {0, 4, 18}),
+    "deepfashion": (make_deepfashion, "deepfashion", dict(crop_size=32, load_size=32), {0, 3, 7}),
+    "coco": (make_coco, "cocostuff", dict(crop_size=32, load_size=40), {0, 150, 182}),
+    "folder": (make_folder, "celeba", dict(dataset_mode="custom", label_nc=3, crop_size=32, load_size=32), {0, 1, 2}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LAYOUT_CASES))
+@pytest.mark.parametrize("phase", ["train", "test"])
+def test_layout_loads(tmp_path, case, phase):
+    maker, preset, overrides, expected = LAYOUT_CASES[case]
+    maker(tmp_path, np.random.default_rng(0))
+    cfg = inade.config(preset, **overrides)
+    ds = build_dataset(cfg, tmp_path, phase)
+    assert len(ds) == 2
+    s = ds[(0, 123)]
+    h, w = cfg.output_size
+    assert s["label"].shape == s["instance"].shape == (h, w)
+    assert s["image"].shape == (3, h, w) and -1 <= s["image"].min() and s["image"].max() <= 1
+    assert set(s["label"].unique().tolist()) <= expected
+    ids = s["instance"].unique()
+    assert torch.equal(ids, torch.arange(len(ids))), "compact ids after cropping"
+    for l in ids:  # one class per instance
+        assert len(s["label"][s["instance"] == l].unique()) == 1
+    # the crop and flip depend on the key's seed only
+    assert torch.equal(ds[(1, 7)]["image"], ds[(1, 7)]["image"])
+
+
+def test_cityscapes_keeps_cars_apart_and_classes(tmp_path):
+    make_cityscapes(tmp_path, np.random.default_rng(0))
+    cfg = inade.config("cityscapes", crop_size=64, load_size=64, num_upsampling_layers="normal")  # 32x64: no resizing
+    s = build_dataset(cfg, tmp_path, "test")[(0, 0)]
+    assert s["image"].shape[1:] == (H, W)
+    label, inst = s["label"], s["instance"]
+    flipped = bool(label[0, 0] != 7)
+    car_ids = inst[label == 26].unique()
+    assert len(car_ids) == 2, "the two cars (26000, 26005) stay two instances"
+    assert inst.max() + 1 == 4 and not flipped
+
+
+def test_ade20k_dontcare_and_shift(tmp_path):
+    make_ade20k(tmp_path, np.random.default_rng(0))
+    cfg = inade.config("ade20k", crop_size=64, load_size=64, aspect_ratio=2.0)
+    s = build_dataset(cfg, tmp_path, "test")[(0, 0)]
+    lab = s["label"]
+    # stored 0 (don't-care) -> 150, stored 1 -> 0, stored 150 -> 149
+    assert lab[H - 1, W - 1] == 150 and set(lab.unique().tolist()) == {0, 149, 150}
+    assert torch.equal(compact_ids(lab)[0], s["instance"])
+
+
+def test_flip_and_crop_follow_the_seed(tmp_path):
+    make_folder(tmp_path, np.random.default_rng(0))
+    cfg = inade.config("celeba", dataset_mode="custom", label_nc=3, crop_size=32, load_size=48)
+    ds = build_dataset(cfg, tmp_path, "train")
+    outs = {tuple(ds[(0, seed)]["image"].flatten()[:5].tolist()) for seed in range(12)}
+    assert len(outs) > 2, "different seeds give different crops/flips"
+
+
+def test_prepare_writes_compact_instance_maps(tmp_path):
+    make_cityscapes(tmp_path / "cs", np.random.default_rng(0))
+    make_ade20k(tmp_path / "ade", np.random.default_rng(0))
+    assert prepare("cityscapes", tmp_path / "cs", log=lambda *a: None) == 4
+    reid = read_index_map(tmp_path / "cs/gtFine/train/aachen/aachen_000000_000019_gtFine_instanceReIds.png")
+    assert sorted(np.unique(reid).tolist()) == [0, 1, 2, 3]  # 7, 24001, 26000, 26005
+    assert prepare("cityscapes", tmp_path / "cs", log=lambda *a: None) == 0, "kept without --overwrite"
+    assert prepare("ade20k", tmp_path / "ade", log=lambda *a: None) == 4
+    inst = read_index_map(tmp_path / "ade/instances/training/ADE_train_00000000.png")
+    assert sorted(np.unique(inst).tolist()) == [0, 1, 2]
+
+
+def test_prepare_cli(tmp_path, capsys):
+    from inade.data.prepare import main
+
+    make_celeba(tmp_path, np.random.default_rng(0))
+    assert main([str(tmp_path), "--dataset", "celeba"]) == 0
+    assert (tmp_path / "train" / "instances" / "0.png").exists()
+    (tmp_path / "test" / "images" / "1.jpg").write_bytes(b"not a jpeg")
+    assert main([str(tmp_path), "--dataset", "celeba", "--overwrite"]) == 1
+    assert "1.jpg" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# errors
+# ---------------------------------------------------------------------------
+
+
+def test_missing_folder_is_named(tmp_path):
+    cfg = inade.config("ade20k")
+    with pytest.raises(DatasetError, match="images/training"):
+        build_dataset(cfg, tmp_path, "train")
+    with pytest.raises(DatasetError, match="is not a folder"):
+        build_dataset(cfg, tmp_path / "nope", "train")
+
+
+def test_missing_image_is_named(tmp_path):
+    make_deepfashion(tmp_path, np.random.default_rng(0))
+    (tmp_path / "train_img" / "img_1.png").unlink()
+    with pytest.raises(DatasetError, match="img_1.png"):
+        build_dataset(inade.config("deepfashion"), tmp_path, "train")
+
+
+def test_corrupt_file_is_named(tmp_path):
+    make_coco(tmp_path, np.random.default_rng(0))
+    (tmp_path / "train_inst" / "000001.png").write_bytes(b"\x89PNG garbage")
+    ds = build_dataset(inade.config("cocostuff", crop_size=32, load_size=32), tmp_path, "train")
+    ds[0]
+    with pytest.raises(DatasetError, match="000001.png"):
+        ds[1]
+
+
+def test_label_out_of_range_is_named(tmp_path):
+    make_folder(tmp_path, np.random.default_rng(0))
+    ds = build_dataset(inade.config("celeba", dataset_mode="custom", label_nc=2, crop_size=32, load_size=32), tmp_path)
+    with pytest.raises(DatasetError, match=r"a0.png has class 2"):
+        ds[0]
+
+
+def test_unknown_dataset_mode():
+    with pytest.raises(ValueError, match="dataset_mode"):
+        build_dataset(inade.config("celeba", dataset_mode="imagenet"), "/tmp")
+
+
+# ---------------------------------------------------------------------------
+# sampler
+# ---------------------------------------------------------------------------
+
+
+def test_sampler_ranks_split_the_global_batch():
+    one = list(EpochSampler(20, batch_size=4, seed=1))
+    r0 = list(EpochSampler(20, batch_size=2, seed=1, rank=0, world_size=2))
+    r1 = list(EpochSampler(20, batch_size=2, seed=1, rank=1, world_size=2))
+    assert len(one) == len(r0) + len(r1) == 20
+    for b in range(5):
+        assert one[4 * b : 4 * b + 4] == r0[2 * b : 2 * b + 2] + r1[2 * b : 2 * b + 2]
+
+
+def test_sampler_resumes_mid_epoch_and_changes_with_epoch():
+    s = EpochSampler(24, batch_size=4, seed=5)
+    s.set_epoch(3)
+    full = list(s)
+    s.set_epoch(3, start_batch=2)
+    assert list(s) == full[8:] and len(s) == 16
+    s.set_epoch(4)
+    assert list(s) != full
+    assert sorted(i for i, _ in full) == list(range(24))
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        EpochSampler(3, batch_size=2, world_size=2)
