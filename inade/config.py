@@ -153,14 +153,16 @@ def _validate(cfg: Config) -> None:
     if cfg.aspect_ratio <= 0:
         raise ValueError(f"aspect_ratio must be positive, got {cfg.aspect_ratio!r}")
     if cfg.num_upsampling_layers == "most" and cfg.ngf < 2:
-        raise ValueError(f"num_upsampling_layers='most' needs ngf >= 2 (its last block has ngf // 2 channels), got {cfg.ngf}")
+        raise ValueError(
+            f"num_upsampling_layers='most' needs ngf >= 2 (its last block has ngf // 2 channels), got {cfg.ngf}"
+        )
     sw = cfg.crop_size // (2 ** UPSAMPLING_LAYERS[cfg.num_upsampling_layers])
     if sw < 1 or round(sw / cfg.aspect_ratio) < 1:
         raise ValueError(
             f"crop_size={cfg.crop_size} with aspect_ratio={cfg.aspect_ratio} and "
             f"num_upsampling_layers={cfg.num_upsampling_layers!r} gives an empty latent map: "
-            f"crop_size must be at least {2 ** UPSAMPLING_LAYERS[cfg.num_upsampling_layers]} "
-            "(times aspect_ratio)"
+            f"the latent width crop_size // {2 ** UPSAMPLING_LAYERS[cfg.num_upsampling_layers]} = {sw} "
+            "and its height round(width / aspect_ratio) must both be at least 1"
         )
 
 

@@ -559,3 +559,31 @@ def test_kl_divergence_is_the_public_sum():
     torch.testing.assert_close(kl_divergence((mu_g, lv_g, mu_b, lv_b)), (kl(mu_g, lv_g) + kl(mu_b, lv_b)) / 2)
     zeros = torch.zeros(2, 5, 3)
     assert kl_divergence((zeros,) * 4) == 0  # the prior itself, and empty instances, cost nothing
+
+
+def test_flop_count_matches_the_layer_shapes():
+    """inade.flops.count on a tiny generator equals the MACs computed from its layers' shapes,
+    and the modulation op is counted at 4 FLOPs per element of every norm's input."""
+    from inade import flops  # noqa: PLC0415
+
+    cfg = tiny_config(crop_size=128, num_upsampling_layers="more", aspect_ratio=2.0)
+    G = inade.Generator(cfg).eval()
+    label, inst = scene(1, *cfg.output_size, cfg.num_classes)
+    L = int(inst.max()) + 1
+    with torch.no_grad():
+        counted = flops.count(lambda: G(label, inst), modules=("fc_noise",))
+    macs, modulated, noise_macs = cfg.z_dim * G.fc.out_features, 0, 0
+    h, w = G.sh, G.sw
+    for block, upsample in G.blocks():
+        h, w = (2 * h, 2 * w) if upsample else (h, w)
+        fin, fout = block.conv_0.in_channels, block.conv_1.out_channels
+        fmid = block.conv_0.out_channels
+        macs += (fmid * fin * 9 + fout * fmid * 9 + (fout * fin if block.learned_shortcut else 0)) * h * w
+        norms = [block.norm_0, block.norm_1] + ([block.norm_s] if block.learned_shortcut else [])
+        modulated += (2 * fin + fmid if block.learned_shortcut else fin + fmid) * h * w
+        noise_macs += sum(2 * L * n.fc_noise.in_features * n.fc_noise.out_features for n in norms)
+    macs += 3 * G.conv_img.in_channels * 9 * h * w
+    assert counted["conv_linear"] == 2 * (macs + noise_macs)
+    assert counted["by_module"]["fc_noise"] == 2 * noise_macs
+    assert counted["inade_ops"] == 4 * modulated
+    assert counted["uncounted_inade_ops"] == []

@@ -1,0 +1,154 @@
+"""FLOP formulas of the ``inade::`` custom ops for ``torch.utils.flop_counter``, and a
+counter that reports them beside the convolutions and linear layers.
+
+``torch.utils.flop_counter.FlopCounterMode`` counts matrix products and
+convolutions (FLOPs = 2 · MACs) but knows nothing of our custom ops; the formulas
+below give each one the arithmetic its kernels do, per element:
+
+* ``modulation_stats``: Σx and Σx² per channel — 3 FLOPs (add, multiply, add).
+* ``modulation_apply``: ``(x − mean)·invstd·γ + β`` — 4 FLOPs.
+* ``modulation_backward_reduce``: x̂ (2), ``dy·x̂`` (1) and two sums (2) — 5 FLOPs.
+* ``modulation_backward_dx``: x̂ (2), ``dy·γ`` (1), two subtractions, one multiply,
+  one scale — 6 FLOPs (3 without batch statistics: ``dy·γ·invstd``).
+* ``avg_pool_forward``: one add per input element, one divide per output.
+* ``avg_pool_backward``: one divide per output element.
+* instance-aware convolution: the dense convolution's ``2·MACs`` plus one compare
+  per tap and output pixel (the instance test); its backward twice the MACs.
+
+Elementwise work outside our ops (activations, upsampling, additions) is not
+counted, as in ``FlopCounterMode`` itself.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula
+
+
+def _numel(shape) -> int:
+    return math.prod(shape)
+
+
+def _modulation_stats(x, *args, out_shape=None, **kwargs) -> int:
+    return 3 * _numel(x)
+
+
+def _modulation_apply(x, *args, out_shape=None, **kwargs) -> int:
+    return 4 * _numel(x)
+
+
+def _modulation_backward_reduce(dy, x, *args, out_shape=None, **kwargs) -> int:
+    return 5 * _numel(x)
+
+
+def _modulation_backward_dx(dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, batch_stats, *args,
+                            out_shape=None, **kwargs) -> int:
+    return (6 if batch_stats else 3) * _numel(x)
+
+
+def _avg_pool_forward(xs, inst, num_instances, *args, out_shape=None, **kwargs) -> int:
+    B = inst[0]
+    return sum(_numel(x) + B * num_instances * x[1] for x in xs)
+
+
+def _avg_pool_backward(grads, inst, *args, out_shape=None, **kwargs) -> int:
+    hw = inst[1] * inst[2]
+    return sum(g[0] * g[2] * hw for g in grads)
+
+
+def conv_macs(x_shape, weight_shape, out_shape) -> int:
+    """Multiply-accumulates of a dense convolution producing ``out_shape``."""
+    B, _, Ho, Wo = out_shape
+    Co, Ci, kh, kw = weight_shape
+    return B * Co * Ho * Wo * Ci * kh * kw
+
+
+def _instance_conv_forward(x, inst, weight, *args, out_shape=None, **kwargs) -> int:
+    out = out_shape if isinstance(out_shape[0], int) else out_shape[0]
+    return 2 * conv_macs(x, weight, out) + out[0] * out[2] * out[3] * weight[2] * weight[3]
+
+
+def _instance_conv_backward(dy, x, inst, weight, *args, out_shape=None, **kwargs) -> int:
+    return 4 * conv_macs(x, weight, dy)
+
+
+# op name -> formula; an op that does not exist (yet) is skipped.
+FORMULAS = {
+    "modulation_stats": _modulation_stats,
+    "modulation_apply": _modulation_apply,
+    "modulation_backward_reduce": _modulation_backward_reduce,
+    "modulation_backward_dx": _modulation_backward_dx,
+    "avg_pool_forward": _avg_pool_forward,
+    "avg_pool_backward": _avg_pool_backward,
+    "conv_forward": _instance_conv_forward,
+    "conv_backward": _instance_conv_backward,
+}
+
+
+def register() -> list[str]:
+    """Register every formula whose ``torch.ops.inade.<name>`` exists (idempotent).
+
+    Returns the names of the registered ops.
+    """
+    import inade.ops  # noqa: F401, PLC0415  (defines the ops)
+
+    done = []
+    for name, formula in FORMULAS.items():
+        try:
+            op = getattr(torch.ops.inade, name)
+        except (AttributeError, RuntimeError):
+            continue
+        if op not in flop_registry:
+            register_flop_formula(op)(formula)
+        done.append(name)
+    return done
+
+
+class _InadeOpLog(TorchDispatchMode):
+    """Records which ``inade::`` ops ran (to name those without a formula)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "inade":
+            self.seen[func._overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count(fn, modules: tuple[str, ...] = ()) -> dict:
+    """Run ``fn()`` and count its FLOPs.
+
+    Args:
+        fn: the computation (e.g. a model's forward).
+        modules: names of submodules (last name component, e.g. ``"fc_noise"``) whose
+            FLOPs are also reported apart, summed over every module of that name.
+
+    Returns:
+        ``{"conv_linear": FLOPs of convolutions and matrix products (2·MACs),
+        "inade_ops": FLOPs of our custom ops, "by_op": {op: FLOPs},
+        "by_module": {name: FLOPs}, "uncounted_inade_ops": [names of inade ops that
+        ran without a formula]}``.
+    """
+    registered = set(register())
+    log = _InadeOpLog()
+    with FlopCounterMode(display=False) as counter, log:
+        fn()
+    counts = counter.get_flop_counts()
+    by_op = {str(op): int(n) for op, n in counts["Global"].items()}
+    by_module = {
+        name: sum(int(n) for key, ops in counts.items() if key.endswith("." + name) for n in ops.values())
+        for name in modules
+    }
+    ours = sum(n for op, n in by_op.items() if op.startswith("inade."))
+    return {
+        "conv_linear": sum(by_op.values()) - ours,
+        "inade_ops": ours,
+        "by_op": by_op,
+        "by_module": by_module,
+        "uncounted_inade_ops": sorted(set(log.seen) - registered),
+    }
