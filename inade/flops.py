@@ -12,8 +12,9 @@ below give each one the arithmetic its kernels do, per element:
   one scale — 6 FLOPs (3 without batch statistics: ``dy·γ·invstd``).
 * ``avg_pool_forward``: one add per input element, one divide per output.
 * ``avg_pool_backward``: one divide per output element.
-* instance-aware convolution: the dense convolution's ``2·MACs`` plus one compare
-  per tap and output pixel (the instance test); its backward twice the MACs.
+* ``conv2d_forward`` (instance-aware convolution): the dense convolution's
+  ``2·MACs`` plus one compare per tap and output pixel (the instance test);
+  ``conv2d_backward_input`` and ``conv2d_backward_weight``: ``2·MACs`` each.
 
 Elementwise work outside our ops (activations, upsampling, additions) is not
 counted, as in ``FlopCounterMode`` itself.
@@ -66,13 +67,16 @@ def conv_macs(x_shape, weight_shape, out_shape) -> int:
     return B * Co * Ho * Wo * Ci * kh * kw
 
 
-def _instance_conv_forward(x, inst, weight, *args, out_shape=None, **kwargs) -> int:
-    out = out_shape if isinstance(out_shape[0], int) else out_shape[0]
-    return 2 * conv_macs(x, weight, out) + out[0] * out[2] * out[3] * weight[2] * weight[3]
+def _conv2d_forward(x, inst, weight, *args, out_shape=None, **kwargs) -> int:
+    return 2 * conv_macs(x, weight, out_shape) + out_shape[0] * out_shape[2] * out_shape[3] * weight[2] * weight[3]
 
 
-def _instance_conv_backward(dy, x, inst, weight, *args, out_shape=None, **kwargs) -> int:
-    return 4 * conv_macs(x, weight, dy)
+def _conv2d_backward_input(dy, x, inst, weight, *args, out_shape=None, **kwargs) -> int:
+    return 2 * conv_macs(x, weight, dy)
+
+
+def _conv2d_backward_weight(dy, x, inst, kernel_size, *args, out_shape=None, **kwargs) -> int:
+    return 2 * conv_macs(x, (dy[1], x[1], kernel_size, kernel_size), dy)
 
 
 # op name -> formula; an op that does not exist (yet) is skipped.
@@ -83,8 +87,9 @@ FORMULAS = {
     "modulation_backward_dx": _modulation_backward_dx,
     "avg_pool_forward": _avg_pool_forward,
     "avg_pool_backward": _avg_pool_backward,
-    "conv_forward": _instance_conv_forward,
-    "conv_backward": _instance_conv_backward,
+    "conv2d_forward": _conv2d_forward,
+    "conv2d_backward_input": _conv2d_backward_input,
+    "conv2d_backward_weight": _conv2d_backward_weight,
 }
 
 

@@ -60,7 +60,7 @@ class NoiseEncoder(nn.Module):
 
         Args:
             image: ``[B, 3, H, W]`` reference image (in ``[-1, 1]`` like the generator's
-                output); ``H`` and ``W`` divisible by 16.
+                output); ``H`` and ``W`` divisible by 16, ``H·W ≥ 2·16²``.
             inst: ``[B, H, W]`` integer compact instance ids.
             num_instances: ``L``; default ``inst.max() + 1`` over the batch.
 
@@ -113,8 +113,11 @@ class NoiseEncoder(nn.Module):
                 f"expected {(image.shape[0], *image.shape[2:])}"
             )
         H, W = image.shape[2:]
-        if H % 16 or W % 16:
-            raise ValueError(f"the encoder needs H and W divisible by 16 (four stride-2 levels), got {H}×{W}")
+        if H % 16 or W % 16 or H * W < 2 * 16 * 16:
+            raise ValueError(
+                "the encoder needs H and W divisible by 16 (four stride-2 levels) and more than one pixel "
+                f"at 1/16 scale (its instance norm), got {H}×{W}"
+            )
 
 
 def kl_divergence(enc) -> Tensor:
