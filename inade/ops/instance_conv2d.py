@@ -1,7 +1,265 @@
-"""instance_conv2d: instance-aware partial convolution (lands with issue 3)."""
+"""instance_conv2d: instance-aware partial convolution (the noise-remapping encoder's conv).
+
+    y[b, o, i, j] = Σ_{c, u, v} W[o, c, u, v] · x[b, c, i·s−p+u, j·s−p+v] · m[b, u, v, i, j] + bias[o]
+
+``m`` is 1 where the tap's pixel lies inside the image and has the instance id of
+the window's centre pixel ``(i·s − p + k//2, j·s − p + k//2)``, else 0 (inputs and
+ids are zero-padded, so a centre outside the image has id 0). ``renorm=True``
+multiplies a window's ``m`` by ``k² / (number of taps with m = 1)`` (0 for none),
+as partial convolution does; the bias is never rescaled. The op never builds an
+``unfold`` of its input: the kernels work on tiles of output pixels and compute
+``m`` on the fly from the ids.
+
+Pieces (the same for every op of this package):
+    * three ``torch.library`` custom ops (``inade::conv2d_*``) with fake kernels:
+      the forward pass, the input gradient and the weight gradient, each
+      dispatching to the chosen backend (the bias gradient is ``Σ dy``);
+    * :class:`InstanceConv2dFunction`, the autograd wrapper that wires them;
+    * :func:`instance_conv2d`, the public function: input checks, backend choice.
+"""
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+from torch import Tensor
 
-def instance_conv2d(x, inst, weight, bias=None, stride=1, padding=0, renorm=False):
-    """Convolution whose taps count only where their pixel's instance equals the window centre's."""
-    raise NotImplementedError("instance_conv2d lands with issue 3")
+from inade.ops import _backend, _checks, reference
+
+# ---------------------------------------------------------------------------
+# Backend dispatch of each pass
+# ---------------------------------------------------------------------------
+
+
+def _kernels():
+    from inade.kernels import instance_conv2d as k  # noqa: PLC0415  (triton is optional)
+
+    return k
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    """channels-last for a channels-last (and not also contiguous) ``x``, else contiguous."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _dense(t: Tensor) -> Tensor:
+    """``t`` if it is contiguous or channels-last, else a contiguous copy (what the kernels read)."""
+    if t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last):
+        return t
+    return t.contiguous()
+
+
+def output_size(size: int, kernel_size: int, stride: int, padding: int) -> int:
+    """Output length of a convolution along one axis: ``(size + 2p − k) // s + 1``."""
+    return (size + 2 * padding - kernel_size) // stride + 1
+
+
+def _check_ids_nonnegative(inst: Tensor, name: str = "inst") -> None:
+    """Only equality of ids matters here, so any id >= 0 is valid; negative ids are rejected
+    (they are never valid instance ids). Reads the values: called inside the op body."""
+    if inst.numel() and int(inst.min()) < 0:
+        raise ValueError(f"{name} has a negative id ({int(inst.min())}): instance ids must be >= 0")
+
+
+def _use_kernel(backend: str, x: Tensor) -> bool:
+    """Triton has no float64 ``tl.dot``; float64 on the triton backend takes the reference path."""
+    return backend == "cpp" or (backend == "triton" and x.dtype != torch.float64)
+
+
+@torch.library.custom_op("inade::conv2d_forward", mutates_args=())
+def conv2d_forward(
+    x: Tensor, inst: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int, renorm: bool
+) -> Tensor:
+    """``y [B, C_out, Ho, Wo]``, dtype and layout (contiguous / channels-last) of ``x``.
+
+    The ids are checked (>= 0) here, in the op's body, because only the body sees
+    real values (also under ``torch.compile``).
+    """
+    _check_ids_nonnegative(inst)
+    backend = _backend.resolve(x.device)
+    if backend == "cpp":
+        return _backend.extension().conv2d_forward(x, inst, weight, bias, stride, padding, renorm)
+    if _use_kernel(backend, x):
+        return _kernels().forward(x, inst, weight, bias, stride, padding, renorm)
+    y = reference.instance_conv2d(x, inst, weight, bias, stride, padding, renorm)
+    return y.contiguous(memory_format=_memory_format(x))
+
+
+@conv2d_forward.register_fake
+def _(x, inst, weight, bias, stride, padding, renorm):
+    k = weight.shape[-1]
+    shape = (x.shape[0], weight.shape[0], output_size(x.shape[2], k, stride, padding),
+             output_size(x.shape[3], k, stride, padding))
+    return x.new_empty(shape, memory_format=_memory_format(x))
+
+
+@torch.library.custom_op("inade::conv2d_backward_input", mutates_args=())
+def conv2d_backward_input(
+    dy: Tensor, x: Tensor, inst: Tensor, weight: Tensor, stride: int, padding: int, renorm: bool
+) -> Tensor:
+    """Gradient of ``x``: ``[B, C_in, H, W]``, dtype and layout of ``x`` (only ``x``'s shape,
+    dtype and layout are read). ``dy: [B, C_out, Ho, Wo]``, contiguous or channels-last."""
+    backend = _backend.resolve(x.device)
+    if backend == "cpp":
+        return _backend.extension().conv2d_backward_input(dy, x, inst, weight, stride, padding, renorm)
+    if _use_kernel(backend, x):
+        return _kernels().backward_input(dy, x, inst, weight, stride, padding, renorm)
+    k = weight.shape[-1]
+    taps = reference.instance_tap_weights(inst, k, stride, padding, renorm, x.dtype)
+    cols = torch.einsum("ok,bop->bkp", weight.reshape(weight.shape[0], -1), dy.flatten(2))
+    cols = (cols.view(x.shape[0], x.shape[1], k * k, -1) * taps[:, None]).flatten(1, 2)
+    dx = F.fold(cols, x.shape[2:], k, padding=padding, stride=stride)
+    return dx.contiguous(memory_format=_memory_format(x))
+
+
+@conv2d_backward_input.register_fake
+def _(dy, x, inst, weight, stride, padding, renorm):
+    return torch.empty_like(x, memory_format=_memory_format(x))
+
+
+@torch.library.custom_op("inade::conv2d_backward_weight", mutates_args=())
+def conv2d_backward_weight(
+    dy: Tensor, x: Tensor, inst: Tensor, kernel_size: int, stride: int, padding: int, renorm: bool
+) -> Tensor:
+    """Gradient of the weight: ``[C_out, C_in, k, k]`` contiguous, dtype of ``x`` (float32
+    accumulation). ``dy: [B, C_out, Ho, Wo]``, contiguous or channels-last."""
+    backend = _backend.resolve(x.device)
+    if backend == "cpp":
+        return _backend.extension().conv2d_backward_weight(dy, x, inst, kernel_size, stride, padding, renorm)
+    if _use_kernel(backend, x):
+        return _kernels().backward_weight(dy, x, inst, kernel_size, stride, padding, renorm)
+    k = kernel_size
+    B, C = x.shape[:2]
+    taps = reference.instance_tap_weights(inst, k, stride, padding, renorm, x.dtype)
+    cols = F.unfold(x, k, padding=padding, stride=stride).view(B, C, k * k, -1) * taps[:, None]
+    dw = torch.einsum("bop,bkp->ok", dy.flatten(2), cols.flatten(1, 2))
+    return dw.reshape(dy.shape[1], C, k, k).contiguous()
+
+
+@conv2d_backward_weight.register_fake
+def _(dy, x, inst, kernel_size, stride, padding, renorm):
+    return x.new_empty(dy.shape[1], x.shape[1], kernel_size, kernel_size)
+
+
+def _no_double_backward(ctx, *grads):
+    raise NotImplementedError("double backward of instance_conv2d is not implemented")
+
+
+for _op in (conv2d_forward, conv2d_backward_input, conv2d_backward_weight):
+    _op.register_autograd(_no_double_backward)
+
+
+# ---------------------------------------------------------------------------
+# Autograd wrapper
+# ---------------------------------------------------------------------------
+
+
+class InstanceConv2dFunction(torch.autograd.Function):
+    """Autograd of ``y = conv(x ⊙ m, W) + bias``: the input and weight gradients are the
+    two backward ops, the bias gradient is ``Σ dy`` over ``(B, Ho, Wo)``."""
+
+    @staticmethod
+    def forward(ctx, x, inst, weight, bias, stride, padding, renorm):
+        y = conv2d_forward(x, inst, weight, bias, stride, padding, renorm)
+        ctx.save_for_backward(x, inst, weight)
+        ctx.conv = (stride, padding, renorm)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, inst, weight = ctx.saved_tensors
+        stride, padding, renorm = ctx.conv
+        dy = _dense(dy)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = conv2d_backward_input(dy, x, inst, weight, stride, padding, renorm)
+        if ctx.needs_input_grad[2]:
+            dw = conv2d_backward_weight(dy, x, inst, weight.shape[-1], stride, padding, renorm)
+        if ctx.needs_input_grad[3]:
+            acc = torch.float64 if dy.dtype == torch.float64 else torch.float32
+            db = dy.sum((0, 2, 3), dtype=acc).to(dy.dtype)
+        return dx, None, dw, db, None, None, None
+
+
+# ---------------------------------------------------------------------------
+# Public function
+# ---------------------------------------------------------------------------
+
+
+def instance_conv2d(
+    x: Tensor,
+    inst: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int = 1,
+    padding: int = 0,
+    renorm: bool = False,
+) -> Tensor:
+    """Instance-aware partial convolution: a tap counts only where its pixel has the
+    instance id of the window's centre pixel.
+
+    ``y[b, o, i, j] = Σ_{c,u,v} W[o, c, u, v] · x[b, c, i·s−p+u, j·s−p+v] · m[b, u, v, i, j] + bias[o]``
+
+    Args:
+        x: ``[B, C_in, H, W]`` float16 / bfloat16 / float32 / float64, contiguous or
+            channels-last (other strides are copied; the output keeps the layout).
+        inst: ``[B, H, W]`` integer instance ids at x's resolution. Any id >= 0 is
+            valid (only equality matters); negative ids raise.
+        weight: ``[C_out, C_in, k, k]`` with odd ``k``, dtype of ``x``.
+        bias: ``[C_out]`` or ``None``; added to every output, never rescaled.
+        stride: positive int, the same along both axes. The window centre of output
+            ``(i, j)`` is input pixel ``(i·s − p + k//2, j·s − p + k//2)``.
+        padding: non-negative int; inputs and ids are zero-padded, and taps outside
+            the image never count.
+        renorm: multiply each window's sum by ``k² / (taps that count)``
+            (partial-convolution rescaling; 0 where no tap counts).
+
+    Returns:
+        ``[B, C_out, Ho, Wo]`` with ``Ho = (H + 2p − k) // s + 1`` (likewise ``Wo``),
+        dtype and layout of ``x``. Accumulation is in float32 (float64 for float64).
+    """
+    _check_inputs(x, inst, weight, bias, stride, padding, renorm)
+    x = _dense(x)
+    inst = _checks.index_map_for_kernel(inst)
+    weight = weight.contiguous()
+    bias = bias.contiguous() if bias is not None else None
+    if _backend.requested_backend() == "reference":
+        _check_ids_nonnegative(inst)
+        return reference.instance_conv2d(x, inst, weight, bias, stride, padding, renorm)
+    return InstanceConv2dFunction.apply(x, inst, weight, bias, stride, padding, renorm)
+
+
+def _check_int(value, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_inputs(x, inst, weight, bias, stride, padding, renorm) -> None:
+    _checks.check_feature_map(x)
+    _checks.check_index_map(inst, x)
+    _checks.check_float(weight, "weight")
+    _checks.check_same_device(x, weight, "weight")
+    _checks.check_same_dtype(x, weight, "weight")
+    C = x.shape[1]
+    if weight.dim() != 4 or weight.shape[1] != C or weight.shape[2] != weight.shape[3] or weight.shape[0] == 0:
+        raise ValueError(f"weight must be [C_out, C_in, k, k] = [C_out, {C}, k, k] for x {tuple(x.shape)}, "
+                         f"got {tuple(weight.shape)}")
+    k = weight.shape[-1]
+    if k % 2 == 0:
+        raise ValueError(f"weight has an even kernel size {k}: the window needs a centre pixel, use an odd k")
+    if bias is not None:
+        _checks.check_float(bias, "bias")
+        _checks.check_same_device(x, bias, "bias")
+        _checks.check_same_dtype(x, bias, "bias")
+        if tuple(bias.shape) != (weight.shape[0],):
+            raise ValueError(f"bias must be [C_out] = [{weight.shape[0]}], got {tuple(bias.shape)}")
+    _check_int(stride, "stride", 1)
+    _check_int(padding, "padding", 0)
+    if not isinstance(renorm, bool):
+        raise TypeError(f"renorm must be a bool, got {type(renorm).__name__}")
+    h_out, w_out = (output_size(s, k, stride, padding) for s in x.shape[2:])
+    if h_out < 1 or w_out < 1:
+        raise ValueError(f"x {tuple(x.shape)} with padding {padding} is smaller than the kernel ({k}x{k})")

@@ -73,10 +73,64 @@ def _sync_batch_norm(x, running_mean, running_var, momentum, eps, process_group)
 
 
 def instance_avg_pool(x: torch.Tensor, inst: torch.Tensor, num_instances: int) -> torch.Tensor:
-    """Paper Eq. 4: mean of ``x [B, C, H, W]`` over each instance's pixels -> ``[B, L, C]``; 0 where empty."""
-    raise NotImplementedError("instance_avg_pool reference lands with issue 3")
+    """Paper Eq. 4: mean of ``x [B, C, H, W]`` over each instance's pixels -> ``[B, L, C]``; 0 where empty.
+
+    ``x`` may be a tuple/list of maps sharing ``inst``; the result is then a tuple.
+    """
+    if isinstance(x, (list, tuple)):
+        return tuple(instance_avg_pool(t, inst, num_instances) for t in x)
+    # x(l) = {pixels with p[x] == l}, as a membership map [B, H, W, L].
+    member = F.one_hot(inst.long(), num_instances).to(x.dtype)
+    pixel_count = member.sum((1, 2))  # |x(l)|: [B, L]
+    feature_sum = torch.einsum("bchw,bhwl->blc", x, member)  # Σ_{x ∈ x(l)} x: [B, L, C]
+    # An empty instance has sum 0 and count 0: dividing by max(count, 1) gives 0.
+    return feature_sum / pixel_count.clamp(min=1)[..., None]
+
+
+def instance_tap_weights(
+    inst: torch.Tensor, kernel_size: int, stride: int, padding: int, renorm: bool, dtype: torch.dtype
+) -> torch.Tensor:
+    """Weight of every tap of every window of the instance-aware convolution: ``[B, k², Ho·Wo]``.
+
+    ``1`` where the tap's pixel lies inside the image and has the instance id of
+    the window's centre pixel ``(i·s − p + k//2, j·s − p + k//2)``, else ``0``
+    (ids are zero-padded, so a centre outside the image has id 0). With
+    ``renorm`` every window's weights are multiplied by ``k² / (number of
+    contributing taps)`` (0 for a window with none). Materialises an unfold of
+    the ids: for the oracle and the fallback paths only.
+    """
+    k = kernel_size
+    ones = torch.ones_like(inst[:, None], dtype=dtype)
+    inside = F.unfold(ones, k, padding=padding, stride=stride) > 0  # [B, k², P]
+    # float64 holds ids up to 2^53 exactly; unfold does not take integer tensors.
+    ids = F.unfold(inst[:, None].to(torch.float64), k, padding=padding, stride=stride)
+    same = (ids == ids[:, k * k // 2 : k * k // 2 + 1]) & inside
+    taps = same.to(dtype)
+    if renorm:
+        count = taps.sum(1, keepdim=True)
+        taps = taps * torch.where(count > 0, (k * k) / count.clamp_min(1), torch.zeros_like(count))
+    return taps
 
 
 def instance_conv2d(x, inst, weight, bias=None, stride=1, padding=0, renorm=False):
-    """Instance-aware partial convolution (DESIGN op 3). Oracle: may unfold."""
-    raise NotImplementedError("instance_conv2d reference lands with issue 3")
+    """Instance-aware partial convolution (DESIGN op 3), written as unfold + masked matrix product.
+
+    ``y[b, o, i, j] = Σ_{c, u, v} W[o, c, u, v] · x[b, c, i·s−p+u, j·s−p+v] · m[b, u, v, i, j] + bias[o]``
+
+    with ``m`` from :func:`instance_tap_weights` (1 where the tap's instance is the
+    centre's, 0 elsewhere and outside the image; ``k²/count`` with ``renorm``).
+
+    Shapes: ``x [B, C_in, H, W]``, ``inst [B, H, W]``, ``weight [C_out, C_in, k, k]``
+    (odd ``k``), ``bias [C_out]`` or ``None`` -> ``[B, C_out, Ho, Wo]`` with
+    ``Ho = (H + 2p − k) // s + 1`` (likewise ``Wo``).
+    """
+    B, C, H, W = x.shape
+    c_out, k = weight.shape[0], weight.shape[-1]
+    h_out, w_out = (H + 2 * padding - k) // stride + 1, (W + 2 * padding - k) // stride + 1
+    cols = F.unfold(x, k, padding=padding, stride=stride).view(B, C, k * k, h_out * w_out)
+    taps = instance_tap_weights(inst, k, stride, padding, renorm, x.dtype)
+    masked = (cols * taps[:, None]).view(B, C * k * k, h_out * w_out)
+    y = torch.einsum("ok,bkp->bop", weight.reshape(c_out, C * k * k), masked)
+    if bias is not None:
+        y = y + bias[:, None]
+    return y.view(B, c_out, h_out, w_out)
