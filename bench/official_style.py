@@ -26,3 +26,24 @@ def modulation(x, inst, gamma, beta, *, running_mean=None, running_var=None, tra
     beta_map = torch.einsum("blc,blhw->bchw", beta, onehot)
     x_hat = F.batch_norm(x, running_mean, running_var, None, None, training, momentum, eps)
     return x_hat * gamma_map + beta_map
+
+
+def avg_pool_loop(x, inst, num_instances):
+    """instance_avg_pool the public code's way: a dense one-hot instance map, then a
+    Python loop over instances, each masking the whole map and summing it, divided by
+    the instance's pixel count (1 where empty, so empty instances give 0).
+
+    ``x`` is one ``[B, C, H, W]`` map or a tuple/list of them (the encoder pools four
+    maps, each with its own loop, as the public code does); returns ``[B, L, C]`` or
+    a tuple of them.
+    """
+    if isinstance(x, (list, tuple)):
+        return tuple(avg_pool_loop(t, inst, num_instances) for t in x)
+    onehot = one_hot_map(inst, num_instances, x.dtype)
+    rows = []
+    for l in range(num_instances):
+        mask = onehot[:, l : l + 1]  # [B, 1, H, W]
+        pixels = mask.sum((2, 3), keepdim=True)
+        pixels = torch.where(pixels == 0, torch.ones_like(pixels), pixels)
+        rows.append(((x * mask).sum((2, 3), keepdim=True) / pixels)[:, :, 0, 0])  # [B, C]
+    return torch.stack(rows, 1)

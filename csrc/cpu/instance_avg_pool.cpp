@@ -1,8 +1,375 @@
-// CPU kernels of instance_avg_pool (placeholder until the op lands).
+// CPU kernels of instance_avg_pool (paper Eq. 4): the mean of x over each
+// instance's pixels, and its gradient dx[b, c, h, w] = dy[b, inst, c] / count[b, inst].
+//
+// Layout: every feature map is [B, C, H, W] whose (H, W) is one axis of stride
+// s_hw (contiguous: 1, channels-last: C); inst: [B, H*W] contiguous int32/int64;
+// pooled tables: [B, L, C] contiguous. Several maps that share one index map are
+// handled in one call.
+//
+// Instances are regions, so along an image row the ids come in runs. Each call
+// reads inst once and turns it into runs (end column and id of every run of every
+// image row, built in parallel over rows); the counts come from the runs, and every
+// map and channel then walks the runs: a run's sum is a contiguous (vectorised)
+// reduction flushed once into its instance's accumulator, and a run's gradient is
+// one fill. Accumulation is in float within a run (at most kMaxRun pixels) and in
+// double across runs (double throughout for double inputs).
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
 #include "ops.h"
 
 namespace inade {
+namespace {
 
-void register_instance_avg_pool(pybind11::module& m) {}
+constexpr int64_t kMaxRun = 512;      // pixels summed in float before a flush into double
+constexpr int64_t kChannelBlock = 32;  // channels per task in channels-last maps
+constexpr int64_t kRowGroup = 8;       // channel rows per task in contiguous maps
+
+struct MapLayout {
+  int64_t batch, channels, hw;  // sizes
+  int64_t s_b, s_c, s_hw;       // strides
+};
+
+MapLayout layout_of(const at::Tensor& t) {
+  return {t.size(0), t.size(1), t.size(2) * t.size(3), t.stride(0), t.stride(1), t.stride(3)};
+}
+
+// Channels-last maps (and channel slices of them) have unit channel stride; every
+// other flattenable map is walked row by row along (H, W).
+bool walk_by_pixel(const MapLayout& g) { return g.s_c == 1 && g.s_hw != 1 && g.channels > 1; }
+
+at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+// ---------------------------------------------------------------------------
+// Runs of equal ids along each image row
+// ---------------------------------------------------------------------------
+
+struct Runs {
+  int64_t batch, height, width;
+  at::Tensor end_id;    // int32 [B*H, W, 2]: (end column, id) of each run of a row
+  at::Tensor num_runs;  // int32 [B*H]
+
+  // Calls f(begin, end, id) with pixel offsets within image b, row by row.
+  template <typename F>
+  inline void for_each_run(int64_t b, F&& f) const {
+    const int32_t* runs = end_id.const_data_ptr<int32_t>();
+    const int32_t* counts = num_runs.const_data_ptr<int32_t>();
+    for (int64_t h = 0; h < height; ++h) {
+      const int64_t row = b * height + h;
+      const int32_t* r = runs + row * width * 2;
+      int64_t begin = h * width;
+      for (int32_t k = 0; k < counts[row]; ++k) {
+        const int64_t end = h * width + r[2 * k];
+        f(begin, end, static_cast<int64_t>(r[2 * k + 1]));
+        begin = end;
+      }
+    }
+  }
+};
+
+template <typename index_t>
+void build_runs_kernel(const index_t* inst, int64_t width, int64_t rows, int32_t* end_id, int32_t* num_runs) {
+  at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t row = r0; row < r1; ++row) {
+      const index_t* ids = inst + row * width;
+      int32_t* out = end_id + row * width * 2;
+      int32_t n = 0;
+      for (int64_t w = 1; w <= width; ++w) {
+        if (w == width || ids[w] != ids[w - 1]) {
+          out[2 * n] = static_cast<int32_t>(w);
+          out[2 * n + 1] = static_cast<int32_t>(ids[w - 1]);
+          ++n;
+        }
+      }
+      num_runs[row] = n;
+    }
+  });
+}
+
+Runs build_runs(const at::Tensor& inst) {
+  const int64_t B = inst.size(0), H = inst.size(1), W = inst.size(2);
+  TORCH_CHECK(W < (int64_t{1} << 31), "inade._C: index map rows must be shorter than 2^31");
+  Runs runs{B, H, W, at::empty({B * H, W, 2}, inst.options().dtype(at::kInt)),
+            at::empty({B * H}, inst.options().dtype(at::kInt))};
+  AT_DISPATCH_INDEX_TYPES(inst.scalar_type(), "avg_pool_runs", [&] {
+    build_runs_kernel<index_t>(inst.const_data_ptr<index_t>(), W, B * H, runs.end_id.data_ptr<int32_t>(),
+                               runs.num_runs.data_ptr<int32_t>());
+  });
+  return runs;
+}
+
+// count[b, l] = number of pixels of instance l in image b.
+at::Tensor counts_of(const Runs& runs, int64_t num_instances, at::ScalarType dtype) {
+  at::Tensor counts = at::zeros({runs.batch, num_instances}, runs.end_id.options().dtype(at::kLong));
+  int64_t* n = counts.data_ptr<int64_t>();
+  at::parallel_for(0, runs.batch, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      runs.for_each_run(b, [&](int64_t begin, int64_t end, int64_t id) { n[b * num_instances + id] += end - begin; });
+    }
+  });
+  return counts.to(dtype);
+}
+
+// ---------------------------------------------------------------------------
+// Forward: per-instance means
+// ---------------------------------------------------------------------------
+
+// Pointers to the kRowGroup channel rows of group [c0, c0 + nc) of image b; rows
+// past the end repeat the last one so every loop is kRowGroup wide (their results
+// are dropped).
+template <typename T>
+inline void group_rows(T* base, int64_t s_c, int64_t nc, T* rows[]) {
+  for (int64_t k = 0; k < kRowGroup; ++k) rows[k] = base + std::min(k, nc - 1) * s_c;
+}
+
+// acc[k] += Σ_{p in [p0, p1)} rows[k][p * s_hw] for the kRowGroup rows: one
+// independent chain per row, so a short run costs no horizontal reduction.
+template <typename scalar_t, typename opmath_t>
+inline void sum_run(const scalar_t* const rows[], int64_t p0, int64_t p1, int64_t s_hw, opmath_t acc[]) {
+  if (s_hw == 1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      for (int64_t k = 0; k < kRowGroup; ++k) acc[k] += static_cast<opmath_t>(rows[k][p]);
+    }
+  } else {
+    for (int64_t p = p0; p < p1; ++p) {
+      for (int64_t k = 0; k < kRowGroup; ++k) acc[k] += static_cast<opmath_t>(rows[k][p * s_hw]);
+    }
+  }
+}
+
+// One task per (b, group of kRowGroup channel rows): each run is decoded once for
+// the group, summed for every row in registers and flushed once into its instance.
+template <typename scalar_t, typename acc_t>
+void forward_by_row(const scalar_t* x, const MapLayout& g, const Runs& runs, const acc_t* counts,
+                    int64_t num_instances, scalar_t* out) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const int64_t groups = (g.channels + kRowGroup - 1) / kRowGroup;
+  at::parallel_for(0, g.batch * groups, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<double> sums(num_instances * kRowGroup);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / groups, c0 = (t % groups) * kRowGroup;
+      const int64_t nc = std::min(kRowGroup, g.channels - c0);
+      const scalar_t* rows[kRowGroup];
+      group_rows(x + b * g.s_b + c0 * g.s_c, g.s_c, nc, rows);
+      std::fill(sums.begin(), sums.end(), 0.0);
+      runs.for_each_run(b, [&](int64_t begin, int64_t end, int64_t id) {
+        for (int64_t p0 = begin; p0 < end; p0 += kMaxRun) {
+          opmath_t acc[kRowGroup] = {};
+          sum_run(rows, p0, std::min(end, p0 + kMaxRun), g.s_hw, acc);
+          double* s = sums.data() + id * kRowGroup;
+          for (int64_t k = 0; k < kRowGroup; ++k) s[k] += static_cast<double>(acc[k]);
+        }
+      });
+      for (int64_t l = 0; l < num_instances; ++l) {
+        const acc_t n = counts[b * num_instances + l];
+        for (int64_t k = 0; k < nc; ++k) {
+          const double v = n > 0 ? sums[l * kRowGroup + k] / n : 0.0;
+          out[(b * num_instances + l) * g.channels + c0 + k] = static_cast<scalar_t>(v);
+        }
+      }
+    }
+  });
+}
+
+// acc[k] += Σ_{p in [p0, p1)} xb[p * s_hw + k] for the nc (= N when N > 0, a
+// width the compiler unrolls and vectorises) channels of a block.
+template <int64_t N, typename scalar_t, typename opmath_t>
+inline void sum_pixels(const scalar_t* xb, int64_t p0, int64_t p1, int64_t s_hw, int64_t nc, opmath_t acc[]) {
+  const int64_t width = N > 0 ? N : nc;
+  for (int64_t p = p0; p < p1; ++p) {
+    const scalar_t* px = xb + p * s_hw;
+    for (int64_t k = 0; k < width; ++k) acc[k] += static_cast<opmath_t>(px[k]);
+  }
+}
+
+// One task per (b, block of kChannelBlock channels) of a channels-last map: each
+// pixel's block is one short contiguous read; a run's block sum is flushed once.
+template <typename scalar_t, typename acc_t>
+void forward_by_pixel(const scalar_t* x, const MapLayout& g, const Runs& runs, const acc_t* counts,
+                      int64_t num_instances, scalar_t* out) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const int64_t blocks = (g.channels + kChannelBlock - 1) / kChannelBlock;
+  at::parallel_for(0, g.batch * blocks, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<double> sums(num_instances * kChannelBlock);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / blocks, c0 = (t % blocks) * kChannelBlock;
+      const int64_t nc = std::min(kChannelBlock, g.channels - c0);
+      const scalar_t* xb = x + b * g.s_b + c0;
+      std::fill(sums.begin(), sums.end(), 0.0);
+      runs.for_each_run(b, [&](int64_t begin, int64_t end, int64_t id) {
+        for (int64_t p0 = begin; p0 < end; p0 += kMaxRun) {
+          opmath_t acc[kChannelBlock] = {};
+          const int64_t p1 = std::min(end, p0 + kMaxRun);
+          if (nc == kChannelBlock) {
+            sum_pixels<kChannelBlock>(xb, p0, p1, g.s_hw, nc, acc);
+          } else {
+            sum_pixels<0>(xb, p0, p1, g.s_hw, nc, acc);
+          }
+          double* s = sums.data() + id * kChannelBlock;
+          for (int64_t k = 0; k < nc; ++k) s[k] += static_cast<double>(acc[k]);
+        }
+      });
+      for (int64_t l = 0; l < num_instances; ++l) {
+        const acc_t n = counts[b * num_instances + l];
+        for (int64_t k = 0; k < nc; ++k) {
+          const double v = n > 0 ? sums[l * kChannelBlock + k] / n : 0.0;
+          out[(b * num_instances + l) * g.channels + c0 + k] = static_cast<scalar_t>(v);
+        }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Backward: dx = dy[inst] / count[inst]
+// ---------------------------------------------------------------------------
+
+// One task per (b, group of kRowGroup channel rows): one table of dy / count per
+// group; each run is decoded once and filled in every row of the group.
+template <typename scalar_t, typename acc_t>
+void backward_by_row(const scalar_t* dy, const acc_t* counts, const Runs& runs, int64_t num_instances,
+                     scalar_t* dx, const MapLayout& g) {
+  const int64_t groups = (g.channels + kRowGroup - 1) / kRowGroup;
+  at::parallel_for(0, g.batch * groups, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<scalar_t> grad(num_instances * kRowGroup);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / groups, c0 = (t % groups) * kRowGroup;
+      const int64_t nc = std::min(kRowGroup, g.channels - c0);
+      for (int64_t l = 0; l < num_instances; ++l) {
+        const acc_t n = counts[b * num_instances + l];
+        for (int64_t k = 0; k < kRowGroup; ++k) {
+          const acc_t d = static_cast<acc_t>(dy[(b * num_instances + l) * g.channels + c0 + std::min(k, nc - 1)]);
+          grad[l * kRowGroup + k] = static_cast<scalar_t>(n > 0 ? d / n : acc_t(0));
+        }
+      }
+      scalar_t* rows[kRowGroup];
+      group_rows(dx + b * g.s_b + c0 * g.s_c, g.s_c, nc, rows);
+      runs.for_each_run(b, [&](int64_t begin, int64_t end, int64_t id) {
+        const scalar_t* v = grad.data() + id * kRowGroup;
+        for (int64_t k = 0; k < kRowGroup; ++k) {
+          if (g.s_hw == 1) {
+            std::fill(rows[k] + begin, rows[k] + end, v[k]);
+          } else {
+            for (int64_t p = begin; p < end; ++p) rows[k][p * g.s_hw] = v[k];
+          }
+        }
+      });
+    }
+  });
+}
+
+// Channels-last: one table of dy / count for the batch, then one task per image
+// row; each pixel copies its instance's contiguous row of the table.
+template <typename scalar_t, typename acc_t>
+void backward_by_pixel(const scalar_t* dy, const acc_t* counts, const Runs& runs, int64_t num_instances,
+                       scalar_t* dx, const MapLayout& g) {
+  std::vector<scalar_t> grad(g.batch * num_instances * g.channels);
+  at::parallel_for(0, g.batch * num_instances, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const acc_t n = counts[r];
+      for (int64_t c = 0; c < g.channels; ++c) {
+        const acc_t d = static_cast<acc_t>(dy[r * g.channels + c]);
+        grad[r * g.channels + c] = static_cast<scalar_t>(n > 0 ? d / n : acc_t(0));
+      }
+    }
+  });
+  const int32_t* end_id = runs.end_id.const_data_ptr<int32_t>();
+  const int32_t* num_runs = runs.num_runs.const_data_ptr<int32_t>();
+  at::parallel_for(0, g.batch * runs.height, 4, [&](int64_t row0, int64_t row1) {
+    for (int64_t row = row0; row < row1; ++row) {
+      const int64_t b = row / runs.height, h = row % runs.height;
+      const int32_t* r = end_id + row * runs.width * 2;
+      const scalar_t* table = grad.data() + b * num_instances * g.channels;
+      scalar_t* dxb = dx + b * g.s_b;
+      int64_t begin = h * runs.width;
+      for (int32_t k = 0; k < num_runs[row]; ++k) {
+        const int64_t end = h * runs.width + r[2 * k];
+        const scalar_t* src = table + static_cast<int64_t>(r[2 * k + 1]) * g.channels;
+        for (int64_t p = begin; p < end; ++p) std::copy(src, src + g.channels, dxb + p * g.s_hw);
+        begin = end;
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Entry points
+// ---------------------------------------------------------------------------
+
+void check_map(const at::Tensor& x, const at::Tensor& inst, const char* name) {
+  TORCH_CHECK(x.device().is_cpu(), "inade._C: ", name, " must be a CPU tensor");
+  TORCH_CHECK(x.dim() == 4, "inade._C: ", name, " must be [B, C, H, W]");
+  TORCH_CHECK(x.size(0) == inst.size(0) && x.size(2) == inst.size(1) && x.size(3) == inst.size(2), "inade._C: ",
+              name, " and inst must share B, H, W");
+  TORCH_CHECK(x.size(2) == 1 || x.stride(2) == x.size(3) * x.stride(3), "inade._C: ", name,
+              " must have (H, W) flattenable (contiguous or channels-last)");
+}
+
+void check_index_map(const at::Tensor& inst) {
+  TORCH_CHECK(inst.device().is_cpu() && inst.dim() == 3 && inst.is_contiguous(),
+              "inade._C: inst must be a contiguous CPU [B, H, W] tensor");
+}
+
+std::tuple<std::vector<at::Tensor>, at::Tensor> forward(const std::vector<at::Tensor>& xs, const at::Tensor& inst,
+                                                       int64_t num_instances) {
+  TORCH_CHECK(!xs.empty(), "inade._C: avg_pool_forward needs at least one map");
+  check_index_map(inst);
+  const Runs runs = build_runs(inst);
+  const at::Tensor counts = counts_of(runs, num_instances, acc_type(xs[0].scalar_type()));
+  std::vector<at::Tensor> means;
+  for (const at::Tensor& x : xs) {
+    check_map(x, inst, "x");
+    TORCH_CHECK(x.scalar_type() == xs[0].scalar_type(), "inade._C: every map must have one dtype");
+    at::Tensor out = at::empty({x.size(0), num_instances, x.size(1)}, x.options());
+    const MapLayout g = layout_of(x);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "avg_pool_forward", [&] {
+      using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+      auto kernel = walk_by_pixel(g) ? forward_by_pixel<scalar_t, acc_t> : forward_by_row<scalar_t, acc_t>;
+      kernel(x.const_data_ptr<scalar_t>(), g, runs, counts.const_data_ptr<acc_t>(), num_instances,
+             out.data_ptr<scalar_t>());
+    });
+    means.push_back(out);
+  }
+  return {means, counts};
+}
+
+std::vector<at::Tensor> backward(const std::vector<at::Tensor>& grads, const at::Tensor& inst,
+                                 const at::Tensor& counts, const std::vector<bool>& channels_last) {
+  check_index_map(inst);
+  TORCH_CHECK(grads.size() == channels_last.size(), "inade._C: one channels_last flag per gradient");
+  TORCH_CHECK(counts.is_contiguous() && counts.dim() == 2 && counts.size(0) == inst.size(0),
+              "inade._C: counts must be a contiguous [B, L] tensor");
+  const int64_t num_instances = counts.size(1);
+  const Runs runs = build_runs(inst);
+  std::vector<at::Tensor> dxs;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    const at::Tensor& dy = grads[i];
+    TORCH_CHECK(dy.is_contiguous() && dy.dim() == 3 && dy.size(0) == inst.size(0) && dy.size(1) == num_instances,
+                "inade._C: each gradient must be a contiguous [B, L, C] tensor");
+    TORCH_CHECK(counts.scalar_type() == acc_type(dy.scalar_type()), "inade._C: counts has the wrong dtype");
+    const auto format = channels_last[i] ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    at::Tensor dx = at::empty({inst.size(0), dy.size(2), inst.size(1), inst.size(2)}, dy.options(), format);
+    const MapLayout g = layout_of(dx);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "avg_pool_backward", [&] {
+      using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+      auto kernel = walk_by_pixel(g) ? backward_by_pixel<scalar_t, acc_t> : backward_by_row<scalar_t, acc_t>;
+      kernel(dy.const_data_ptr<scalar_t>(), counts.const_data_ptr<acc_t>(), runs, num_instances,
+             dx.data_ptr<scalar_t>(), g);
+    });
+    dxs.push_back(dx);
+  }
+  return dxs;
+}
+
+}  // namespace
+
+void register_instance_avg_pool(pybind11::module& m) {
+  m.def("avg_pool_forward", &forward, "per-instance means [B, L, C] of each map, and pixel counts [B, L]");
+  m.def("avg_pool_backward", &backward, "gradient dx = dy[inst] / count[inst] of each map");
+}
 
 }  // namespace inade
