@@ -391,6 +391,8 @@ def test_generator_draws_noise_and_z_and_checks_inputs():
         G(label, inst, remap=(torch.zeros(2, 16, 5),) * 2 + (torch.zeros(2, 16, 4),) * 2)
     with pytest.raises(TypeError, match="label must be an integer map"):
         G(label.float(), inst)
+    with pytest.raises(ValueError, match=r"label has classes in \[\d, 6\] but the model has num_classes=6"):
+        G(torch.where(label == 0, 6, label), inst)
     with pytest.raises(ValueError, match="spans classes"):
         G(label, torch.zeros_like(inst))
 

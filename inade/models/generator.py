@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from inade.config import Config
+from inade.nn import INADENorm, instance_classes, resize_index_map
 
 NEG_SLOPE = 0.2
 
@@ -61,8 +62,6 @@ class IndexPyramid:
 
     def at(self, size) -> Tensor:
         """``[B, h, w]`` map at ``size = (h, w)``."""
-        from inade.nn import resize_index_map  # noqa: PLC0415
-
         size = (int(size[0]), int(size[1]))
         if size not in self._levels:
             self._levels[size] = resize_index_map(self.full, size)
@@ -80,8 +79,6 @@ class INADEResnetBlock(nn.Module):
 
     def __init__(self, fin: int, fout: int, cfg: Config):
         super().__init__()
-        from inade.nn import INADENorm  # noqa: PLC0415
-
         self.learned_shortcut = fin != fout
         fmiddle = min(fin, fout)
         sn = nn.utils.spectral_norm if cfg.spectral else (lambda m: m)
@@ -104,9 +101,11 @@ class INADEResnetBlock(nn.Module):
 
 
 def remap_noise(noise: Tensor, remap) -> Tensor:
-    """Prior noise remapping (paper Eq. 6–8 as the public code applies it).
+    """Prior noise remapping (paper §3.4 as the public code applies it).
 
-    ``Ñ_γ = N_γ·exp(½·logvar_γ) + μ_γ``, likewise β, per instance and channel.
+    ``Ñ_γ = N_γ·exp(½·logvar_γ) + μ_γ``, likewise β, per instance and channel: the
+    paper's perturbation scale ``ã`` is ``exp(½·logvar)`` and its shift ``b̃`` is ``μ``,
+    the encoder's outputs read as a Gaussian's parameters (hence the KL term, Eq. 9).
 
     Args:
         noise: ``[B, L, 2, noise_nc]`` (index 0 γ, 1 β).
@@ -175,8 +174,6 @@ class Generator(nn.Module):
         Returns:
             ``[B, 3, sh·2^n, sw·2^n]`` in ``(-1, 1)`` (``cfg.output_size``).
         """
-        from inade.nn import instance_classes  # noqa: PLC0415
-
         # Part 1. Inputs: z, the noise, the instance -> class table.
         B = self._check_maps(label, inst)
         dtype, device = self.fc.weight.dtype, self.fc.weight.device
@@ -213,6 +210,13 @@ class Generator(nn.Module):
                 raise ValueError(f"{name} must be [B, H, W], got shape {tuple(t.shape)}")
         if label.shape != inst.shape:
             raise ValueError(f"label {tuple(label.shape)} and inst {tuple(inst.shape)} must have one shape")
+        if label.numel() and (int(label.min()) < 0 or int(label.max()) >= self.cfg.num_classes):
+            raise ValueError(
+                f"label has classes in [{int(label.min())}, {int(label.max())}] but the model has "
+                f"num_classes={self.cfg.num_classes} (label_nc={self.cfg.label_nc}, contain_dontcare_label="
+                f"{self.cfg.contain_dontcare_label}): map don't-care pixels (255) to label_nc and set "
+                "contain_dontcare_label=True"
+            )
         if label.device != self.fc.weight.device or inst.device != self.fc.weight.device:
             raise ValueError(
                 f"label ({label.device}) and inst ({inst.device}) must be on the model's device "
