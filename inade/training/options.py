@@ -1,0 +1,187 @@
+"""Command-line options of ``train.py``: the public code's names (tzt101/INADE,
+SPADE's ``options/``) for everything the two share, so its training commands run
+unchanged, plus a few of our own (``--amp``, ``--compile``, ``--seed``, ...).
+
+Defaults come from the dataset's preset (:func:`inade.config`, chosen by
+``--dataset_mode``), then from the command line. Options of the public code that
+do not apply here are accepted and ignored (one note lists them).
+
+Two deliberate differences from the public code, both documented in
+``docs/TRAINING.md``: the encoder is on by default (``--no_vae`` turns it off;
+the public code needs ``--use_vae``, which its README passes), and
+``--batchSize`` is the *global* batch: under ``torchrun`` every process takes
+``batchSize / world_size`` samples.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+import inade
+from inade.config import Config
+
+# dataset_mode -> preset of inade.config
+PRESET_OF_MODE = {
+    "synthetic": "synthetic",
+    "cityscapes": "cityscapes",
+    "ade20k": "ade20k",
+    "celeba": "celeba",
+    "deepfashion": "deepfashion",
+    "coco": "cocostuff",
+}
+CONFIG_FIELDS = {f.name for f in dataclasses.fields(Config)} - {"name", "dataset_mode"}
+
+# Training defaults that depend on the dataset (others: the public code's).
+SYNTHETIC_DEFAULTS = dict(
+    batchSize=8, niter=2, niter_decay=2, synthetic_size=512, display_freq=1024, print_freq=256,
+    save_latest_freq=2048, save_epoch_freq=1, nThreads=1,
+)
+PUBLIC_DEFAULTS = dict(
+    batchSize=1, niter=50, niter_decay=0, display_freq=100, print_freq=100, save_latest_freq=5000,
+    save_epoch_freq=10, nThreads=0, synthetic_size=512,
+)
+# Public options accepted for compatibility; they change nothing here.
+IGNORED = (
+    "model", "norm_E", "netG", "nef", "display_winsize", "load_from_opt_file", "cache_filelist_write",
+    "cache_filelist_read", "no_html", "tf_log", "train_eval", "eval_dims", "eval_epoch_freq",
+    "no_pairing_check", "coco_no_portraits", "debug", "optimizer", "netD_subarch",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train INADE (CVPR 2021). With no arguments: the built-in synthetic set on the CPU, "
+        "a few minutes. Option names are the public code's (tzt101/INADE).",
+    )
+    S = None  # "not given": the preset or the public default decides
+    g = p.add_argument_group("experiment")
+    g.add_argument("--name", type=str, default=S, help="experiment name; outputs go to <checkpoints_dir>/<name> (default inade_<dataset_mode>)")
+    g.add_argument("--checkpoints_dir", type=str, default="./checkpoints", help="where experiments are saved")
+    g.add_argument("--gpu_ids", type=str, default=S, help="e.g. 0; -1 for CPU (default: GPU 0 when there is one). Several GPUs: use torchrun")
+    g.add_argument("--continue_train", action="store_true", help="resume from <name>/latest.pt (exact) or the public code's latest_net_*.pth (weights only)")
+    g.add_argument("--which_epoch", type=str, default="latest", help="which public-format checkpoint to continue from (<which_epoch>_net_G.pth)")
+    g.add_argument("--seed", type=int, default=0, help="seed of weights, data order and noise")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset_mode", type=str, default="synthetic", help="synthetic | cityscapes | ade20k | celeba | deepfashion | coco | folder")
+    g.add_argument("--dataroot", type=str, default=S, help="the dataset's folder (not needed for synthetic)")
+    g.add_argument("--phase", type=str, default="train")
+    g.add_argument("--batchSize", type=int, default=S, help="global batch size (split over torchrun processes)")
+    g.add_argument("--preprocess_mode", type=str, default=S)
+    g.add_argument("--load_size", type=int, default=S)
+    g.add_argument("--crop_size", type=int, default=S)
+    g.add_argument("--aspect_ratio", type=float, default=S)
+    g.add_argument("--label_nc", type=int, default=S)
+    g.add_argument("--contain_dontcare_label", action="store_true", default=S)
+    g.add_argument("--output_nc", type=int, default=S)
+    g.add_argument("--no_instance", action="store_true", default=S)
+    g.add_argument("--no_flip", action="store_true", default=S)
+    g.add_argument("--serial_batches", action="store_true", help="take samples in order (no shuffling)")
+    g.add_argument("--nThreads", type=int, default=S, help="data loading worker processes")
+    g.add_argument("--max_dataset_size", type=int, default=S)
+    g.add_argument("--synthetic_size", type=int, default=S, help="scenes in the synthetic training set")
+    g = p.add_argument_group("model")
+    g.add_argument("--ngf", type=int, default=S)
+    g.add_argument("--z_dim", type=int, default=S)
+    g.add_argument("--noise_nc", type=int, default=S)
+    g.add_argument("--num_upsampling_layers", type=str, default=S, choices=("normal", "more", "most"))
+    g.add_argument("--norm_G", type=str, default=S)
+    g.add_argument("--norm_D", type=str, default=S)
+    g.add_argument("--norm_mode", type=str, default="inade", help="only inade is implemented")
+    g.add_argument("--init_type", type=str, default=S)
+    g.add_argument("--init_variance", type=float, default=S)
+    g.add_argument("--use_vae", action="store_true", default=S, help="train with the noise-remapping encoder (default on)")
+    g.add_argument("--no_vae", dest="use_vae", action="store_false", default=S, help="train without the encoder")
+    g.add_argument("--netD", type=str, default=S)
+    g.add_argument("--ndf", type=int, default=S)
+    g.add_argument("--num_D", type=int, default=S)
+    g.add_argument("--n_layers_D", type=int, default=S)
+    g = p.add_argument_group("training")
+    g.add_argument("--niter", type=int, default=S, help="epochs at the starting learning rate")
+    g.add_argument("--niter_decay", type=int, default=S, help="epochs of linear decay to zero after niter")
+    g.add_argument("--lr", type=float, default=S, help="base learning rate (TTUR: G lr/2, D 2 lr)")
+    g.add_argument("--beta1", type=float, default=S)
+    g.add_argument("--beta2", type=float, default=S)
+    g.add_argument("--no_TTUR", action="store_true", default=S, help="G and D at lr, Adam betas (0.5, 0.999)")
+    g.add_argument("--D_steps_per_G", type=int, default=1)
+    g.add_argument("--gan_mode", type=str, default=S, help="only hinge is implemented")
+    g.add_argument("--lambda_feat", type=float, default=S)
+    g.add_argument("--lambda_vgg", type=float, default=S)
+    g.add_argument("--lambda_kld", type=float, default=S)
+    g.add_argument("--no_ganFeat_loss", action="store_true", default=S)
+    g.add_argument("--no_vgg_loss", action="store_true", default=S)
+    g.add_argument("--vgg_weights", type=str, default=S, help="torchvision vgg19-dcbb9e9d.pth (default $INADE_VGG19_WEIGHTS or torch hub cache)")
+    g.add_argument("--use_amp", action="store_true", help="mixed precision (same as --amp bf16 where supported, else fp16)")
+    g.add_argument("--amp", type=str, default="none", choices=("none", "bf16", "fp16"), help="autocast dtype")
+    g.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    g.add_argument("--max_steps", type=int, default=S, help="stop after this many iterations (default: niter + niter_decay epochs)")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--display_freq", type=int, default=S, help="sample grid every this many images")
+    g.add_argument("--print_freq", type=int, default=S, help="log line every this many images (when stderr is not a terminal)")
+    g.add_argument("--save_latest_freq", type=int, default=S, help="checkpoint every this many images")
+    g.add_argument("--save_epoch_freq", type=int, default=S, help="keep <epoch>_net_*.pth every this many epochs")
+    g.add_argument("--no_progress", action="store_true", help="plain log lines instead of a progress bar")
+    for name in IGNORED:
+        p.add_argument(f"--{name}", default=S, nargs="?", const=True, help=argparse.SUPPRESS)
+    return p
+
+
+def parse_options(argv=None):
+    """``(opt, cfg, notes)``: training options (a Namespace with every default filled
+    in), the model :class:`Config`, and human-readable notes about ignored options."""
+    opt = build_parser().parse_args(argv)
+    notes = [f"--{n} is accepted for compatibility and ignored" for n in IGNORED if getattr(opt, n) is not None]
+    if opt.norm_mode != "inade":
+        raise SystemExit(f"train.py: --norm_mode {opt.norm_mode!r} is not supported: this program trains INADE (norm_mode inade)")
+    mode = {"custom": "folder"}.get(opt.dataset_mode, opt.dataset_mode)
+    opt.dataset_mode = mode
+    cfg = make_config(opt)
+    for key, value in (SYNTHETIC_DEFAULTS if mode == "synthetic" else PUBLIC_DEFAULTS).items():
+        if getattr(opt, key) is None:
+            setattr(opt, key, value)
+    if opt.name is None:
+        opt.name = f"inade_{mode}"
+    if opt.use_amp and opt.amp == "none":
+        opt.amp = "auto"
+    if cfg.gan_mode != "hinge":
+        raise SystemExit(f"train.py: --gan_mode {cfg.gan_mode!r} is not supported (hinge only, as INADE trains)")
+    if cfg.netD != "multiscale":
+        raise SystemExit(f"train.py: --netD {cfg.netD!r} is not supported (multiscale only)")
+    if mode != "synthetic" and opt.dataroot is None:
+        raise SystemExit(f"train.py: --dataset_mode {mode} needs --dataroot <the dataset's folder>")
+    for key in ("batchSize", "niter", "niter_decay", "display_freq", "print_freq", "save_latest_freq", "save_epoch_freq"):
+        if getattr(opt, key) < (0 if key == "niter_decay" else 1):
+            raise SystemExit(f"train.py: --{key} must be positive, got {getattr(opt, key)}")
+    return opt, cfg, notes
+
+
+def make_config(opt) -> Config:
+    """The dataset preset with the model/loss options given on the command line."""
+    overrides = {k: getattr(opt, k) for k in CONFIG_FIELDS if getattr(opt, k, None) is not None}
+    if overrides.get("no_TTUR"):
+        overrides.setdefault("beta1", 0.5)
+        overrides.setdefault("beta2", 0.999)
+    try:
+        if opt.dataset_mode in PRESET_OF_MODE:
+            return inade.config(PRESET_OF_MODE[opt.dataset_mode], **overrides)
+        if "label_nc" not in overrides:
+            raise SystemExit(f"train.py: --dataset_mode {opt.dataset_mode} needs --label_nc (classes in the label maps)")
+        return Config(name="custom", dataset_mode=opt.dataset_mode, **overrides)
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"train.py: {e}") from None
+
+
+def format_options(opt, cfg) -> str:
+    """The options as the public code's ``opt.txt`` lists them, model options included."""
+    rows = {**cfg.to_dict(), **vars(opt)}
+    rows.pop("name", None)
+    lines = ["----------------- Options ---------------", f"{'name':>25}: {opt.name}"]
+    lines += [f"{k:>25}: {v}" for k, v in sorted(rows.items()) if v is not None]
+    lines.append("----------------- End -------------------")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    o, c, n = parse_options(sys.argv[1:])
+    print(format_options(o, c))

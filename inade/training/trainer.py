@@ -1,0 +1,392 @@
+"""The INADE training loop (``train.py``), readable top to bottom.
+
+One iteration, as the public code does it (tzt101/INADE ``pix2pix_model.py``):
+
+1. generator step: the encoder maps the real image to per-instance ``(μ, log σ²)``,
+   the generator synthesises from the remapped noise, and ``G`` and ``E`` descend on
+   hinge GAN + feature matching (+ VGG) + KL, with ``D`` frozen;
+2. discriminator step: a fresh fake from the updated ``G`` (no gradients), and ``D``
+   descends on the hinge loss of fake and real.
+
+Adam with TTUR (``G`` at lr/2, ``D`` at 2·lr, betas (0, 0.9)), constant for
+``niter`` epochs then linear decay to zero over ``niter_decay`` epochs. All
+randomness of a step -- the data order, each sample's crop and flip, each
+sample's noise and ``z`` -- is a function of the seed, the step and the sample's
+index, so a resumed run and a multi-process run reproduce a single uninterrupted
+process exactly (up to the order of floating-point sums).
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+import inade
+from inade.data import EpochSampler, SyntheticScenes, build_dataset
+from inade.models.discriminator import Discriminator
+from inade.models.losses import INADELoss
+from inade.training import checkpoint as ckpt
+from inade.training.distributed import Distributed, any_process, cleanup, setup, sync_norm_statistics, wrap
+from inade.training.grids import save_grid
+from inade.training.latents import D_PASS, G_PASS, draw_latents
+from inade.training.options import format_options, parse_options
+from inade.training.progress import Progress
+from inade.training.schedule import learning_rates, lr_factor
+
+GRID_LAYOUTS = 4
+GRID_STYLES = 6
+
+
+def _ignore_sigint(_worker_id: int) -> None:
+    """Data workers ignore Ctrl-C: the main process finishes its step and saves."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``--amp`` (``auto``: bfloat16 where supported, else float16)."""
+    if name == "none":
+        return None
+    if name == "auto":
+        bf16 = device.type == "cpu" or torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step and
+    save; a second Ctrl-C aborts at once."""
+
+    def __init__(self, log):
+        self.requested, self.log, self._old = False, log, {}
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.log(f"\n{signal.Signals(signum).name}: stopping after this step and saving (Ctrl-C again to abort)")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class Trainer:
+    """Builds the data, networks, optimisers; runs and checkpoints the loop.
+
+    Args:
+        opt: options from :func:`inade.training.options.parse_options`.
+        cfg: the model :class:`inade.Config`.
+        dist: this process's place in a ``torchrun`` job (default: alone).
+        device: where to train.
+    """
+
+    def __init__(self, opt, cfg, dist: Distributed | None = None, device: torch.device | str = "cpu", log=None):
+        self.opt, self.cfg = opt, cfg
+        self.dist = dist or Distributed()
+        self.device = torch.device(device)
+        if log is None:
+            log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if self.dist.is_main else (lambda *a: None)
+        self.log = log
+        self.folder = Path(opt.checkpoints_dir) / opt.name
+
+        # Part 1. Data: a sampler that splits each global batch across processes.
+        self.dataset = build_dataset(cfg, opt.dataroot, opt.phase, synthetic_size=opt.synthetic_size,
+                                     seed=opt.seed, max_dataset_size=opt.max_dataset_size)
+        world = self.dist.world_size
+        if opt.batchSize % world:
+            raise SystemExit(f"train.py: --batchSize {opt.batchSize} must be a multiple of the {world} processes")
+        self.local_batch = opt.batchSize // world
+        self.sampler = EpochSampler(len(self.dataset), self.local_batch, seed=opt.seed, rank=self.dist.rank,
+                                    world_size=world, shuffle=not opt.serial_batches)
+        self.loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.local_batch, sampler=self.sampler, num_workers=opt.nThreads,
+            pin_memory=self.device.type == "cuda", worker_init_fn=_ignore_sigint if opt.nThreads else None,
+            persistent_workers=opt.nThreads > 0,
+        )
+        self.steps_per_epoch = self.sampler.batches_per_epoch
+        self.epochs = opt.niter + opt.niter_decay
+        self.total_steps = self.epochs * self.steps_per_epoch
+        if opt.max_steps is not None:
+            self.total_steps = min(self.total_steps, opt.max_steps)
+
+        # Part 2. Networks (same initial weights in every process), losses, optimisers.
+        torch.manual_seed(opt.seed)
+        self.G = inade.Generator(cfg).to(self.device)
+        self.E = inade.NoiseEncoder(cfg).to(self.device) if cfg.use_vae else None
+        self.D = Discriminator(cfg).to(self.device)
+        if self.dist.enabled:
+            sync_norm_statistics(self.G, self.dist.group)
+        self.crit = INADELoss(cfg, vgg_weights=opt.vgg_weights).to(self.device)
+        lr_G, lr_D, betas = learning_rates(cfg)
+        self.base_lr = (lr_G, lr_D)
+        g_params = list(self.G.parameters()) + (list(self.E.parameters()) if self.E is not None else [])
+        self.opt_G = torch.optim.Adam(g_params, lr=lr_G, betas=betas)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=lr_D, betas=betas)
+        self.amp_dtype = resolve_amp(opt.amp, self.device)
+        fp16 = self.amp_dtype == torch.float16
+        self.scaler_G = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.scaler_D = torch.amp.GradScaler(self.device.type, enabled=fp16)
+
+        # Part 3. What each step calls: DDP wrappers for the updated networks,
+        # the bare modules where no gradient flows to them.
+        self.G_train, self.D_train = wrap(self.G, self.dist, self.device), wrap(self.D, self.dist, self.device)
+        self.E_train = wrap(self.E, self.dist, self.device) if self.E is not None else None
+        self.G_fake, self.E_fake, self.D_frozen = self.G, self.E, self.D
+        if opt.compile:
+            self.G_train, self.D_train, self.D_frozen = (torch.compile(m) for m in (self.G_train, self.D_train, self.D))
+            self.G_fake = torch.compile(self.G)
+            if self.E is not None:
+                self.E_train, self.E_fake = torch.compile(self.E_train), torch.compile(self.E)
+        self.step = 0
+        self.grid_batch = self._grid_layouts() if self.dist.is_main else None
+
+    # ------------------------------------------------------------------------------
+    # One iteration
+    # ------------------------------------------------------------------------------
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def latents(self, indices, num_instances: int, which: int):
+        noise, z = draw_latents(indices, num_instances, self.cfg.noise_nc, self.cfg.z_dim,
+                                seed=self.opt.seed, step=self.step, which=which)
+        return noise.to(self.device, non_blocking=True), z.to(self.device, non_blocking=True)
+
+    def generator_step(self, label, inst, real, noise, z) -> dict:
+        """Update ``G`` (and ``E``) on the GAN, feature-matching, VGG and KL losses; ``D`` frozen."""
+        self.D.requires_grad_(False)
+        with self.autocast():
+            enc = self.E_train(real, inst, noise.shape[1]) if self.E is not None else None
+            fake = self.G_train(label, inst, noise=noise, z=z, remap=enc)
+            enc32 = tuple(t.float() for t in enc) if enc is not None else None
+            losses = self.crit.generator_losses(self.D_frozen, label, inst, fake, real, enc32)
+        if "KLD" in losses and self.dist.enabled:
+            # The KL is a sum over the batch; DDP averages gradients over processes.
+            losses["KLD"] = losses["KLD"] * self.dist.world_size
+        self.opt_G.zero_grad(set_to_none=True)
+        self.scaler_G.scale(sum(losses.values())).backward()
+        self.scaler_G.step(self.opt_G)
+        self.scaler_G.update()
+        self.D.requires_grad_(True)
+        return {k: v.detach() for k, v in losses.items()}
+
+    def discriminator_step(self, label, inst, real, noise, z) -> dict:
+        """Update ``D`` on the hinge loss of a fresh fake (from the updated ``G``) and the real image."""
+        with torch.no_grad(), self.autocast():
+            enc = self.E_fake(real, inst, noise.shape[1]) if self.E is not None else None
+            fake = self.G_fake(label, inst, noise=noise, z=z, remap=enc)
+        with self.autocast():
+            losses = self.crit.discriminator_losses(self.D_train, label, inst, fake, real)
+        self.opt_D.zero_grad(set_to_none=True)
+        self.scaler_D.scale(sum(losses.values())).backward()
+        self.scaler_D.step(self.opt_D)
+        self.scaler_D.update()
+        return {k: v.detach() for k, v in losses.items()}
+
+    def train_step(self, batch) -> dict:
+        """One iteration on this process's share of the global batch; returns its losses."""
+        label = batch["label"].to(self.device, non_blocking=True)
+        inst = batch["instance"].to(self.device, non_blocking=True)
+        real = batch["image"].to(self.device, non_blocking=True)
+        indices = batch["index"].tolist()
+        num_instances = int(batch["instance"].max()) + 1
+        factor = lr_factor(self.step, self.steps_per_epoch, self.opt.niter, self.opt.niter_decay)
+        for opt, base in ((self.opt_G, self.base_lr[0]), (self.opt_D, self.base_lr[1])):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
+        losses = {}
+        if self.step % self.opt.D_steps_per_G == 0:
+            losses.update(self.generator_step(label, inst, real, *self.latents(indices, num_instances, G_PASS)))
+        losses.update(self.discriminator_step(label, inst, real, *self.latents(indices, num_instances, D_PASS)))
+        self.step += 1
+        return losses
+
+    # ------------------------------------------------------------------------------
+    # The loop
+    # ------------------------------------------------------------------------------
+    def run(self) -> Path:
+        """Train until ``total_steps`` (or Ctrl-C), saving along the way; returns the output folder."""
+        opt = self.opt
+        if self.dist.is_main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / "opt.txt").write_text(format_options(opt, self.cfg) + "\n")
+        gb = opt.batchSize
+        progress = Progress(self.total_steps, self.step, gb, print_every=opt.print_freq,
+                            live=False if opt.no_progress else None, enabled=self.dist.is_main)
+        self.log(self.describe())
+        t0, start = time.perf_counter(), self.step
+        interrupted = False
+        with StopRequest(progress.message if self.dist.is_main else (lambda *a: None)) as stop:
+            while self.step < self.total_steps and not interrupted:
+                epoch, first = divmod(self.step, self.steps_per_epoch)
+                self.sampler.set_epoch(epoch, first)
+                for batch in self.loader:
+                    losses = self.train_step(batch)
+                    progress.update(self.step, self.step // self.steps_per_epoch + (self.step % self.steps_per_epoch > 0),
+                                    self.epochs, losses)
+                    self.after_step(progress)
+                    if any_process(stop.requested, self.dist, self.device):
+                        interrupted = True
+                        break
+                    if self.step >= self.total_steps:
+                        break
+        progress.close()
+        self.save(progress)
+        if self.dist.is_main:
+            self.write_grid()
+            seconds = time.perf_counter() - t0
+            done = self.step - start
+            how = "interrupted" if interrupted else "finished"
+            self.log(f"{how} at step {self.step}/{self.total_steps}: {done} steps, {done * gb} images in "
+                     f"{seconds:.1f} s ({done * gb / max(seconds, 1e-9):.1f} img/s)")
+            self.log(self.outputs_text(interrupted))
+        return self.folder
+
+    def after_step(self, progress: Progress) -> None:
+        """Grids, checkpoints and epoch snapshots at their frequencies (counted in images, as the public code)."""
+        opt, gb = self.opt, self.opt.batchSize
+
+        def crossed(freq):
+            return (self.step * gb) // freq > ((self.step - 1) * gb) // freq
+
+        if crossed(opt.display_freq) and self.dist.is_main:
+            self.write_grid()
+        if crossed(opt.save_latest_freq) and self.step < self.total_steps:
+            self.save(progress)
+        if self.step % self.steps_per_epoch == 0:
+            epoch = self.step // self.steps_per_epoch
+            if (epoch % opt.save_epoch_freq == 0 or epoch == self.epochs) and self.dist.is_main:
+                ckpt.save_public(self.folder, str(epoch), self.G, self.D, self.E)
+
+    # ------------------------------------------------------------------------------
+    # Checkpoints and samples
+    # ------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        plain = (bool, int, float, str, type(None))
+        return {
+            "format": ckpt.FORMAT,
+            "step": self.step,
+            "steps_per_epoch": self.steps_per_epoch,
+            "G": ckpt.cpu_state_dict(self.G),
+            "E": ckpt.cpu_state_dict(self.E) if self.E is not None else None,
+            "D": ckpt.cpu_state_dict(self.D),
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "scaler_G": self.scaler_G.state_dict(),
+            "scaler_D": self.scaler_D.state_dict(),
+            "rng": ckpt.rng_state(),
+            "config": self.cfg.to_dict(),
+            "options": {k: v for k, v in vars(self.opt).items() if isinstance(v, plain)},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("format") != ckpt.FORMAT:
+            raise ValueError(f"not a train.py checkpoint (format {state.get('format')!r}, expected {ckpt.FORMAT!r})")
+        if (state["E"] is None) != (self.E is None):
+            raise ValueError("the checkpoint was trained " + ("without" if state["E"] is None else "with")
+                             + " the encoder: pass the same --use_vae/--no_vae")
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        if self.E is not None:
+            self.E.load_state_dict(state["E"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.scaler_G.load_state_dict(state["scaler_G"])
+        self.scaler_D.load_state_dict(state["scaler_D"])
+        self.step = int(state["step"])
+        ckpt.set_rng_state(state["rng"])
+        if state.get("steps_per_epoch") != self.steps_per_epoch:
+            self.log(f"note: the checkpoint had {state.get('steps_per_epoch')} steps per epoch, this run has "
+                     f"{self.steps_per_epoch} (batch size or dataset changed): the data order differs from an uninterrupted run")
+
+    def resume(self) -> None:
+        """``--continue_train``: ``latest.pt`` when present, else the public code's weight files."""
+        full = self.folder / "latest.pt"
+        if full.exists():
+            self.load_state_dict(torch.load(full, map_location="cpu", weights_only=True))
+            self.log(f"resumed from {full} at step {self.step}")
+        else:
+            ckpt.load_public(self.folder, self.opt.which_epoch, self.G, self.D, self.E, log=self.log)
+            self.log(f"continuing from {self.folder}/{self.opt.which_epoch}_net_*.pth (weights only; optimisers start fresh)")
+
+    def save(self, progress: Progress | None = None) -> None:
+        """``latest.pt`` and the public ``latest_net_*.pth`` (process 0 writes; all wait)."""
+        if self.dist.is_main:
+            ckpt.atomic_save(self.state_dict(), self.folder / "latest.pt")
+            ckpt.save_public(self.folder, "latest", self.G, self.D, self.E)
+        if self.dist.enabled:
+            torch.distributed.barrier()
+
+    def _grid_layouts(self):
+        k = min(GRID_LAYOUTS, len(self.dataset))
+        if isinstance(self.dataset, SyntheticScenes):  # held-out scenes
+            source = SyntheticScenes(k, crop_size=self.dataset.size[1], aspect_ratio=self.dataset.size[1] / self.dataset.size[0],
+                                     seed=self.opt.seed, phase="test")
+        else:
+            source = self.dataset
+        return torch.utils.data.default_collate([source[(i, 0)] for i in range(k)])
+
+    def write_grid(self) -> Path:
+        b = self.grid_batch
+        path = self.folder / "samples" / f"step_{self.step:07d}.png"
+        with self.autocast():
+            save_grid(path, self.G, self.cfg, b["label"].to(self.device), b["instance"].to(self.device),
+                      b["image"].to(self.device), num_styles=GRID_STYLES, seed=self.opt.seed)
+        return path
+
+    # ------------------------------------------------------------------------------
+    # Text
+    # ------------------------------------------------------------------------------
+    def describe(self) -> str:
+        n = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else 0  # noqa: E731
+        amp = {None: "float32", torch.bfloat16: "bfloat16 autocast", torch.float16: "float16 autocast + GradScaler"}
+        return (
+            f"INADE on {self.opt.dataset_mode} ({len(self.dataset)} samples, {tuple(self.cfg.output_size)} px), "
+            f"{self.device} x{self.dist.world_size}, {amp[self.amp_dtype]}\n"
+            f"G {n(self.G) / 1e6:.2f} M, E {n(self.E) / 1e6:.2f} M, D {n(self.D) / 1e6:.2f} M parameters; "
+            f"batch {self.opt.batchSize}, {self.steps_per_epoch} steps/epoch, {self.epochs} epochs "
+            f"({self.opt.niter} + {self.opt.niter_decay} decay), steps {self.step} -> {self.total_steps}\n"
+            f"outputs: {self.folder}"
+        )
+
+    def outputs_text(self, interrupted: bool) -> str:
+        f = self.folder
+        lines = [
+            f"checkpoint (full resume): {f / 'latest.pt'}" + ("  -> continue with --continue_train" if interrupted else ""),
+            f"public-format weights:    {f / 'latest_net_G.pth'}, {f / 'latest_net_D.pth'}"
+            + (f", {f / 'latest_net_E.pth'}" if self.E is not None else ""),
+            f"sample grids:             {f / 'samples'}/ (rows: random styles; one instance resampled)",
+            f"evaluate:                 python -m inade.eval --checkpoint {f / 'latest.pt'}",
+        ]
+        return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    opt, cfg, notes = parse_options(argv)
+    dist, device, note = setup(opt.gpu_ids)
+    try:
+        trainer = Trainer(opt, cfg, dist, device)
+        for line in notes + ([note] if note else []):
+            trainer.log(f"note: {line}")
+        if opt.continue_train:
+            trainer.resume()
+        trainer.run()
+    finally:
+        cleanup(dist)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

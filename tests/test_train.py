@@ -1,0 +1,303 @@
+"""Training: options, schedule, latents, end-to-end steps, exact resume (also after
+Ctrl-C), two processes equal one, atomic checkpoints."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import inade
+from inade.training import checkpoint as ckpt
+from inade.training.latents import D_PASS, G_PASS, draw_latents
+from inade.training.options import parse_options
+from inade.training.schedule import learning_rates, lr_factor
+from inade.training.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+# A tiny model on 32x32 synthetic scenes: a few steps take seconds on a CPU.
+TINY = ["--crop_size", "32", "--ngf", "4", "--noise_nc", "4", "--z_dim", "8", "--ndf", "4", "--batchSize", "2",
+        "--synthetic_size", "8", "--niter", "1", "--niter_decay", "1", "--nThreads", "0", "--no_progress",
+        "--gpu_ids", "-1"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The tiny model's ops are small: one thread is faster and steadier on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_options(tmp_path, *extra):
+    return parse_options(TINY + ["--checkpoints_dir", str(tmp_path), "--name", "run", *extra])
+
+
+def quiet_trainer(opt, cfg):
+    return Trainer(opt, cfg, log=lambda *a: None)
+
+
+def states_equal(a: dict, b: dict) -> list[str]:
+    return [k for k in a if not torch.equal(a[k], b[k])]
+
+
+# ---------------------------------------------------------------------------
+# options and schedule
+# ---------------------------------------------------------------------------
+
+
+def test_public_training_command_parses():
+    """The public README's command (and SPADE-style flags) run unchanged."""
+    opt, cfg, notes = parse_options([
+        "--name", "inade_cityscapes", "--dataset_mode", "cityscapes", "--norm_mode", "inade", "--use_vae",
+        "--dataroot", "/data/cityscapes", "--batchSize", "8", "--niter", "100", "--niter_decay", "100",
+        "--gpu_ids", "0", "--lambda_kld", "0.05", "--no_html", "--tf_log", "--model", "pix2pix",
+        "--display_freq", "200", "--save_latest_freq", "1000", "--continue_train",
+    ])
+    assert opt.name == "inade_cityscapes" and opt.batchSize == 8 and opt.niter == opt.niter_decay == 100
+    assert cfg.label_nc == 35 and cfg.num_upsampling_layers == "more" and cfg.use_vae
+    assert opt.continue_train and opt.display_freq == 200
+    assert any("--tf_log" in n for n in notes) and any("--model" in n for n in notes)
+    lr_G, lr_D, betas = learning_rates(cfg)
+    assert (lr_G, lr_D, betas) == (1e-4, 4e-4, (0.0, 0.9))
+
+
+def test_no_ttur_gives_public_betas_and_one_lr():
+    _, cfg, _ = parse_options(["--no_TTUR", "--lr", "0.001"])
+    assert learning_rates(cfg) == (0.001, 0.001, (0.5, 0.999))
+    _, cfg, _ = parse_options(["--no_TTUR", "--beta1", "0.1"])
+    assert learning_rates(cfg)[2] == (0.1, 0.999)
+
+
+def test_defaults_and_errors():
+    opt, cfg, _ = parse_options([])
+    assert opt.dataset_mode == "synthetic" and opt.name == "inade_synthetic" and cfg.label_nc == 6
+    with pytest.raises(SystemExit, match="--dataroot"):
+        parse_options(["--dataset_mode", "ade20k"])
+    with pytest.raises(SystemExit, match="norm_mode"):
+        parse_options(["--norm_mode", "spade"])
+    with pytest.raises(SystemExit, match="label_nc"):
+        parse_options(["--dataset_mode", "folder", "--dataroot", "/x"])
+    opt, cfg, _ = parse_options(["--no_vae"])
+    assert not cfg.use_vae
+
+
+def test_lr_is_constant_then_decays_linearly_to_zero():
+    f = [lr_factor(s, steps_per_epoch=10, niter=2, niter_decay=2) for s in range(40)]
+    assert f[:21] == [1.0] * 21
+    assert f[25] == pytest.approx(0.75) and f[30] == pytest.approx(0.5) and f[39] == pytest.approx(0.05)
+    assert lr_factor(40, 10, 2, 2) == 0.0 and lr_factor(500, 10, 2, 0) == 1.0
+
+
+def test_latents_depend_only_on_sample_and_step():
+    n1, z1 = draw_latents([5, 9], 3, 4, 8, seed=0, step=7, which=G_PASS)
+    n2, z2 = draw_latents([9], 6, 4, 8, seed=0, step=7, which=G_PASS)  # other batch, more rows
+    assert torch.equal(n1[1], n2[0, :3]) and torch.equal(z1[1], z2[0])
+    n3, _ = draw_latents([5], 3, 4, 8, seed=0, step=8, which=G_PASS)
+    n4, _ = draw_latents([5], 3, 4, 8, seed=0, step=7, which=D_PASS)
+    assert not torch.equal(n1[0], n3[0]) and not torch.equal(n1[0], n4[0])
+
+
+# ---------------------------------------------------------------------------
+# end to end
+# ---------------------------------------------------------------------------
+
+
+def test_trains_end_to_end_and_writes_outputs(tmp_path):
+    opt, cfg, _ = tiny_options(tmp_path, "--max_steps", "3", "--display_freq", "4")
+    tr = quiet_trainer(opt, cfg)
+    before = {k: v.clone() for k, v in tr.G.state_dict().items()}
+    tr.run()
+    assert tr.step == 3
+    out = tmp_path / "run"
+    for f in ("latest.pt", "latest_net_G.pth", "latest_net_D.pth", "latest_net_E.pth", "opt.txt"):
+        assert (out / f).exists(), f
+    assert states_equal(before, tr.G.state_dict()), "the generator's weights changed"
+    # our checkpoint: loadable with weights_only, finite, at step 3
+    state = torch.load(out / "latest.pt", map_location="cpu", weights_only=True)
+    assert state["step"] == 3 and state["config"]["ngf"] == 4
+    assert all(torch.isfinite(v).all() for v in state["G"].values() if v.is_floating_point())
+    # the public-format files load into fresh modules through load_official
+    G2 = inade.load_official(inade.Generator(cfg), out / "latest_net_G.pth")
+    assert not states_equal(tr.G.state_dict(), G2.state_dict())
+    inade.load_official(inade.NoiseEncoder(cfg), out / "latest_net_E.pth")
+    # sample grids: one at 4 images (step 2), one at the end
+    from inade.utils.png import read_png
+
+    grids = sorted((out / "samples").glob("step_*.png"))
+    assert [g.name for g in grids] == ["step_0000002.png", "step_0000003.png"]
+    img = read_png(grids[-1])
+    assert img.shape == (4 * 2 * 34 - 2, 8 * 34 - 2, 3)
+
+
+def test_train_py_cli_runs(tmp_path):
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *TINY, "--checkpoints_dir", str(tmp_path), "--max_steps", "1", "--no_vae"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "checkpoint (full resume)" in r.stderr and str(tmp_path / "inade_synthetic" / "latest.pt") in r.stderr
+    assert (tmp_path / "inade_synthetic" / "latest_net_G.pth").exists()
+    assert not (tmp_path / "inade_synthetic" / "latest_net_E.pth").exists()
+
+
+# ---------------------------------------------------------------------------
+# resume
+# ---------------------------------------------------------------------------
+
+
+def _final_state(tr):
+    return {**{f"G.{k}": v for k, v in tr.G.state_dict().items()}, **{f"D.{k}": v for k, v in tr.D.state_dict().items()},
+            **{f"E.{k}": v for k, v in tr.E.state_dict().items()}}
+
+
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
+    """Ctrl-C after step 2 saves; --continue_train to step 5 gives the weights of 5 uninterrupted steps
+    (bit for bit: all randomness is keyed by seed, step and sample; steps cross an epoch boundary)."""
+    steps = ["--max_steps", "5", "--display_freq", "1000", "--save_latest_freq", "1000"]
+    opt, cfg, _ = tiny_options(tmp_path / "a", *steps)
+    straight = quiet_trainer(opt, cfg)
+    straight.run()
+
+    opt, cfg, _ = tiny_options(tmp_path / "b", *steps)
+    first = quiet_trainer(opt, cfg)
+    step = first.train_step
+
+    def interrupting_step(batch):
+        out = step(batch)
+        if first.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does
+        return out
+
+    first.train_step = interrupting_step
+    first.run()
+    assert first.step == 2, "stopped after the step during which Ctrl-C came"
+    saved = torch.load(tmp_path / "b" / "run" / "latest.pt", map_location="cpu", weights_only=True)
+    assert saved["step"] == 2
+
+    opt, cfg, _ = tiny_options(tmp_path / "b", *steps, "--continue_train")
+    resumed = quiet_trainer(opt, cfg)
+    resumed.resume()
+    assert resumed.step == 2
+    resumed.run()
+    assert resumed.step == 5
+    assert states_equal(_final_state(straight), _final_state(resumed)) == []
+    a, b = straight.opt_G.state_dict()["state"], resumed.opt_G.state_dict()["state"]
+    assert all(torch.equal(a[i]["exp_avg_sq"], b[i]["exp_avg_sq"]) for i in a)
+
+
+def test_continue_train_from_public_files(tmp_path):
+    opt, cfg, _ = tiny_options(tmp_path, "--max_steps", "1")
+    tr = quiet_trainer(opt, cfg)
+    tr.run()
+    (tmp_path / "run" / "latest.pt").unlink()  # only the public code's files are left
+    opt, cfg, _ = tiny_options(tmp_path, "--max_steps", "1", "--continue_train")
+    tr2 = quiet_trainer(opt, cfg)
+    tr2.resume()
+    assert tr2.step == 0 and states_equal(tr.G.state_dict(), tr2.G.state_dict()) == []
+    assert states_equal(tr.D.state_dict(), tr2.D.state_dict()) == []
+
+
+def test_continue_train_without_checkpoint_is_a_clear_error(tmp_path):
+    opt, cfg, _ = tiny_options(tmp_path, "--continue_train")
+    with pytest.raises(FileNotFoundError, match="latest_net_G.pth"):
+        quiet_trainer(opt, cfg).resume()
+
+
+# ---------------------------------------------------------------------------
+# atomic checkpoints
+# ---------------------------------------------------------------------------
+
+
+def test_failed_write_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = tmp_path / "latest.pt"
+    ckpt.atomic_save({"step": 1, "w": torch.arange(4)}, path)
+
+    def failing_save(obj, f, *a, **k):
+        f.write(b"half a checkpoint")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="No space"):
+        ckpt.atomic_save({"step": 2, "w": torch.zeros(4)}, path)
+    monkeypatch.undo()
+    state = torch.load(path, weights_only=True)
+    assert state["step"] == 1 and torch.equal(state["w"], torch.arange(4))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt"], "no temporary file left behind"
+
+
+def test_rng_state_round_trip():
+    import random
+
+    import numpy as np
+
+    state = ckpt.rng_state()
+    a = (random.random(), np.random.rand(), torch.rand(1))
+    ckpt.set_rng_state(state)
+    b = (random.random(), np.random.rand(), torch.rand(1))
+    assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+
+
+# ---------------------------------------------------------------------------
+# two processes
+# ---------------------------------------------------------------------------
+
+WORKER = textwrap.dedent(
+    """
+    import sys, torch
+    from inade.training.options import parse_options
+    from inade.training.distributed import setup, cleanup
+    from inade.training.trainer import Trainer
+
+    out, argv = sys.argv[1], sys.argv[2:]
+    opt, cfg, _ = parse_options(argv)
+    dist, device, _ = setup(opt.gpu_ids)
+    tr = Trainer(opt, cfg, dist, device, log=lambda *a: None)
+    tr.run()
+    if dist.is_main:
+        nets = {"G": tr.G, "E": tr.E, "D": tr.D}
+        torch.save({
+            "params": {f"{n}.{k}": p.detach().clone() for n, m in nets.items() for k, p in m.named_parameters()},
+            "grads": {f"{n}.{k}": p.grad.clone() for n, m in nets.items() for k, p in m.named_parameters() if p.grad is not None},
+            "buffers": {f"G.{k}": b.clone() for k, b in tr.G.named_buffers() if "running" in k},
+            "steps": tr.step,
+        }, out)
+    cleanup(dist)
+    """
+)
+
+
+def test_two_processes_equal_one_process_on_the_whole_batch(tmp_path):
+    """torchrun --nproc_per_node 2 (gloo, CPU): after one step, gradients, weights and the synchronised
+    INADE batch statistics equal those of one process on the global batch of 4."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    args = TINY + ["--batchSize", "4", "--max_steps", "1", "--checkpoints_dir", str(tmp_path), "--display_freq", "1000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("WORLD_SIZE", None)
+    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one.pt"), *args, "--name", "one"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), str(tmp_path / "two.pt"), *args, "--name", "two"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert a["steps"] == b["steps"] == 1
+    assert (tmp_path / "two" / "latest.pt").exists()
+    for k in a["grads"]:
+        torch.testing.assert_close(b["grads"][k], a["grads"][k], rtol=1e-4, atol=1e-6, msg=k)
+    for k in a["buffers"]:
+        torch.testing.assert_close(b["buffers"][k], a["buffers"][k], rtol=1e-4, atol=2e-5, msg=k)
+    # Adam's first step moves each weight by lr * sign(grad): equal wherever the sign is certain.
+    for k, w in a["params"].items():
+        g = a["grads"].get(k)
+        sure = g.abs() > 1e-6 if g is not None else torch.ones_like(w, dtype=torch.bool)
+        torch.testing.assert_close(b["params"][k][sure], w[sure], rtol=0, atol=1e-6, msg=k)
+        assert (b["params"][k] - w).abs().max() <= 2.01 * 4e-4, k

@@ -1,0 +1,18 @@
+"""Train INADE.
+
+    python train.py                      # the built-in synthetic set, CPU, a few minutes
+    python train.py --name inade_cityscapes --dataset_mode cityscapes --use_vae \\
+        --dataroot datasets/cityscapes --batchSize 8 --niter 100 --niter_decay 100
+    torchrun --nproc_per_node 4 train.py ...   # one process per GPU (global --batchSize)
+
+Options keep the names of the authors' public code (``python train.py --help``).
+Outputs: ``<checkpoints_dir>/<name>/`` (``latest.pt`` for ``--continue_train``,
+``latest_net_{G,D,E}.pth`` in the public code's format, ``samples/*.png``).
+The loop itself is :mod:`inade.training.trainer`.
+"""
+import sys
+
+from inade.training.trainer import main
+
+if __name__ == "__main__":
+    sys.exit(main())
