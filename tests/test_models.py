@@ -16,7 +16,7 @@ import inade
 from conftest import fused_backends
 from inade.models.encoder import kl_divergence
 from inade.models.generator import INADEResnetBlock, remap_noise
-from inade.ops import use_backend
+from inade.ops import _backend, use_backend
 
 REFERENCE = Path("/work/shared/reference")
 PAPER_CONFIGS = ("cityscapes", "ade20k", "celeba", "deepfashion")
@@ -343,13 +343,28 @@ def generator_step(backend, G, label, inst, noise, z, enc=None, dtype=torch.floa
     return y.detach(), {n: p.grad for n, p in G.named_parameters()}, dict(G.named_buffers())
 
 
-def assert_within_float32_budget(got, ref32, truth, name, slack=1e-4):
-    """``|got − truth| ≤ 4·|ref32 − truth| + slack·max|truth|``: a fused float32 path may be
-    no less accurate than the float32 reference (some gradients are ~0 in exact
-    arithmetic, e.g. of a conv bias before batch norm, and only rounding is left)."""
+def assert_within_float32_budget(got, ref32, truth, name, slack=1e-4, floor=0.0):
+    """``|got − truth| ≤ 4·|ref32 − truth| + slack·max|truth| + floor``: a fused float32 path
+    may be no less accurate than the float32 reference."""
     err = (got.double() - truth).abs().max().item()
-    budget = 4 * (ref32.double() - truth).abs().max().item() + slack * truth.abs().max().item() + 1e-9
+    budget = 4 * (ref32.double() - truth).abs().max().item() + slack * truth.abs().max().item() + floor + 1e-9
     assert err <= budget, f"{name}: error {err:.3g} > budget {budget:.3g}"
+
+
+def assert_grads_within_budget(got, ref32, truth):
+    """Every gradient within the float32 budget. Some are ~0 in exact arithmetic (a conv
+    bias before batch or instance norm): only rounding of the cancelling terms is left,
+    whose size follows the layer's other gradients, so each gets a floor of 1e-6 × the
+    largest gradient of its block (``G.head_0``, ``E.layer1`` …)."""
+    def block(name):
+        return ".".join(name.split(".")[:2])
+
+    scale = {}
+    for name, t in truth.items():
+        scale[block(name)] = max(scale.get(block(name), 0.0), t.abs().max().item())
+    for name in truth:
+        assert_within_float32_budget(got[name], ref32[name], truth[name], f"grad of {name}",
+                                     floor=1e-6 * scale[block(name)])
 
 
 @pytest.mark.parametrize("backend", [b for b in fused_backends()])
@@ -367,8 +382,7 @@ def test_generator_backends_agree_with_reference(backend):
     ref32 = generator_step("reference", G, label, inst, noise, z)
     got = generator_step(backend, G, label, inst, noise, z)
     assert_within_float32_budget(got[0], ref32[0], truth[0], "output")
-    for name in truth[1]:
-        assert_within_float32_budget(got[1][name], ref32[1][name], truth[1][name], f"grad of {name}")
+    assert_grads_within_budget(got[1], ref32[1], truth[1])
     for name in truth[2]:
         if "num_batches" not in name:
             assert_within_float32_budget(got[2][name], ref32[2][name], truth[2][name], f"buffer {name}")
@@ -507,9 +521,18 @@ def test_encoder_computes_the_public_function():
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-7, atol=1e-10, msg=f"grad of {name}")
 
 
+def encoder_backends() -> list[str]:
+    """Fused backends for the E+G run; the interpreted Triton encoder takes ~30 s even at
+    32×32 (its ops are tested one by one in test_instance_conv2d / test_instance_avg_pool),
+    so it runs here only on a GPU."""
+    return [b for b in fused_backends() if not (b == "triton" and _backend.triton_interpreted())]
+
+
 @needs_encoder_ops
-@pytest.mark.parametrize("backend", [b for b in fused_backends()])
+@pytest.mark.parametrize("backend", encoder_backends())
 def test_encoder_and_generator_backends_agree(backend):
+    """E then G with the remapped noise, forward and backward (with the KL term), each
+    fused backend in float32 against the reference in float32 and float64."""
     cfg = tiny_config(ngf=4, noise_nc=4)
     torch.manual_seed(0)
     E = perturb_encoder(inade.NoiseEncoder(cfg))
@@ -534,8 +557,7 @@ def test_encoder_and_generator_backends_agree(backend):
     names = ["mu_gamma", "logvar_gamma", "mu_beta", "logvar_beta", "image"]
     for name, a, b, t in zip(names, got[0], ref32[0], truth[0]):
         assert_within_float32_budget(a, b, t, name)
-    for name in truth[1]:
-        assert_within_float32_budget(got[1][name], ref32[1][name], truth[1][name], f"grad of {name}")
+    assert_grads_within_budget(got[1], ref32[1], truth[1])
 
 
 @needs_encoder_ops
