@@ -66,6 +66,13 @@ int64_t rows_per_tile(const Geometry& g) {
   return std::min(g.h_out, std::max(rows, (g.k + g.stride - 1) / g.stride));
 }
 
+// Tiles per parallel chunk: enough multiply-adds (about 2^20) that a chunk outweighs
+// the cost of waking a thread; small problems run on the calling thread.
+int64_t tile_grain(const Geometry& g) {
+  const int64_t work = std::max<int64_t>(1, rows_per_tile(g) * g.w_out * g.patch() * g.c_out);
+  return std::max<int64_t>(1, (int64_t{1} << 20) / work);
+}
+
 std::vector<Tile> make_tiles(const Geometry& g, int parity = -1) {
   const int64_t rows = rows_per_tile(g);
   std::vector<Tile> tiles;
@@ -245,7 +252,7 @@ void forward_kernel(const at::Tensor& x, const at::Tensor& inst, const at::Tenso
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const index_t* ids = inst.const_data_ptr<index_t>();
   const Strides4 sx = strides_of(x);
-  at::parallel_for(0, static_cast<int64_t>(tiles.size()), 1, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, static_cast<int64_t>(tiles.size()), tile_grain(g), [&](int64_t t0, int64_t t1) {
     at::NoGradGuard no_grad;  // worker threads do not inherit the caller's autograd state
     Scratch<opmath_t> s(g, opts);
     at::Tensor out_buf = exact ? at::Tensor() : at::empty({g.c_out, rows_per_tile(g) * g.w_out}, opts);
@@ -282,7 +289,7 @@ void backward_input_kernel(const at::Tensor& dy, const at::Tensor& inst, const a
   // Tiles two apart never touch the same input rows: scatter even tiles, then odd ones.
   for (int parity = 0; parity < 2; ++parity) {
     const auto tiles = make_tiles(g, parity);
-    at::parallel_for(0, static_cast<int64_t>(tiles.size()), 1, [&](int64_t t0, int64_t t1) {
+    at::parallel_for(0, static_cast<int64_t>(tiles.size()), tile_grain(g), [&](int64_t t0, int64_t t1) {
       at::NoGradGuard no_grad;
       Scratch<opmath_t> s(g, opts);
       for (int64_t i = t0; i < t1; ++i) {
@@ -316,7 +323,7 @@ void backward_weight_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
   // A fixed split of the tiles into chunks, one partial sum each, summed in order:
   // the result does not depend on thread scheduling.
   const int64_t n = static_cast<int64_t>(tiles.size());
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n));
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / tile_grain(g)));
   at::Tensor partial = at::zeros({chunks, g.c_out, g.patch()}, opts);
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     at::NoGradGuard no_grad;

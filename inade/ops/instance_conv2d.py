@@ -91,7 +91,7 @@ def _(x, inst, weight, bias, stride, padding, renorm):
     k = weight.shape[-1]
     shape = (x.shape[0], weight.shape[0], output_size(x.shape[2], k, stride, padding),
              output_size(x.shape[3], k, stride, padding))
-    return x.new_empty(shape, memory_format=_memory_format(x))
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
 
 
 @torch.library.custom_op("inade::conv2d_backward_input", mutates_args=())
