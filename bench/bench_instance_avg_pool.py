@@ -19,6 +19,7 @@ official-style path loops over instances once per map, as the public code does.
 from __future__ import annotations
 
 import argparse
+import os
 import warnings
 
 import torch
@@ -151,6 +152,8 @@ def main(argv=None):
                  "(each input read once, each output written once); x_vs_* are forward+backward speed-ups, "
                  "fwd_x_vs_official the forward one; index maps of 8x8-pixel blocks with random ids; "
                  "official-style = Python loop over instances on a one-hot map (one loop per map)")
+        if device.type == "cpu":
+            notes += "; 1/5/15-min load average after the run: %.1f %.1f %.1f (shared machine)" % os.getloadavg()
         print("wrote", common.write_results("instance_avg_pool" + ("_quick" if args.quick else ""), rows, device, notes))
 
 

@@ -152,12 +152,13 @@ def test_empty_instances_give_zero_and_zero_gradient(backend):
     assert (dx == 0).all()
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("shape", SHAPES[:3], ids=shape_id)
-def test_low_precision(backend, shape, dtype):
+def test_low_precision(backend, shape, dtype, layout):
     """Within the dtype's tolerance of the float64 result, and at most 2x the error of
     PyTorch's reference run in the same dtype (+ one rounding of the output)."""
-    x, inst, dy = make_inputs(shape, dtype, kind="regions")
+    x, inst, dy = make_inputs(shape, dtype, layout=layout, kind="regions")
     L = shape[-1]
     ours = run(backend, x, inst, L, dy)
     exact = reference_run(x, inst, L, dy)

@@ -8,10 +8,13 @@
 //
 // Instances are regions, so along an image row the ids come in runs. Each call
 // reads inst once and turns it into runs (end column and id of every run of every
-// image row, built in parallel over rows); the counts come from the runs, and every
-// map and channel then walks the runs: a run's sum is a contiguous (vectorised)
-// reduction flushed once into its instance's accumulator, and a run's gradient is
-// one fill. Accumulation is in float within a run (at most kMaxRun pixels) and in
+// image row, built in parallel over rows); the counts come from the runs. Every
+// task then walks the runs of its image for several channels at once (kRowGroup
+// rows of a contiguous map, kChannelBlock channels of a channels-last one): a
+// run is summed in registers, one independent chain per channel, and flushed once
+// into its instance's accumulators, so short runs cost no horizontal reduction
+// and no store-to-load chain through the table; a run's gradient is one fill per
+// channel. Accumulation is in float within a run (at most kMaxRun pixels) and in
 // double across runs (double throughout for double inputs).
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
