@@ -47,3 +47,21 @@ def avg_pool_loop(x, inst, num_instances):
         pixels = torch.where(pixels == 0, torch.ones_like(pixels), pixels)
         rows.append(((x * mask).sum((2, 3), keepdim=True) / pixels)[:, :, 0, 0])  # [B, C]
     return torch.stack(rows, 1)
+
+
+def conv2d_unfold(x, inst, weight, bias, stride, padding):
+    """instance_conv2d the public code's way: a full ``unfold`` of the input ``[B, C·k², P]``
+    and of the (float) id map ``[B, k², P]``, a 0/1 mask from ``1 − clamp(|id − centre id|, 0, 1)``
+    broadcast over the channels, and an ``einsum`` with the flattened weight, plus the bias.
+    No renormalisation (the public code has none)."""
+    B, C, H, W = x.shape
+    c_out, k = weight.shape[0], weight.shape[-1]
+    h_out, w_out = (H + 2 * padding - k) // stride + 1, (W + 2 * padding - k) // stride + 1
+    ids = F.unfold(inst[:, None].to(x.dtype), k, padding=padding, stride=stride)
+    mask = 1.0 - (ids - ids[:, k * k // 2 : k * k // 2 + 1]).abs().clamp(0, 1)
+    cols = F.unfold(x, k, padding=padding, stride=stride).view(B, C, k * k, -1)
+    masked = (cols * mask[:, None]).view(B, C * k * k, -1)
+    y = torch.einsum("ok,bkp->bop", weight.reshape(c_out, -1), masked)
+    if bias is not None:
+        y = y + bias[None, :, None]
+    return y.view(B, c_out, h_out, w_out)

@@ -213,14 +213,17 @@ void scatter_patches_channels(const opmath_t* da, const Geometry& g, const Tile&
   }
 }
 
-// Per-thread scratch: tap weights, and one patch-sized buffer viewed as [K, P].
+// Scratch of one worker: tap weights [k^2, P], one patch-sized buffer viewed as the
+// [K, P] matrix of a tile, and (half / bfloat16 only) a [C_out, P] float32 buffer for
+// the output tile or the converted dy tile.
 template <typename opmath_t>
 struct Scratch {
-  at::Tensor taps, patch;
-  Scratch(const Geometry& g, const at::TensorOptions& opts) {
+  at::Tensor taps, patch, out;
+  Scratch(const Geometry& g, const at::TensorOptions& opts, bool with_out) {
     const int64_t max_p = rows_per_tile(g) * g.w_out;
     taps = at::empty({g.taps() * max_p}, opts);
     patch = at::empty({g.patch() * max_p}, opts);
+    if (with_out) out = at::empty({g.c_out, max_p}, opts);
   }
   // The patch buffer as the [K, P] matrix A of a tile (stored transposed for channels-last).
   at::Tensor matrix(const Geometry& g, int64_t P) const {
@@ -230,6 +233,32 @@ struct Scratch {
   opmath_t* taps_ptr() const { return taps.data_ptr<opmath_t>(); }
   opmath_t* patch_ptr() const { return patch.data_ptr<opmath_t>(); }
 };
+
+// Runs f(tile, scratch, worker) over the tiles with at::parallel_for. The scratch of
+// every worker is allocated here, on the calling thread, and reused by all its tiles;
+// the split of tiles over workers is static, so per-worker sums are deterministic.
+// Returns the number of workers (the partial sums a caller must add up).
+template <typename opmath_t, typename F>
+int64_t parallel_tiles(const std::vector<Tile>& tiles, const Geometry& g, const at::TensorOptions& opts,
+                       bool with_out, F&& f) {
+  const int64_t n = static_cast<int64_t>(tiles.size()), grain = tile_grain(g);
+  if (n == 0) return 0;
+  const bool nested = at::in_parallel_region();  // then parallel_for runs inline on this thread
+  const int64_t workers = nested ? 1 : std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (n + grain - 1) / grain));
+  std::vector<Scratch<opmath_t>> scratch;
+  for (int64_t w = 0; w < workers; ++w) scratch.emplace_back(g, opts, with_out);
+  auto body = [&](int64_t t0, int64_t t1) {
+    at::NoGradGuard no_grad;  // worker threads do not inherit the caller's autograd state
+    const int64_t worker = nested ? 0 : at::get_thread_num();
+    for (int64_t i = t0; i < t1; ++i) f(tiles[i], scratch[worker], worker);
+  };
+  if (nested) {
+    body(0, n);
+  } else {
+    at::parallel_for(0, n, grain, body);
+  }
+  return workers;
+}
 
 // The weight as the [C_out, K] matrix of the GEMMs, K ordered like the patches.
 at::Tensor weight_matrix(const at::Tensor& weight, const Geometry& g, at::ScalarType opmath) {
@@ -242,38 +271,47 @@ at::Tensor tile_view(const at::Tensor& t, const Geometry& g, const Tile& tile) {
   return t.select(0, tile.b).view({g.c_out, g.pixels_out()}).narrow(1, tile.r0 * g.w_out, tile.pixels(g));
 }
 
+// The dy tile as a float matrix (converted into the scratch buffer for half / bfloat16).
+template <typename opmath_t>
+at::Tensor dy_matrix(const at::Tensor& dy, const Geometry& g, const Tile& t, const Scratch<opmath_t>& s) {
+  at::Tensor view = tile_view(dy, g, t);
+  if (!s.out.defined()) return view;
+  at::Tensor buf = s.out.narrow(1, 0, t.pixels(g));
+  buf.copy_(view);
+  return buf;
+}
+
+template <typename scalar_t, typename index_t, typename opmath_t>
+void fill_patches(const scalar_t* x, const Strides4& sx, const Geometry& g, const Tile& t, const index_t* ids,
+                  bool renorm, const Scratch<opmath_t>& s) {
+  tap_weights(ids + t.b * g.height * g.width, g, t, renorm, s.taps_ptr());
+  if (g.channels_last) {
+    fill_patches_channels(x, sx, g, t, s.taps_ptr(), s.patch_ptr());
+  } else {
+    fill_patches_rows(x, sx, g, t, s.taps_ptr(), s.patch_ptr());
+  }
+}
+
 template <typename scalar_t, typename index_t>
 void forward_kernel(const at::Tensor& x, const at::Tensor& inst, const at::Tensor& w2, const at::Tensor& bias,
                     at::Tensor& y, const Geometry& g, bool renorm) {
   using opmath_t = at::opmath_type<scalar_t>;
   constexpr bool exact = std::is_same_v<scalar_t, opmath_t>;
-  const auto tiles = make_tiles(g);
   const auto opts = x.options().dtype(c10::CppTypeToScalarType<opmath_t>::value);
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const index_t* ids = inst.const_data_ptr<index_t>();
   const Strides4 sx = strides_of(x);
-  at::parallel_for(0, static_cast<int64_t>(tiles.size()), tile_grain(g), [&](int64_t t0, int64_t t1) {
-    at::NoGradGuard no_grad;  // worker threads do not inherit the caller's autograd state
-    Scratch<opmath_t> s(g, opts);
-    at::Tensor out_buf = exact ? at::Tensor() : at::empty({g.c_out, rows_per_tile(g) * g.w_out}, opts);
-    for (int64_t i = t0; i < t1; ++i) {
-      const Tile& t = tiles[i];
-      const int64_t P = t.pixels(g);
-      tap_weights(ids + t.b * g.height * g.width, g, t, renorm, s.taps_ptr());
-      if (g.channels_last) {
-        fill_patches_channels(xp, sx, g, t, s.taps_ptr(), s.patch_ptr());
-      } else {
-        fill_patches_rows(xp, sx, g, t, s.taps_ptr(), s.patch_ptr());
-      }
-      at::Tensor dst = tile_view(y, g, t);
-      at::Tensor out = exact ? dst : out_buf.narrow(1, 0, P);
-      if (bias.defined()) {
-        at::addmm_out(out, bias.view({g.c_out, 1}).expand({g.c_out, P}), w2, s.matrix(g, P));
-      } else {
-        at::mm_out(out, w2, s.matrix(g, P));
-      }
-      if (!exact) dst.copy_(out);
+  parallel_tiles<opmath_t>(make_tiles(g), g, opts, !exact, [&](const Tile& t, const Scratch<opmath_t>& s, int64_t) {
+    const int64_t P = t.pixels(g);
+    fill_patches(xp, sx, g, t, ids, renorm, s);
+    at::Tensor dst = tile_view(y, g, t);
+    at::Tensor out = exact ? dst : s.out.narrow(1, 0, P);
+    if (bias.defined()) {
+      at::addmm_out(out, bias.view({g.c_out, 1}).expand({g.c_out, P}), w2, s.matrix(g, P));
+    } else {
+      at::mm_out(out, w2, s.matrix(g, P));
     }
+    if (!exact) dst.copy_(out);
   });
 }
 
@@ -282,29 +320,20 @@ void backward_input_kernel(const at::Tensor& dy, const at::Tensor& inst, const a
                            const Geometry& g, bool renorm) {
   using opmath_t = at::opmath_type<scalar_t>;
   constexpr bool exact = std::is_same_v<scalar_t, opmath_t>;
-  const auto opts = dx_acc.options();
   const index_t* ids = inst.const_data_ptr<index_t>();
   opmath_t* dxp = dx_acc.data_ptr<opmath_t>();
   const Strides4 sd = strides_of(dx_acc);
   // Tiles two apart never touch the same input rows: scatter even tiles, then odd ones.
   for (int parity = 0; parity < 2; ++parity) {
-    const auto tiles = make_tiles(g, parity);
-    at::parallel_for(0, static_cast<int64_t>(tiles.size()), tile_grain(g), [&](int64_t t0, int64_t t1) {
-      at::NoGradGuard no_grad;
-      Scratch<opmath_t> s(g, opts);
-      for (int64_t i = t0; i < t1; ++i) {
-        const Tile& t = tiles[i];
-        const int64_t P = t.pixels(g);
-        tap_weights(ids + t.b * g.height * g.width, g, t, renorm, s.taps_ptr());
-        at::Tensor dy_tile = tile_view(dy, g, t);
-        if (!exact) dy_tile = dy_tile.to(opts.dtype());
-        at::Tensor da = s.matrix(g, P);
-        at::mm_out(da, w2t, dy_tile);
-        if (g.channels_last) {
-          scatter_patches_channels(s.patch_ptr(), g, t, s.taps_ptr(), dxp, sd);
-        } else {
-          scatter_patches_rows(s.patch_ptr(), g, t, s.taps_ptr(), dxp, sd);
-        }
+    parallel_tiles<opmath_t>(make_tiles(g, parity), g, dx_acc.options(), !exact,
+                             [&](const Tile& t, const Scratch<opmath_t>& s, int64_t) {
+      tap_weights(ids + t.b * g.height * g.width, g, t, renorm, s.taps_ptr());
+      at::Tensor da = s.matrix(g, t.pixels(g));
+      at::mm_out(da, w2t, dy_matrix(dy, g, t, s));
+      if (g.channels_last) {
+        scatter_patches_channels(s.patch_ptr(), g, t, s.taps_ptr(), dxp, sd);
+      } else {
+        scatter_patches_rows(s.patch_ptr(), g, t, s.taps_ptr(), dxp, sd);
       }
     });
   }
@@ -315,37 +344,17 @@ void backward_weight_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
                             const Geometry& g, bool renorm) {
   using opmath_t = at::opmath_type<scalar_t>;
   constexpr bool exact = std::is_same_v<scalar_t, opmath_t>;
-  const auto tiles = make_tiles(g);
-  const auto opts = dw2.options();
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const index_t* ids = inst.const_data_ptr<index_t>();
   const Strides4 sx = strides_of(x);
-  // A fixed split of the tiles into chunks, one partial sum each, summed in order:
-  // the result does not depend on thread scheduling.
-  const int64_t n = static_cast<int64_t>(tiles.size());
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / tile_grain(g)));
-  at::Tensor partial = at::zeros({chunks, g.c_out, g.patch()}, opts);
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-    at::NoGradGuard no_grad;
-    Scratch<opmath_t> s(g, opts);
-    for (int64_t chunk = c0; chunk < c1; ++chunk) {
-      at::Tensor acc = partial.select(0, chunk);
-      for (int64_t i = chunk * n / chunks; i < (chunk + 1) * n / chunks; ++i) {
-        const Tile& t = tiles[i];
-        const int64_t P = t.pixels(g);
-        tap_weights(ids + t.b * g.height * g.width, g, t, renorm, s.taps_ptr());
-        if (g.channels_last) {
-          fill_patches_channels(xp, sx, g, t, s.taps_ptr(), s.patch_ptr());
-        } else {
-          fill_patches_rows(xp, sx, g, t, s.taps_ptr(), s.patch_ptr());
-        }
-        at::Tensor dy_tile = tile_view(dy, g, t);
-        if (!exact) dy_tile = dy_tile.to(opts.dtype());
-        acc.addmm_(dy_tile, s.matrix(g, P).t());
-      }
-    }
+  // One partial sum per worker, added up in worker order.
+  at::Tensor partial = at::zeros({at::get_num_threads(), g.c_out, g.patch()}, dw2.options());
+  const int64_t workers = parallel_tiles<opmath_t>(make_tiles(g), g, dw2.options(), !exact,
+                                                   [&](const Tile& t, const Scratch<opmath_t>& s, int64_t worker) {
+    fill_patches(xp, sx, g, t, ids, renorm, s);
+    partial.select(0, worker).addmm_(dy_matrix(dy, g, t, s), s.matrix(g, t.pixels(g)).t());
   });
-  dw2.copy_(partial.sum(0));
+  dw2.copy_(partial.narrow(0, 0, std::max<int64_t>(1, workers)).sum(0));
 }
 
 void check_layout(const at::Tensor& t, const char* name) {
