@@ -28,7 +28,7 @@ ENCODER_PARAMS = {"cityscapes": 3_689_856, "ade20k": 3_689_856, "celeba": 3_689_
 def has_instance_conv() -> bool:
     """Whether the encoder's ops (instance_conv2d, instance_avg_pool, InstanceConv2d) have landed."""
     try:
-        from inade.nn import InstanceConv2d  # noqa: F401, PLC0415
+        from inade.nn.conv import InstanceConv2d  # noqa: F401, PLC0415
 
         x, inst = torch.zeros(1, 1, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long)
         inade.ops.instance_conv2d(x, inst, torch.zeros(1, 1, 1, 1), torch.zeros(1), 1, 0)

@@ -22,6 +22,8 @@ from torch import Tensor, nn
 
 from inade.config import Config
 from inade.models.generator import NEG_SLOPE, IndexPyramid, init_weights
+from inade.nn.conv import InstanceConv2d
+from inade.ops import instance_avg_pool, instance_conv2d
 
 HEADS = ("scale_conv_mu", "scale_conv_var", "bias_conv_mu", "bias_conv_var")
 
@@ -35,8 +37,6 @@ class NoiseEncoder(nn.Module):
 
     def __init__(self, cfg: Config):
         super().__init__()
-        from inade.nn import InstanceConv2d  # noqa: PLC0415
-
         self.cfg = cfg
         nf = cfg.ngf
 
@@ -68,8 +68,6 @@ class NoiseEncoder(nn.Module):
             ``(mu_gamma, logvar_gamma, mu_beta, logvar_beta)``, each ``[B, L, noise_nc]``
             in the dtype of ``image``; rows of instances with no pixels are 0.
         """
-        from inade.ops import instance_avg_pool, instance_conv2d  # noqa: PLC0415
-
         self._check_inputs(image, inst)
         if num_instances is None:
             num_instances = int(inst.max()) + 1
