@@ -2,7 +2,9 @@
 
 For each configuration: the generator's parameters (exact, against the paper's
 figure and the public code's count), the encoder's parameters, and the FLOPs of
-one generator forward, batch 1, eval mode, at the configuration's output size:
+one generator forward, batch 1, eval mode, at the configuration's output size
+(and, last column, of one encoder forward on an image of that size, counted like
+``GFLOPs (all)``):
 
 * ``GMACs (paper)``: the paper's convention — multiply-accumulates of the
   convolutions and of the input layer ``fc`` (``torch.utils.flop_counter`` counts
@@ -63,12 +65,15 @@ def layout(cfg: inade.Config, num_instances: int) -> tuple[torch.Tensor, torch.T
     return label, inst
 
 
-def encoder_params(cfg: inade.Config) -> int | None:
-    try:
-        with torch.device("meta"):
-            return sum(p.numel() for p in inade.NoiseEncoder(cfg).parameters())
-    except (ImportError, NotImplementedError, AttributeError):
-        return None
+def encoder_cost(cfg: inade.Config, inst: torch.Tensor) -> tuple[int, float]:
+    """Parameters of the noise encoder and the GFLOPs (all, :mod:`inade.flops`) of one
+    forward on a reference image of the output size."""
+    torch.manual_seed(0)
+    E = inade.NoiseEncoder(cfg).eval()
+    image = torch.rand(1, 3, *cfg.output_size) * 2 - 1
+    with torch.no_grad():
+        counted = flops.count(lambda: E(image, inst))
+    return sum(p.numel() for p in E.parameters()), (counted["conv_linear"] + counted["inade_ops"]) / 1e9
 
 
 def measure(row: str, num_instances: int) -> dict:
@@ -82,6 +87,7 @@ def measure(row: str, num_instances: int) -> dict:
     with torch.no_grad():
         counted = flops.count(lambda: G(label, inst), modules=("fc_noise",))
     seconds = time.perf_counter() - start
+    enc_params, enc_gflops = encoder_cost(cfg, inst)
     paper_params, paper_flops = PAPER.get(row, (None, None))
     noise_maps = counted["by_module"]["fc_noise"]
     return {
@@ -92,7 +98,8 @@ def measure(row: str, num_instances: int) -> dict:
         "params_M": params / 1e6,
         "paper_params_M": paper_params,
         "public_code_params": PUBLIC_PARAMS.get(row),
-        "encoder_params": encoder_params(cfg),
+        "encoder_params": enc_params,
+        "encoder_gflops_all": enc_gflops,
         "gmacs_paper_convention": (counted["conv_linear"] - noise_maps) / 2 / 1e9,
         "gmacs_fc_noise": noise_maps / 2 / 1e9,
         "paper_gflops": paper_flops,
@@ -123,6 +130,7 @@ def main(argv=None) -> None:
         f"{args.instances} instances. GMACs (paper) = MACs of the convs and the input linear layer fc; "
         "GMACs fc_noise = MACs of the norms' noise maps (2*L rows each); "
         "GFLOPs (all) = 2*MACs + the INADE ops' arithmetic (inade.flops). "
+        "Encoder: GFLOPs (all) of one forward on an image of the output size. "
         "Paper figures: Table 3 (deepfashion-nc64 is the paper's DeepFashion row)."
     )
     path = common.write_results("models_params_flops", rows, device, notes)
@@ -133,9 +141,11 @@ def main(argv=None) -> None:
           "paper_params_M": "" if r["paper_params_M"] is None else f"{r['paper_params_M']:.2f}",
           "paper_gflops": "" if r["paper_gflops"] is None else f"{r['paper_gflops']:.2f}",
           "gflops_all": f"{r['gflops_all']:.2f}", "gflops_inade_ops": f"{r['gflops_inade_ops']:.3f}",
-          "encoder_params": "" if r["encoder_params"] is None else f"{r['encoder_params']:,}"} for r in rows],
+          "encoder_params": f"{r['encoder_params']:,}", "encoder_gflops_all": f"{r['encoder_gflops_all']:.2f}"}
+         for r in rows],
         ["config", "output", "noise_nc", "params", "params_M", "paper_params_M", "encoder_params",
-         "gmacs_paper_convention", "paper_gflops", "gmacs_fc_noise", "gflops_all", "gflops_inade_ops"],
+         "gmacs_paper_convention", "paper_gflops", "gmacs_fc_noise", "gflops_all", "gflops_inade_ops",
+         "encoder_gflops_all"],
     )
     path.with_suffix(".md").write_text(f"{table}\n\n{notes}\n")
     print(f"\n{table}\n\nwritten to {path} (and .md)")
