@@ -611,3 +611,30 @@ def test_flop_count_matches_the_layer_shapes():
     assert counted["by_module"]["fc_noise"] == 2 * noise_macs
     assert counted["inade_ops"] == 4 * modulated
     assert counted["uncounted_inade_ops"] == []
+
+
+@needs_encoder_ops
+def test_encoder_flop_count_matches_the_layer_shapes():
+    """The instance-aware convs count 2·MACs + one compare per tap and output pixel, the
+    pooling one add per input element and one divide per output."""
+    from inade import flops  # noqa: PLC0415
+
+    cfg = tiny_config(ngf=3, noise_nc=4)
+    E = inade.NoiseEncoder(cfg)
+    B, H, W = 2, 32, 48
+    _, inst = scene(B, H, W, cfg.num_classes, grid=3)
+    L = int(inst.max()) + 1
+    with torch.no_grad():
+        counted = flops.count(lambda: E(torch.randn(B, 3, H, W), inst))
+    expected = 0
+    layers = [(E.layer1, 2, 1), (E.layer2, 2, 2), (E.layer3, 2, 4), (E.layer4, 2, 8), (E.middle, 1, 16),
+              (E.up1, 1, 8), (E.up2, 1, 4), (E.up3, 1, 2)]
+    for layer, stride, scale in layers:  # scale: input size divisor
+        ho, wo = H // scale // stride, W // scale // stride
+        co, ci = layer.weight.shape[:2]
+        expected += 2 * B * co * ho * wo * ci * 9 + B * ho * wo * 9
+    heads = 4 * cfg.noise_nc
+    expected += 2 * B * heads * H * W * cfg.ngf * 9 + B * H * W * 9  # the four heads as one conv
+    expected += B * heads * H * W + B * L * heads  # pooling
+    assert counted["inade_ops"] == expected
+    assert counted["conv_linear"] == 0 and counted["uncounted_inade_ops"] == []
