@@ -268,6 +268,9 @@ def main(argv=None) -> None:
     official = {}
     if not args.no_official:
         missing = sorted({"instance_modulation", "instance_avg_pool", "instance_conv2d"} - set(official_replacements()))
+        if missing:
+            notes.append(f"no official-style baseline for {missing} in bench/official_style.py: the "
+                         "official-style rows run our op there")
         for name, fn in calls.items():
             err = try_call(_official(fn))
             if err is None:

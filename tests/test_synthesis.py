@@ -33,7 +33,10 @@ def cfg():
 @pytest.fixture(scope="module")
 def G(cfg):
     torch.manual_seed(0)
-    return inade.Generator(cfg).eval()
+    G = inade.Generator(cfg).eval()
+    with torch.no_grad():  # the 0.02-gain init gives an almost flat image: spread it over the 8-bit range
+        G.conv_img.weight.mul_(300.0)
+    return G
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +138,16 @@ def test_copy_style_copies_exactly_the_rows_asked(G, maps, base):
         synth.copy_style(label, inst, base, ref, ref_inst, pairs=[(2, 1)])
     with pytest.raises(ValueError, match="needs the noise encoder"):
         Synthesizer(G).copy_style(label, inst, base, ref, ref_inst, pairs=[(4, 1)])
+
+
+def test_copy_style_with_the_encoder(G, cfg, maps, base):
+    torch.manual_seed(1)
+    E = inade.NoiseEncoder(cfg)
+    label, inst = maps
+    out = Synthesizer(G, E).copy_style(label, inst, base, base.image, inst, pairs=[(2, 1)])
+    mu_g, _, mu_b, _ = E(base.image, inst)
+    assert _changed_rows(out.noise, base.noise) == [1]
+    assert torch.equal(out.noise[:, 1, 0], mu_g[:, 2]) and torch.equal(out.noise[:, 1, 1], mu_b[:, 2])
 
 
 def test_edit_keeps_noise_of_persisting_ids(G, maps, base):
@@ -266,6 +279,8 @@ def files(tmp_path_factory, G, cfg):
     d = tmp_path_factory.mktemp("cli")
     torch.save({"G": G.state_dict(), "E": None, "config": cfg.to_dict()}, d / "ours.pt")
     torch.save(G.state_dict(), d / "latest_net_G.pth")
+    torch.manual_seed(1)
+    torch.save({"G": G.state_dict(), "E": inade.NoiseEncoder(cfg).state_dict(), "config": cfg.to_dict()}, d / "ours_e.pt")
     label = np.zeros((32, 32), np.uint8)
     inst = np.zeros((32, 32), np.uint16)
     label[4:14, 3:13], inst[4:14, 3:13] = 2, 300
@@ -305,6 +320,18 @@ def test_cli_random_and_resample(files, tmp_path, capsys):
     x = ((expected.image[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
     assert np.array_equal(read_png(res1), x)
     assert _cli(files, "resample-class", *ck, "--out", str(tmp_path / "c.png"), "--class", "3", "--seed", "1") == 0
+
+
+def test_cli_copy_style(files, tmp_path):
+    ck = ["--checkpoint", str(files / "ours_e.pt")]
+    base, out = tmp_path / "base.png", tmp_path / "copy.png"
+    assert _cli(files, "random", *ck, "--out", str(base), "--seed", "2") == 0
+    # instance 7 of the reference (here the base picture itself) onto instance 300
+    assert _cli(files, "copy-style", *ck, "--out", str(out), "--base-seed", "2", "--reference", str(base),
+                "--reference-inst", str(files / "inst.png"), "--pairs", "7:300") == 0
+    diff = np.abs(read_png(out).astype(int) - read_png(base).astype(int)).sum(2)
+    inside = read_png(files / "inst.png") == 300
+    assert diff[inside].mean() > diff[~inside].mean()
 
 
 def test_cli_public_checkpoint_needs_config(files, tmp_path, capsys):
