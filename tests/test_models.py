@@ -38,7 +38,9 @@ def has_instance_conv() -> bool:
     return True
 
 
-needs_encoder_ops = pytest.mark.skipif(not has_instance_conv(), reason="instance_conv2d / instance_avg_pool not built yet")
+needs_encoder_ops = pytest.mark.skipif(
+    not has_instance_conv(), reason="instance_conv2d / instance_avg_pool not built yet"
+)
 
 
 def official_keys(name: str, part: str) -> dict[str, tuple]:
