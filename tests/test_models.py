@@ -18,7 +18,7 @@ from inade.models.encoder import kl_divergence
 from inade.models.generator import INADEResnetBlock, remap_noise
 from inade.ops import _backend, use_backend
 
-REFERENCE = Path("/work/shared/reference")
+REFERENCE = Path(__file__).resolve().parent / "data"  # key lists of the public code (copied from shared/reference)
 PAPER_CONFIGS = ("cityscapes", "ade20k", "celeba", "deepfashion")
 # The public code's parameter counts (shared/reference/README.md).
 GENERATOR_PARAMS = {"cityscapes": 77_394_435, "ade20k": 90_893_827, "celeba": 85_115_395, "deepfashion": 84_020_995}

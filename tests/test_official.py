@@ -10,7 +10,7 @@ import torch
 
 import inade
 
-REFERENCE = Path("/work/shared/reference")
+REFERENCE = Path(__file__).resolve().parent / "data"  # key lists of the public code (copied from shared/reference)
 
 
 def official_entries(name: str, part: str) -> list[dict]:
