@@ -144,14 +144,18 @@ def test_layouts(backend, layout):
         assert dx.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_many_tiles(backend):
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_many_tiles(backend, layout):
     """A map tall enough that the CPU kernels split it into several row tiles (whose
-    input-gradient scatters overlap) and the GPU kernels into several programs."""
+    input-gradient scatters overlap) and the GPU kernels into many programs."""
     if backend == "triton" and DEVICE.type == "cpu":
         pytest.skip("too slow for the Triton interpreter")
     for stride in (1, 2):
-        shape = (2, 64, 8, 71, 17, 3, stride, 1, 5)
-        check_against_reference(backend, make_inputs(shape), stride, 1, True)
+        shape = (2, 64, 8, 151, 17, 3, stride, 1, 5)
+        x, inst, weight, bias, dy = make_inputs(shape)
+        if layout == "channels_last":
+            x, dy = x.to(memory_format=torch.channels_last), dy.to(memory_format=torch.channels_last)
+        check_against_reference(backend, (x, inst, weight, bias, dy), stride, 1, True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])

@@ -226,7 +226,8 @@ def instance_conv2d(
     bias = bias.contiguous() if bias is not None else None
     if _backend.requested_backend() == "reference":
         _check_ids_nonnegative(inst)
-        return reference.instance_conv2d(x, inst, weight, bias, stride, padding, renorm)
+        y = reference.instance_conv2d(x, inst, weight, bias, stride, padding, renorm)
+        return y.contiguous(memory_format=_memory_format(x))
     return InstanceConv2dFunction.apply(x, inst, weight, bias, stride, padding, renorm)
 
 

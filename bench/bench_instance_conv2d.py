@@ -1,0 +1,174 @@
+"""Benchmark of instance_conv2d (the noise-remapping encoder's instance-aware conv).
+
+Per shape and backend: forward and forward+backward (input, weight and bias
+gradients) median time, the FLOPs the convolution must do (``2·B·C_out·Ho·Wo·C_in·k²``
+forward, three times that forward+backward) and the achieved GFLOP/s, peak extra
+memory, and speed-ups against the official-style path (full ``unfold`` of the input
+and of the ids + ``einsum``, ``bench/official_style.py``), against
+``torch.compile(reference)``, and the ratio to a dense ``F.conv2d`` of the same shape
+(which ignores instances: the floor a masked convolution can hope to reach).
+
+Shapes: every instance-aware conv of the noise-remapping encoder (CelebAMask-HQ /
+ADE20K configuration: 256x256 input, ngf 64, noise_nc 64, k 3, padding 1, strides
+from the public code), B=4, L=32, and the issue's headline shape
+(B=2, C_in 64, C_out 128, 128x128, k3 s1, L=32).
+
+    python -m bench.bench_instance_conv2d            # all shapes
+    python -m bench.bench_instance_conv2d --quick    # the headline shape only
+"""
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from bench import common, official_style
+from inade.ops import instance_conv2d, reference, use_backend
+
+# (name, B, C_in, C_out, H, W, k, stride, padding, L); H, W are the conv's input size.
+HEADLINE = ("B2-C64to128-128x128-k3s1-L32", 2, 64, 128, 128, 128, 3, 1, 1, 32)
+ENCODER_LAYERS = [
+    ("enc-layer1-C3to64-256x256-s2", 4, 3, 64, 256, 256, 3, 2, 1, 32),
+    ("enc-layer2-C64to128-128x128-s2", 4, 64, 128, 128, 128, 3, 2, 1, 32),
+    ("enc-layer3-C128to256-64x64-s2", 4, 128, 256, 64, 64, 3, 2, 1, 32),
+    ("enc-layer4-C256to512-32x32-s2", 4, 256, 512, 32, 32, 3, 2, 1, 32),
+    ("enc-middle-C512to256-16x16", 4, 512, 256, 16, 16, 3, 1, 1, 32),
+    ("enc-up1-C512to128-32x32", 4, 512, 128, 32, 32, 3, 1, 1, 32),
+    ("enc-up2-C256to64-64x64", 4, 256, 64, 64, 64, 3, 1, 1, 32),
+    ("enc-up3-C128to64-128x128", 4, 128, 64, 128, 128, 3, 1, 1, 32),
+    ("enc-head-C64to64-256x256", 4, 64, 64, 256, 256, 3, 1, 1, 32),  # x4: mu/logvar for gamma/beta
+]
+
+
+def make_case(B, C_in, C_out, H, W, k, stride, padding, L, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, C_in, H, W, generator=g).to(device, dtype)
+    # Instances as blocks of a coarse grid, like real instance maps.
+    coarse = torch.randint(0, L, (B, max(1, H // 8), max(1, W // 8)), generator=g)
+    inst = F.interpolate(coarse[:, None].float(), (H, W), mode="nearest")[:, 0].long().to(device)
+    weight = (torch.randn(C_out, C_in, k, k, generator=g) / (C_in * k * k) ** 0.5).to(device, dtype)
+    bias = torch.randn(C_out, generator=g).to(device, dtype)
+    h_out, w_out = (H + 2 * padding - k) // stride + 1, (W + 2 * padding - k) // stride + 1
+    dy = torch.randn(B, C_out, h_out, w_out, generator=g).to(device, dtype)
+    return x, inst, weight, bias, dy
+
+
+def conv_flops(x, weight, dy) -> int:
+    """Multiply-adds ×2 of the forward convolution: ``2·B·C_out·Ho·Wo·C_in·k²``."""
+    B, C_out, h_out, w_out = dy.shape
+    return 2 * B * C_out * h_out * w_out * weight.shape[1] * weight.shape[2] * weight.shape[3]
+
+
+def candidates(device, stride, padding):
+    """name -> function(x, inst, weight, bias) computing the conv."""
+    fused = "cpp" if device.type == "cpu" else "triton"
+
+    def ours(x, inst, w, b):
+        with use_backend(fused):
+            return instance_conv2d(x, inst, w, b, stride, padding)
+
+    def official(x, inst, w, b):
+        return official_style.conv2d_unfold(x, inst, w, b, stride, padding)
+
+    def plain_reference(x, inst, w, b):
+        return reference.instance_conv2d(x, inst, w, b, stride, padding)
+
+    def dense(x, inst, w, b):
+        return F.conv2d(x, w, b, stride, padding)
+
+    out = {"official-style": official}
+    torch._dynamo.reset()  # fresh compile caches per shape: no recompile limit, no silent eager fallback
+    try:
+        out["compile(reference)"] = torch.compile(plain_reference, dynamic=False)
+    except Exception as err:  # noqa: BLE001
+        warnings.warn(f"torch.compile unavailable: {err}")
+    out["dense F.conv2d"] = dense
+    out[fused] = ours
+    return out
+
+
+def measure(fn, case, device, min_run_time):
+    x, inst, weight, bias, dy = case
+    leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
+
+    def forward():
+        with torch.no_grad():
+            return fn(x, inst, weight, bias)
+
+    def forward_backward():
+        xl, wl, bl = leaves
+        y = fn(xl, inst, wl, bl)
+        xl.grad = wl.grad = bl.grad = None
+        y.backward(dy)
+
+    try:
+        fwd = common.median_ms(forward, device, min_run_time)
+        fwd_bwd = common.median_ms(forward_backward, device, min_run_time)
+        mem = common.peak_extra_bytes(forward_backward, device)
+    except Exception as err:  # noqa: BLE001  (a baseline that cannot run is reported, not fatal)
+        return {"error": f"{type(err).__name__}: {err}"[:200]}
+    return {"fwd_ms": fwd, "fwd_bwd_ms": fwd_bwd, "peak_extra_MB": mem / 2**20}
+
+
+def run(shapes, dtypes, device, min_run_time, skip=()):
+    rows = []
+    for shape in shapes:
+        name, *dims = shape
+        stride, padding = dims[6], dims[7]
+        for dtype in dtypes:
+            case = make_case(*dims, dtype, device)
+            flops = conv_flops(case[0], case[2], case[4])
+            results = {}
+            for cand, fn in candidates(device, stride, padding).items():
+                if (name, cand) in skip:
+                    results[cand] = {"error": "skipped (see notes)"}
+                    continue
+                results[cand] = measure(fn, case, device, min_run_time)
+            bases = {key: results.get(cand, {}).get("fwd_bwd_ms") for key, cand in
+                     (("x_vs_official", "official-style"), ("x_vs_compile", "compile(reference)"))}
+            dense_ms = results["dense F.conv2d"].get("fwd_bwd_ms")
+            for cand, r in results.items():
+                row = {"op": "instance_conv2d", "shape": name, "dtype": str(dtype).replace("torch.", ""),
+                       "backend": cand, "fwd_GFLOP": flops / 1e9, **r}
+                if "fwd_bwd_ms" in r:
+                    row["fwd_GFLOPs"] = flops / (r["fwd_ms"] * 1e-3) / 1e9
+                    row["fwd_bwd_GFLOPs"] = 3 * flops / (r["fwd_bwd_ms"] * 1e-3) / 1e9
+                    for key, base in bases.items():
+                        if base:
+                            row[key] = base / r["fwd_bwd_ms"]
+                    if dense_ms:
+                        row["time_vs_dense"] = r["fwd_bwd_ms"] / dense_ms
+                rows.append(row)
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="only the headline shape, float32")
+    parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per measurement (CPU)")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results")
+    args = parser.parse_args(argv)
+    device = common.default_device()
+    shapes = [HEADLINE] if args.quick else [HEADLINE, *ENCODER_LAYERS]
+    dtypes = [torch.float32] if args.quick or device.type == "cpu" else [torch.float32, torch.bfloat16]
+    skip = ()
+    notes = ("forward+backward = y.backward(dy) with gradients of x, weight and bias; GFLOP/s counts the "
+             "convolution's 2*B*C_out*Ho*Wo*C_in*k^2 (x3 for forward+backward), whatever the op skips; "
+             "time_vs_dense = time / dense F.conv2d time (the dense conv ignores instances)")
+    if device.type == "cpu":
+        # On two CPU cores torch.compile(reference) of the full-resolution head takes minutes
+        # to compile and run, and adds nothing the official-style row does not show.
+        skip = {("enc-head-C64to64-256x256", "compile(reference)")}
+        notes += "; CPU: compile(reference) skipped for enc-head (compile time on 2 cores)"
+    rows = run(shapes, dtypes, device, args.min_run_time, skip)
+    columns = ["shape", "dtype", "backend", "fwd_ms", "fwd_bwd_ms", "fwd_bwd_GFLOPs", "peak_extra_MB",
+               "x_vs_official", "x_vs_compile", "time_vs_dense", "error"]
+    print(common.markdown_table(rows, columns))
+    if not args.no_write:
+        print("wrote", common.write_results("instance_conv2d" + ("_quick" if args.quick else ""), rows, device, notes))
+
+
+if __name__ == "__main__":
+    main()
