@@ -20,6 +20,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <functional>
 #include <tuple>
 #include <vector>
 
@@ -31,6 +32,8 @@ namespace {
 constexpr int64_t kMaxRun = 512;      // pixels summed in float before a flush into double
 constexpr int64_t kChannelBlock = 32;  // channels per task in channels-last maps
 constexpr int64_t kRowGroup = 8;       // channel rows per task in contiguous maps
+constexpr int64_t kImageRows = 8;      // image rows per backward task in channels-last maps
+constexpr int64_t kSerialIds = 1 << 18;  // index maps up to this size are turned into runs serially
 
 struct MapLayout {
   int64_t batch, channels, hw;  // sizes
@@ -56,12 +59,13 @@ struct Runs {
   at::Tensor end_id;    // int32 [B*H, W, 2]: (end column, id) of each run of a row
   at::Tensor num_runs;  // int32 [B*H]
 
-  // Calls f(begin, end, id) with pixel offsets within image b, row by row.
+  // Calls f(begin, end, id) for the runs of image rows [h0, h1) of image b, with
+  // pixel offsets within the image.
   template <typename F>
-  inline void for_each_run(int64_t b, F&& f) const {
+  inline void for_each_run(int64_t b, int64_t h0, int64_t h1, F&& f) const {
     const int32_t* runs = end_id.const_data_ptr<int32_t>();
     const int32_t* counts = num_runs.const_data_ptr<int32_t>();
-    for (int64_t h = 0; h < height; ++h) {
+    for (int64_t h = h0; h < h1; ++h) {
       const int64_t row = b * height + h;
       const int32_t* r = runs + row * width * 2;
       int64_t begin = h * width;
@@ -72,11 +76,18 @@ struct Runs {
       }
     }
   }
+
+  template <typename F>
+  inline void for_each_run(int64_t b, F&& f) const {
+    for_each_run(b, 0, height, std::forward<F>(f));
+  }
 };
 
 template <typename index_t>
 void build_runs_kernel(const index_t* inst, int64_t width, int64_t rows, int32_t* end_id, int32_t* num_runs) {
-  at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+  // Small maps stay on the calling thread: waking the pool would cost more.
+  const int64_t grain = std::max<int64_t>(1, kSerialIds / std::max<int64_t>(1, width));
+  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
     for (int64_t row = r0; row < r1; ++row) {
       const index_t* ids = inst + row * width;
       int32_t* out = end_id + row * width * 2;
@@ -105,25 +116,45 @@ Runs build_runs(const at::Tensor& inst) {
   return runs;
 }
 
-// count[b, l] = number of pixels of instance l in image b.
+// count[b, l] = number of pixels of instance l in image b (one pass over the runs).
 at::Tensor counts_of(const Runs& runs, int64_t num_instances, at::ScalarType dtype) {
   at::Tensor counts = at::zeros({runs.batch, num_instances}, runs.end_id.options().dtype(at::kLong));
   int64_t* n = counts.data_ptr<int64_t>();
-  at::parallel_for(0, runs.batch, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      runs.for_each_run(b, [&](int64_t begin, int64_t end, int64_t id) { n[b * num_instances + id] += end - begin; });
+  for (int64_t b = 0; b < runs.batch; ++b) {
+    runs.for_each_run(b, [&](int64_t begin, int64_t end, int64_t id) { n[b * num_instances + id] += end - begin; });
+  }
+  return counts.to(dtype);
+}
+
+// ---------------------------------------------------------------------------
+// Work of one call: every map's tasks in one parallel region
+// ---------------------------------------------------------------------------
+
+// A map's share of a call: `tasks` independent pieces; run(t0, t1) does [t0, t1).
+struct Work {
+  int64_t tasks;
+  std::function<void(int64_t, int64_t)> run;
+};
+
+// One wake-up of the thread pool per call, however many maps share the index map.
+void run_all(const std::vector<Work>& work) {
+  std::vector<int64_t> offset{0};
+  for (const Work& w : work) offset.push_back(offset.back() + w.tasks);
+  at::parallel_for(0, offset.back(), 1, [&](int64_t t0, int64_t t1) {
+    for (size_t i = 0; i < work.size(); ++i) {
+      const int64_t lo = std::max(t0, offset[i]), hi = std::min(t1, offset[i + 1]);
+      if (lo < hi) work[i].run(lo - offset[i], hi - offset[i]);
     }
   });
-  return counts.to(dtype);
 }
 
 // ---------------------------------------------------------------------------
 // Forward: per-instance means
 // ---------------------------------------------------------------------------
 
-// Pointers to the kRowGroup channel rows of group [c0, c0 + nc) of image b; rows
-// past the end repeat the last one so every loop is kRowGroup wide (their results
-// are dropped).
+// Pointers to the kRowGroup channel rows of a group of nc rows starting at base;
+// rows past the end repeat the last one so every loop is kRowGroup wide (their
+// results are dropped, their writes repeat the last row's).
 template <typename T>
 inline void group_rows(T* base, int64_t s_c, int64_t nc, T* rows[]) {
   for (int64_t k = 0; k < kRowGroup; ++k) rows[k] = base + std::min(k, nc - 1) * s_c;
@@ -144,40 +175,6 @@ inline void sum_run(const scalar_t* const rows[], int64_t p0, int64_t p1, int64_
   }
 }
 
-// One task per (b, group of kRowGroup channel rows): each run is decoded once for
-// the group, summed for every row in registers and flushed once into its instance.
-template <typename scalar_t, typename acc_t>
-void forward_by_row(const scalar_t* x, const MapLayout& g, const Runs& runs, const acc_t* counts,
-                    int64_t num_instances, scalar_t* out) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  const int64_t groups = (g.channels + kRowGroup - 1) / kRowGroup;
-  at::parallel_for(0, g.batch * groups, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<double> sums(num_instances * kRowGroup);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / groups, c0 = (t % groups) * kRowGroup;
-      const int64_t nc = std::min(kRowGroup, g.channels - c0);
-      const scalar_t* rows[kRowGroup];
-      group_rows(x + b * g.s_b + c0 * g.s_c, g.s_c, nc, rows);
-      std::fill(sums.begin(), sums.end(), 0.0);
-      runs.for_each_run(b, [&](int64_t begin, int64_t end, int64_t id) {
-        for (int64_t p0 = begin; p0 < end; p0 += kMaxRun) {
-          opmath_t acc[kRowGroup] = {};
-          sum_run(rows, p0, std::min(end, p0 + kMaxRun), g.s_hw, acc);
-          double* s = sums.data() + id * kRowGroup;
-          for (int64_t k = 0; k < kRowGroup; ++k) s[k] += static_cast<double>(acc[k]);
-        }
-      });
-      for (int64_t l = 0; l < num_instances; ++l) {
-        const acc_t n = counts[b * num_instances + l];
-        for (int64_t k = 0; k < nc; ++k) {
-          const double v = n > 0 ? sums[l * kRowGroup + k] / n : 0.0;
-          out[(b * num_instances + l) * g.channels + c0 + k] = static_cast<scalar_t>(v);
-        }
-      }
-    }
-  });
-}
-
 // acc[k] += Σ_{p in [p0, p1)} xb[p * s_hw + k] for the nc (= N when N > 0, a
 // width the compiler unrolls and vectorises) channels of a block.
 template <int64_t N, typename scalar_t, typename opmath_t>
@@ -189,114 +186,147 @@ inline void sum_pixels(const scalar_t* xb, int64_t p0, int64_t p1, int64_t s_hw,
   }
 }
 
-// One task per (b, block of kChannelBlock channels) of a channels-last map: each
+// out[b, l, c0 + k] = sums[l * width + k] / count[b, l] (0 for an empty instance).
+template <typename scalar_t, typename acc_t>
+inline void write_means(const std::vector<double>& sums, int64_t width, int64_t nc, const acc_t* counts, int64_t b,
+                        int64_t c0, int64_t channels, int64_t num_instances, scalar_t* out) {
+  for (int64_t l = 0; l < num_instances; ++l) {
+    const acc_t n = counts[b * num_instances + l];
+    for (int64_t k = 0; k < nc; ++k) {
+      const double v = n > 0 ? sums[l * width + k] / n : 0.0;
+      out[(b * num_instances + l) * channels + c0 + k] = static_cast<scalar_t>(v);
+    }
+  }
+}
+
+// Contiguous map: one task per (b, group of kRowGroup channel rows); each run is
+// decoded once for the group, summed for every row in registers and flushed once.
+template <typename scalar_t, typename acc_t>
+Work forward_by_row(const scalar_t* x, MapLayout g, const Runs& runs, const acc_t* counts, int64_t num_instances,
+                    scalar_t* out) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const int64_t groups = (g.channels + kRowGroup - 1) / kRowGroup;
+  return {g.batch * groups, [=, &runs](int64_t t0, int64_t t1) {
+            std::vector<double> sums(num_instances * kRowGroup);
+            for (int64_t t = t0; t < t1; ++t) {
+              const int64_t b = t / groups, c0 = (t % groups) * kRowGroup;
+              const int64_t nc = std::min(kRowGroup, g.channels - c0);
+              const scalar_t* rows[kRowGroup];
+              group_rows(x + b * g.s_b + c0 * g.s_c, g.s_c, nc, rows);
+              std::fill(sums.begin(), sums.end(), 0.0);
+              runs.for_each_run(b, [&](int64_t begin, int64_t end, int64_t id) {
+                for (int64_t p0 = begin; p0 < end; p0 += kMaxRun) {
+                  opmath_t acc[kRowGroup] = {};
+                  sum_run(rows, p0, std::min(end, p0 + kMaxRun), g.s_hw, acc);
+                  double* s = sums.data() + id * kRowGroup;
+                  for (int64_t k = 0; k < kRowGroup; ++k) s[k] += static_cast<double>(acc[k]);
+                }
+              });
+              write_means(sums, kRowGroup, nc, counts, b, c0, g.channels, num_instances, out);
+            }
+          }};
+}
+
+// Channels-last map: one task per (b, block of kChannelBlock channels); each
 // pixel's block is one short contiguous read; a run's block sum is flushed once.
 template <typename scalar_t, typename acc_t>
-void forward_by_pixel(const scalar_t* x, const MapLayout& g, const Runs& runs, const acc_t* counts,
-                      int64_t num_instances, scalar_t* out) {
+Work forward_by_pixel(const scalar_t* x, MapLayout g, const Runs& runs, const acc_t* counts, int64_t num_instances,
+                      scalar_t* out) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t blocks = (g.channels + kChannelBlock - 1) / kChannelBlock;
-  at::parallel_for(0, g.batch * blocks, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<double> sums(num_instances * kChannelBlock);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / blocks, c0 = (t % blocks) * kChannelBlock;
-      const int64_t nc = std::min(kChannelBlock, g.channels - c0);
-      const scalar_t* xb = x + b * g.s_b + c0;
-      std::fill(sums.begin(), sums.end(), 0.0);
-      runs.for_each_run(b, [&](int64_t begin, int64_t end, int64_t id) {
-        for (int64_t p0 = begin; p0 < end; p0 += kMaxRun) {
-          opmath_t acc[kChannelBlock] = {};
-          const int64_t p1 = std::min(end, p0 + kMaxRun);
-          if (nc == kChannelBlock) {
-            sum_pixels<kChannelBlock>(xb, p0, p1, g.s_hw, nc, acc);
-          } else {
-            sum_pixels<0>(xb, p0, p1, g.s_hw, nc, acc);
-          }
-          double* s = sums.data() + id * kChannelBlock;
-          for (int64_t k = 0; k < nc; ++k) s[k] += static_cast<double>(acc[k]);
-        }
-      });
-      for (int64_t l = 0; l < num_instances; ++l) {
-        const acc_t n = counts[b * num_instances + l];
-        for (int64_t k = 0; k < nc; ++k) {
-          const double v = n > 0 ? sums[l * kChannelBlock + k] / n : 0.0;
-          out[(b * num_instances + l) * g.channels + c0 + k] = static_cast<scalar_t>(v);
-        }
-      }
-    }
-  });
+  return {g.batch * blocks, [=, &runs](int64_t t0, int64_t t1) {
+            std::vector<double> sums(num_instances * kChannelBlock);
+            for (int64_t t = t0; t < t1; ++t) {
+              const int64_t b = t / blocks, c0 = (t % blocks) * kChannelBlock;
+              const int64_t nc = std::min(kChannelBlock, g.channels - c0);
+              const scalar_t* xb = x + b * g.s_b + c0;
+              std::fill(sums.begin(), sums.end(), 0.0);
+              runs.for_each_run(b, [&](int64_t begin, int64_t end, int64_t id) {
+                for (int64_t p0 = begin; p0 < end; p0 += kMaxRun) {
+                  opmath_t acc[kChannelBlock] = {};
+                  const int64_t p1 = std::min(end, p0 + kMaxRun);
+                  if (nc == kChannelBlock) {
+                    sum_pixels<kChannelBlock>(xb, p0, p1, g.s_hw, nc, acc);
+                  } else {
+                    sum_pixels<0>(xb, p0, p1, g.s_hw, nc, acc);
+                  }
+                  double* s = sums.data() + id * kChannelBlock;
+                  for (int64_t k = 0; k < nc; ++k) s[k] += static_cast<double>(acc[k]);
+                }
+              });
+              write_means(sums, kChannelBlock, nc, counts, b, c0, g.channels, num_instances, out);
+            }
+          }};
 }
 
 // ---------------------------------------------------------------------------
 // Backward: dx = dy[inst] / count[inst]
 // ---------------------------------------------------------------------------
 
-// One task per (b, group of kRowGroup channel rows): one table of dy / count per
-// group; each run is decoded once and filled in every row of the group.
+// table[b, l, c] = dy[b, l, c] / count[b, l] in x's dtype (0 for an empty
+// instance): [B, L, C], small, built on the calling thread.
 template <typename scalar_t, typename acc_t>
-void backward_by_row(const scalar_t* dy, const acc_t* counts, const Runs& runs, int64_t num_instances,
-                     scalar_t* dx, const MapLayout& g) {
-  const int64_t groups = (g.channels + kRowGroup - 1) / kRowGroup;
-  at::parallel_for(0, g.batch * groups, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<scalar_t> grad(num_instances * kRowGroup);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / groups, c0 = (t % groups) * kRowGroup;
-      const int64_t nc = std::min(kRowGroup, g.channels - c0);
-      for (int64_t l = 0; l < num_instances; ++l) {
-        const acc_t n = counts[b * num_instances + l];
-        for (int64_t k = 0; k < kRowGroup; ++k) {
-          const acc_t d = static_cast<acc_t>(dy[(b * num_instances + l) * g.channels + c0 + std::min(k, nc - 1)]);
-          grad[l * kRowGroup + k] = static_cast<scalar_t>(n > 0 ? d / n : acc_t(0));
-        }
-      }
-      scalar_t* rows[kRowGroup];
-      group_rows(dx + b * g.s_b + c0 * g.s_c, g.s_c, nc, rows);
-      runs.for_each_run(b, [&](int64_t begin, int64_t end, int64_t id) {
-        const scalar_t* v = grad.data() + id * kRowGroup;
-        for (int64_t k = 0; k < kRowGroup; ++k) {
-          if (g.s_hw == 1) {
-            std::fill(rows[k] + begin, rows[k] + end, v[k]);
-          } else {
-            for (int64_t p = begin; p < end; ++p) rows[k][p * g.s_hw] = v[k];
-          }
-        }
-      });
+at::Tensor scaled_table(const at::Tensor& dy, const at::Tensor& counts) {
+  at::Tensor table = at::empty_like(dy);
+  const scalar_t* d = dy.const_data_ptr<scalar_t>();
+  const acc_t* n = counts.const_data_ptr<acc_t>();
+  scalar_t* t = table.data_ptr<scalar_t>();
+  const int64_t rows = dy.size(0) * dy.size(1), channels = dy.size(2);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < channels; ++c) {
+      const acc_t v = static_cast<acc_t>(d[r * channels + c]);
+      t[r * channels + c] = static_cast<scalar_t>(n[r] > 0 ? v / n[r] : acc_t(0));
     }
-  });
+  }
+  return table;
 }
 
-// Channels-last: one table of dy / count for the batch, then one task per image
-// row; each pixel copies its instance's contiguous row of the table.
-template <typename scalar_t, typename acc_t>
-void backward_by_pixel(const scalar_t* dy, const acc_t* counts, const Runs& runs, int64_t num_instances,
-                       scalar_t* dx, const MapLayout& g) {
-  std::vector<scalar_t> grad(g.batch * num_instances * g.channels);
-  at::parallel_for(0, g.batch * num_instances, 1, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const acc_t n = counts[r];
-      for (int64_t c = 0; c < g.channels; ++c) {
-        const acc_t d = static_cast<acc_t>(dy[r * g.channels + c]);
-        grad[r * g.channels + c] = static_cast<scalar_t>(n > 0 ? d / n : acc_t(0));
-      }
-    }
-  });
-  const int32_t* end_id = runs.end_id.const_data_ptr<int32_t>();
-  const int32_t* num_runs = runs.num_runs.const_data_ptr<int32_t>();
-  at::parallel_for(0, g.batch * runs.height, 4, [&](int64_t row0, int64_t row1) {
-    for (int64_t row = row0; row < row1; ++row) {
-      const int64_t b = row / runs.height, h = row % runs.height;
-      const int32_t* r = end_id + row * runs.width * 2;
-      const scalar_t* table = grad.data() + b * num_instances * g.channels;
-      scalar_t* dxb = dx + b * g.s_b;
-      int64_t begin = h * runs.width;
-      for (int32_t k = 0; k < num_runs[row]; ++k) {
-        const int64_t end = h * runs.width + r[2 * k];
-        const scalar_t* src = table + static_cast<int64_t>(r[2 * k + 1]) * g.channels;
-        for (int64_t p = begin; p < end; ++p) std::copy(src, src + g.channels, dxb + p * g.s_hw);
-        begin = end;
-      }
-    }
-  });
+// Contiguous dx: one task per (b, group of kRowGroup channel rows); each run is
+// decoded once and filled in every row of the group.
+template <typename scalar_t>
+Work backward_by_row(const scalar_t* table, const Runs& runs, int64_t num_instances, scalar_t* dx, MapLayout g) {
+  const int64_t groups = (g.channels + kRowGroup - 1) / kRowGroup;
+  return {g.batch * groups, [=, &runs](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) {
+              const int64_t b = t / groups, c0 = (t % groups) * kRowGroup;
+              const int64_t nc = std::min(kRowGroup, g.channels - c0);
+              scalar_t* rows[kRowGroup];
+              group_rows(dx + b * g.s_b + c0 * g.s_c, g.s_c, nc, rows);
+              const scalar_t* tb = table + b * num_instances * g.channels + c0;
+              runs.for_each_run(b, [&](int64_t begin, int64_t end, int64_t id) {
+                const scalar_t* v = tb + id * g.channels;
+                for (int64_t k = 0; k < kRowGroup; ++k) {
+                  const scalar_t value = v[std::min(k, nc - 1)];
+                  if (g.s_hw == 1) {
+                    std::fill(rows[k] + begin, rows[k] + end, value);
+                  } else {
+                    for (int64_t p = begin; p < end; ++p) rows[k][p * g.s_hw] = value;
+                  }
+                }
+              });
+            }
+          }};
+}
+
+// Channels-last dx: one task per (b, kImageRows image rows); each pixel copies its
+// instance's contiguous row of the table.
+template <typename scalar_t>
+Work backward_by_pixel(const scalar_t* table, const Runs& runs, int64_t num_instances, scalar_t* dx, MapLayout g) {
+  const int64_t chunks = (runs.height + kImageRows - 1) / kImageRows;
+  return {g.batch * chunks, [=, &runs](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) {
+              const int64_t b = t / chunks, h0 = (t % chunks) * kImageRows;
+              const scalar_t* tb = table + b * num_instances * g.channels;
+              scalar_t* dxb = dx + b * g.s_b;
+              runs.for_each_run(b, h0, std::min(runs.height, h0 + kImageRows),
+                                [&](int64_t begin, int64_t end, int64_t id) {
+                                  const scalar_t* src = tb + id * g.channels;
+                                  for (int64_t p = begin; p < end; ++p) {
+                                    std::copy(src, src + g.channels, dxb + p * g.s_hw);
+                                  }
+                                });
+            }
+          }};
 }
 
 // ---------------------------------------------------------------------------
@@ -321,22 +351,26 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> forward(const std::vector<at::Te
                                                        int64_t num_instances) {
   TORCH_CHECK(!xs.empty(), "inade._C: avg_pool_forward needs at least one map");
   check_index_map(inst);
-  const Runs runs = build_runs(inst);
-  const at::Tensor counts = counts_of(runs, num_instances, acc_type(xs[0].scalar_type()));
-  std::vector<at::Tensor> means;
   for (const at::Tensor& x : xs) {
     check_map(x, inst, "x");
     TORCH_CHECK(x.scalar_type() == xs[0].scalar_type(), "inade._C: every map must have one dtype");
+  }
+  const Runs runs = build_runs(inst);
+  const at::Tensor counts = counts_of(runs, num_instances, acc_type(xs[0].scalar_type()));
+  std::vector<at::Tensor> means;
+  std::vector<Work> work;
+  for (const at::Tensor& x : xs) {
     at::Tensor out = at::empty({x.size(0), num_instances, x.size(1)}, x.options());
     const MapLayout g = layout_of(x);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "avg_pool_forward", [&] {
       using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-      auto kernel = walk_by_pixel(g) ? forward_by_pixel<scalar_t, acc_t> : forward_by_row<scalar_t, acc_t>;
-      kernel(x.const_data_ptr<scalar_t>(), g, runs, counts.const_data_ptr<acc_t>(), num_instances,
-             out.data_ptr<scalar_t>());
+      auto make = walk_by_pixel(g) ? forward_by_pixel<scalar_t, acc_t> : forward_by_row<scalar_t, acc_t>;
+      work.push_back(make(x.const_data_ptr<scalar_t>(), g, runs, counts.const_data_ptr<acc_t>(), num_instances,
+                          out.data_ptr<scalar_t>()));
     });
     means.push_back(out);
   }
+  run_all(work);
   return {means, counts};
 }
 
@@ -347,24 +381,28 @@ std::vector<at::Tensor> backward(const std::vector<at::Tensor>& grads, const at:
   TORCH_CHECK(counts.is_contiguous() && counts.dim() == 2 && counts.size(0) == inst.size(0),
               "inade._C: counts must be a contiguous [B, L] tensor");
   const int64_t num_instances = counts.size(1);
-  const Runs runs = build_runs(inst);
-  std::vector<at::Tensor> dxs;
-  for (size_t i = 0; i < grads.size(); ++i) {
-    const at::Tensor& dy = grads[i];
+  for (const at::Tensor& dy : grads) {
     TORCH_CHECK(dy.is_contiguous() && dy.dim() == 3 && dy.size(0) == inst.size(0) && dy.size(1) == num_instances,
                 "inade._C: each gradient must be a contiguous [B, L, C] tensor");
     TORCH_CHECK(counts.scalar_type() == acc_type(dy.scalar_type()), "inade._C: counts has the wrong dtype");
+  }
+  const Runs runs = build_runs(inst);
+  std::vector<at::Tensor> dxs, tables;
+  std::vector<Work> work;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    const at::Tensor& dy = grads[i];
     const auto format = channels_last[i] ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
     at::Tensor dx = at::empty({inst.size(0), dy.size(2), inst.size(1), inst.size(2)}, dy.options(), format);
     const MapLayout g = layout_of(dx);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "avg_pool_backward", [&] {
       using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-      auto kernel = walk_by_pixel(g) ? backward_by_pixel<scalar_t, acc_t> : backward_by_row<scalar_t, acc_t>;
-      kernel(dy.const_data_ptr<scalar_t>(), counts.const_data_ptr<acc_t>(), runs, num_instances,
-             dx.data_ptr<scalar_t>(), g);
+      tables.push_back(scaled_table<scalar_t, acc_t>(dy, counts));
+      auto make = walk_by_pixel(g) ? backward_by_pixel<scalar_t> : backward_by_row<scalar_t>;
+      work.push_back(make(tables.back().const_data_ptr<scalar_t>(), runs, num_instances, dx.data_ptr<scalar_t>(), g));
     });
     dxs.push_back(dx);
   }
+  run_all(work);
   return dxs;
 }
 
