@@ -14,7 +14,7 @@ Rows (each for ``ours`` = the default backend of the ops, and ``official-style``
   ``D`` (2 scales, ndf 64) on fake and real, the losses (hinge GAN, feature
   matching, KL; no VGG — it needs downloaded weights and costs the same in both
   paths), backward; then ``D`` on the detached fake and the real image, its hinge
-  losses, backward. No optimizer update (``zero_grad(set_to_none=True)`` only).
+  losses, backward. No optimizer update; gradients are cleared (untimed) before each step.
 
 ``official-style`` swaps the three ops for bench/official_style.py's re-implementations
 of the public code's approach — dense one-hot maps + ``einsum`` in every norm
@@ -166,11 +166,15 @@ def make_calls(cfg, G, E, D, label, inst, real):
         with torch.no_grad():
             return G(label, inst, noise=noise, z=z, remap=E(real, inst))
 
+    def clear_grads():  # before each step, untimed: its frees would blur the memory trace
+        for m in (G, E, D):
+            if m is not None:
+                m.zero_grad(set_to_none=True)
+
     def train_step():
         for m in (G, E, D):
             if m is not None:
                 m.train()
-                m.zero_grad(set_to_none=True)
         enc = E(real, inst) if E is not None else None
         fake = G(label, inst, noise=noise, z=z, remap=enc)
         g_losses = crit.generator_losses(D, label, inst, fake, real, enc)
@@ -179,23 +183,27 @@ def make_calls(cfg, G, E, D, label, inst, real):
         sum(d_losses.values()).backward()
         return fake
 
-    calls = {"G inference": g_inference, "train step": train_step}
+    calls = {"G inference": (None, g_inference), "train step": (clear_grads, train_step)}
     if E is not None:
-        calls["E+G inference"] = eg_inference
+        calls["E+G inference"] = (None, eg_inference)
     return calls
 
 
 def interleaved_medians(fns: dict[str, object], device: torch.device, min_run_time: float,
-                        min_samples: int = 5) -> dict[str, float]:
+                        min_samples: int = 5, setup=None) -> dict[str, float]:
     """Median milliseconds of each ``fns[path]()``, sampled in alternation (one call of each path per
     round, after a warm-up call) until every path has ``min_samples`` samples and ``min_run_time``
     seconds. The CPU of this machine is shared: alternating puts both paths under the same load,
-    where back-to-back blocks of ``torch.utils.benchmark`` runs would not."""
+    where back-to-back blocks of ``torch.utils.benchmark`` runs would not. ``setup()`` runs untimed
+    before every call."""
+    setup = setup or (lambda: None)
     samples = {path: [] for path in fns}
     for fn in fns.values():
+        setup()
         fn()
     while any(len(v) < min_samples or sum(v) < min_run_time for v in samples.values()):
         for path, fn in fns.items():
+            setup()
             common.sync(device)
             t0 = time.perf_counter()
             fn()
@@ -216,12 +224,14 @@ def measure(calls: dict, official: dict, device: torch.device, min_run_time: flo
     """Rows of median time and peak extra memory per call and path (``official`` holds the calls that
     run on the official-style path)."""
     rows = []
-    for name, fn in calls.items():
+    for name, (setup, fn) in calls.items():
         paths = {"ours": fn}
         if name in official:
             paths["official-style"] = _official(fn)
-        medians = interleaved_medians(paths, device, min_run_time)
+        medians = interleaved_medians(paths, device, min_run_time, setup=setup)
         for path, call in paths.items():
+            if setup:
+                setup()
             peak = common.peak_extra_bytes(call, device)
             rows.append({"call": name, "path": path, "median_ms": medians[path], "peak_extra_MB": peak / 2**20})
             print(f"  {name:14s} {path:15s} {medians[path]:9.1f} ms  {peak / 2**20:8.1f} MB", flush=True)
@@ -258,8 +268,8 @@ def main(argv=None) -> None:
     notes = [
         f"CelebAMask-HQ config with ngf={args.ngf} (paper 64), {args.size}x{args.size}, B=1, {L} instances; "
         f"train step = {'E+G+D' if E is not None else 'G+D (no encoder available)'} forward/backward with GAN, "
-        "feature-matching and KL losses, then D on the detached "
-        "fake: forward/backward; no VGG loss, no optimizer update. Median of alternating single-call samples.",
+        "feature-matching and KL losses, then D on the detached fake: forward/backward; no VGG loss, no "
+        "optimizer update (gradients cleared untimed before each step). Median of alternating single-call samples.",
         f"ops: {inade.ops.resolve(device)} backend for 'ours'; official-style = bench/official_style.py functions "
         "swapped in for the three ops (same modules, weights, inputs).",
     ]
@@ -271,7 +281,7 @@ def main(argv=None) -> None:
         if missing:
             notes.append(f"no official-style baseline for {missing} in bench/official_style.py: the "
                          "official-style rows run our op there")
-        for name, fn in calls.items():
+        for name, (_, fn) in calls.items():
             err = try_call(_official(fn))
             if err is None:
                 official[name] = fn
@@ -292,11 +302,12 @@ def main(argv=None) -> None:
     for r in rows:
         r.update(ngf=args.ngf, size=args.size, batch=1, instances=L, config="celeba")
     path = common.write_results(args.name, rows, device, notes="\n".join(notes))
-    print()
-    print(common.markdown_table(rows, ["call", "path", "median_ms", "peak_extra_MB", "speedup_vs_official",
-                                       "memory_ratio_official_over_ours"]))
-    print("\n" + "\n".join(notes))
-    print(f"\nwrote {path}")
+    table = common.markdown_table(rows, ["call", "path", "median_ms", "peak_extra_MB", "speedup_vs_official",
+                                         "memory_ratio_official_over_ours"])
+    text = f"# Model speed ({common.device_name(device)})\n\n{table}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    path.with_suffix(".md").write_text(text)
+    print("\n" + text)
+    print(f"wrote {path} and {path.with_suffix('.md').name}")
 
 
 if __name__ == "__main__":

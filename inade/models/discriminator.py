@@ -121,11 +121,11 @@ def _init_conv(conv: nn.Conv2d, gain: float = 0.02) -> nn.Conv2d:
     return conv
 
 
-def _spectral_instance(conv: nn.Conv2d) -> nn.Sequential:
-    """Spectral-normed conv (its bias dropped: the norm removes it) + parameter-free instance norm."""
-    conv = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=False)
-    _init_conv(conv)
-    return nn.Sequential(nn.utils.spectral_norm(conv), nn.InstanceNorm2d(conv.out_channels, affine=False))
+def _spectral_instance(fin: int, fout: int, kw: int, stride: int, padw: int) -> nn.Sequential:
+    """Spectral-normed conv without bias (the instance norm after it would remove one) and a
+    parameter-free instance norm: the public code's ``spectralinstance``."""
+    conv = _init_conv(nn.Conv2d(fin, fout, kw, stride, padw, bias=False))
+    return nn.Sequential(nn.utils.spectral_norm(conv), nn.InstanceNorm2d(fout, affine=False))
 
 
 class NLayerDiscriminator(nn.Module):
@@ -140,8 +140,7 @@ class NLayerDiscriminator(nn.Module):
         for n in range(1, n_layers):
             nf_prev, nf = nf, min(nf * 2, 512)
             stride = 1 if n == n_layers - 1 else 2
-            conv = nn.Conv2d(nf_prev, nf, kw, stride, padw)
-            layers.append(nn.Sequential(_spectral_instance(conv), nn.LeakyReLU(0.2)))
+            layers.append(nn.Sequential(_spectral_instance(nf_prev, nf, kw, stride, padw), nn.LeakyReLU(0.2)))
         layers.append(nn.Sequential(_init_conv(nn.Conv2d(nf, 1, kw, 1, padw))))
         for n, layer in enumerate(layers):
             self.add_module(f"model{n}", layer)
