@@ -278,7 +278,10 @@ def test_two_processes_equal_one_process_on_the_whole_batch(tmp_path):
     INADE batch statistics equal those of one process on the global batch of 4."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    args = TINY + ["--batchSize", "4", "--max_steps", "1", "--checkpoints_dir", str(tmp_path), "--display_freq", "1000"]
+    # The public learning rate: weights whose gradient sign rounding flips move little, so the
+    # discriminator pass (which runs the updated G) sees the same statistics too.
+    args = TINY + ["--batchSize", "4", "--max_steps", "1", "--checkpoints_dir", str(tmp_path), "--display_freq", "1000",
+                   "--lr", "0.0002"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("WORLD_SIZE", None)
     one = subprocess.run([sys.executable, str(script), str(tmp_path / "one.pt"), *args, "--name", "one"],
@@ -295,9 +298,11 @@ def test_two_processes_equal_one_process_on_the_whole_batch(tmp_path):
         torch.testing.assert_close(b["grads"][k], a["grads"][k], rtol=1e-4, atol=1e-6, msg=k)
     for k in a["buffers"]:
         torch.testing.assert_close(b["buffers"][k], a["buffers"][k], rtol=1e-4, atol=2e-5, msg=k)
-    # Adam's first step moves each weight by lr * sign(grad): equal wherever the sign is certain.
+    # Adam's first step moves each weight by lr * sign(grad): equal wherever the sign is certain,
+    # and at most two steps apart where a gradient is so small that rounding can flip its sign.
+    lr_G, lr_D, _ = learning_rates(parse_options(args)[1])
     for k, w in a["params"].items():
         g = a["grads"].get(k)
         sure = g.abs() > 1e-6 if g is not None else torch.ones_like(w, dtype=torch.bool)
         torch.testing.assert_close(b["params"][k][sure], w[sure], rtol=0, atol=1e-6, msg=k)
-        assert (b["params"][k] - w).abs().max() <= 2.01 * 4e-4, k
+        assert (b["params"][k] - w).abs().max() <= 2.01 * (lr_D if k.startswith("D.") else lr_G), k

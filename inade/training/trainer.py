@@ -267,7 +267,8 @@ class Trainer:
             self.save(progress)
         if self.step % self.steps_per_epoch == 0:
             epoch = self.step // self.steps_per_epoch
-            if (epoch % opt.save_epoch_freq == 0 or epoch == self.epochs) and self.dist.is_main:
+            keep = opt.save_epoch_freq > 0 and (epoch % opt.save_epoch_freq == 0 or epoch == self.epochs)
+            if keep and self.dist.is_main:
                 ckpt.save_public(self.folder, str(epoch), self.G, self.D, self.E)
 
     # ------------------------------------------------------------------------------
