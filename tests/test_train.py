@@ -306,3 +306,14 @@ def test_two_processes_equal_one_process_on_the_whole_batch(tmp_path):
         sure = g.abs() > 1e-6 if g is not None else torch.ones_like(w, dtype=torch.bool)
         torch.testing.assert_close(b["params"][k][sure], w[sure], rtol=0, atol=1e-6, msg=k)
         assert (b["params"][k] - w).abs().max() <= 2.01 * (lr_D if k.startswith("D.") else lr_G), k
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_steps_are_finite(tmp_path, amp):
+    opt, cfg, _ = tiny_options(tmp_path, "--max_steps", "2", "--amp", amp)
+    tr = quiet_trainer(opt, cfg)
+    b = next(iter(tr.loader))
+    losses = tr.train_step(b)
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    assert all(torch.isfinite(p).all() for p in tr.G.parameters())
+    assert tr.scaler_G.is_enabled() == (amp == "fp16")
