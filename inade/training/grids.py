@@ -4,8 +4,8 @@ For each of ``K`` fixed layouts the grid has two rows of ``2 + M`` tiles:
 
 * row 1: the colour-coded label map, the real image, then ``M`` random styles
   (every instance's noise and ``z`` redrawn);
-* row 2: the label map with one instance highlighted, the first style of row 1
-  again, then ``M`` images in which only that instance's noise is redrawn
+* row 2: the label map with one instance highlighted (:func:`pick_instance`), the
+  first style of row 1 again, then ``M`` images in which only that instance's noise is redrawn
   (everything else, ``z`` included, is kept): the instance should change and the
   rest of the picture stay.
 
@@ -42,14 +42,16 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 
 def pick_instance(inst: torch.Tensor) -> int:
-    """The instance a grid resamples: the largest one covering under 40% of the image
-    (a thing rather than the sky), else the smallest."""
+    """The instance a grid resamples: the largest one that does not touch the image border
+    (an object rather than a background region such as the sky), else the smallest."""
     counts = torch.bincount(inst.flatten().long())
-    ids = counts.nonzero().flatten()
-    small = [int(i) for i in ids if counts[i] < 0.4 * inst.numel()]
-    if small:
-        return max(small, key=lambda i: int(counts[i]))
-    return int(ids[counts[ids].argmin()])
+    border = torch.cat([inst[0], inst[-1], inst[:, 0], inst[:, -1]]).long().unique()
+    inner = counts.clone()
+    inner[border] = 0
+    if inner.max() > 0:
+        return int(inner.argmax())
+    present = counts.nonzero().flatten()
+    return int(present[counts[present].argmin()])
 
 
 def highlight(label_rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -181,10 +181,11 @@ def make_config(opt) -> Config:
 
 def format_options(opt, cfg) -> str:
     """The options as the public code's ``opt.txt`` lists them, model options included."""
-    rows = {**cfg.to_dict(), **vars(opt)}
-    rows.pop("name", None)
+    rows = {k: v for k, v in vars(opt).items() if v is not None and k != "name"}
+    rows.update({k: v for k, v in cfg.to_dict().items() if k != "name"})
+    rows["preset"] = cfg.name
     lines = ["----------------- Options ---------------", f"{'name':>25}: {opt.name}"]
-    lines += [f"{k:>25}: {v}" for k, v in sorted(rows.items()) if v is not None]
+    lines += [f"{k:>25}: {v}" for k, v in sorted(rows.items())]
     lines.append("----------------- End -------------------")
     return "\n".join(lines)
 

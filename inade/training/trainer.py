@@ -149,6 +149,7 @@ class Trainer:
             if self.E is not None:
                 self.E_train, self.E_fake = torch.compile(self.E_train), torch.compile(self.E)
         self.step = 0
+        self.last_grid_step = None
         self.grid_batch = self._grid_layouts() if self.dist.is_main else None
 
     # ------------------------------------------------------------------------------
@@ -245,7 +246,8 @@ class Trainer:
         progress.close()
         self.save(progress)
         if self.dist.is_main:
-            self.write_grid()
+            if self.last_grid_step != self.step:
+                self.write_grid()
             seconds = time.perf_counter() - t0
             done = self.step - start
             how = "interrupted" if interrupted else "finished"
@@ -340,6 +342,7 @@ class Trainer:
         return torch.utils.data.default_collate([source[(i, 0)] for i in range(k)])
 
     def write_grid(self) -> Path:
+        self.last_grid_step = self.step
         b = self.grid_batch
         path = self.folder / "samples" / f"step_{self.step:07d}.png"
         with self.autocast():
