@@ -13,8 +13,9 @@ follows the public code's COCO defaults (the paper does not report it).
 
 ``synthetic`` is the built-in toy set of :mod:`inade.data` (no download; the
 README's training command uses it): 64×64 RGB images of ``label_nc = 6`` classes
-— class 0 background plus five shape classes — with several instances per
-class, so the instance-level paths are exercised. It uses a narrow generator
+— three stuff classes (sky, ground, road) and three object classes (disc, box,
+ellipse), several object instances per scene — so the instance-level paths are
+exercised (:class:`inade.data.SyntheticScenes`). It uses a narrow generator
 (``ngf = 16``, ``noise_nc = 16``) so a CPU trains it in minutes.
 """
 from __future__ import annotations
