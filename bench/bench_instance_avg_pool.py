@@ -15,6 +15,11 @@ official-style path loops over instances once per map, as the public code does.
 
     python -m bench.bench_instance_avg_pool            # all shapes
     python -m bench.bench_instance_avg_pool --quick    # the (B4, C256, 128x128, L32) shape only
+
+On a CPU shared with other busy processes, run with ``OMP_WAIT_POLICY=passive``:
+with OpenMP's default spin-waiting, every parallel region (each torch op of the
+official-style loop, each of ours) can stall for whole scheduler ticks (4 ms
+here) while spinning threads and the other processes fight for the cores.
 """
 from __future__ import annotations
 
@@ -154,6 +159,7 @@ def main(argv=None):
                  "official-style = Python loop over instances on a one-hot map (one loop per map)")
         if device.type == "cpu":
             notes += "; 1/5/15-min load average after the run: %.1f %.1f %.1f (shared machine)" % os.getloadavg()
+            notes += f"; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
         print("wrote", common.write_results("instance_avg_pool" + ("_quick" if args.quick else ""), rows, device, notes))
 
 

@@ -39,7 +39,8 @@ def avg_pool_loop(x, inst, num_instances):
     """
     if isinstance(x, (list, tuple)):
         return tuple(avg_pool_loop(t, inst, num_instances) for t in x)
-    onehot = one_hot_map(inst, num_instances, x.dtype)
+    # Contiguous [B, L, H, W], as the public code builds it (scatter_ into zeros).
+    onehot = one_hot_map(inst, num_instances, x.dtype).contiguous()
     rows = []
     for l in range(num_instances):
         mask = onehot[:, l : l + 1]  # [B, 1, H, W]
