@@ -157,10 +157,21 @@ def _final_state(tr):
             **{f"E.{k}": v for k, v in tr.E.state_dict().items()}}
 
 
-def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
+@pytest.fixture
+def two_threads_deterministic():
+    """Two threads (where CPU index_put_ accumulation order varies) and --deterministic's global switch,
+    undone afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield ["--deterministic"]
+    torch.use_deterministic_algorithms(False)
+    torch.set_num_threads(n)
+
+
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path, two_threads_deterministic):
     """Ctrl-C after step 2 saves; --continue_train to step 5 gives the weights of 5 uninterrupted steps
     (bit for bit: all randomness is keyed by seed, step and sample; steps cross an epoch boundary)."""
-    steps = ["--max_steps", "5", "--display_freq", "1000", "--save_latest_freq", "1000"]
+    steps = ["--max_steps", "5", "--display_freq", "1000", "--save_latest_freq", "1000", *two_threads_deterministic]
     opt, cfg, _ = tiny_options(tmp_path / "a", *steps)
     straight = quiet_trainer(opt, cfg)
     straight.run()

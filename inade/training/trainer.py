@@ -47,6 +47,18 @@ def _ignore_sigint(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def make_deterministic(device: torch.device) -> None:
+    """Deterministic algorithms only. Without this, CPU ``index_put_`` with accumulation (the
+    backward of the norms' class-table lookup) adds in thread order, so two runs with several
+    threads drift apart by rounding; with one thread they agree anyway."""
+    import os  # noqa: PLC0415
+
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
+
+
 def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for ``--amp`` (``auto``: bfloat16 where supported, else float16)."""
     if name == "none":
@@ -99,6 +111,8 @@ class Trainer:
             log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if self.dist.is_main else (lambda *a: None)
         self.log = log
         self.folder = Path(opt.checkpoints_dir) / opt.name
+        if opt.deterministic:
+            make_deterministic(self.device)
 
         # Part 1. Data: a sampler that splits each global batch across processes.
         self.dataset = build_dataset(cfg, opt.dataroot, opt.phase, synthetic_size=opt.synthetic_size,
