@@ -259,6 +259,13 @@ def test_cityscapes_keeps_cars_apart_and_classes(tmp_path):
     assert inst.max() + 1 == 4 and not flipped
 
 
+def test_no_instance_uses_the_label_map(tmp_path):
+    make_cityscapes(tmp_path, np.random.default_rng(0))
+    cfg = inade.config("cityscapes", crop_size=64, load_size=64, num_upsampling_layers="normal", no_instance=True)
+    s = build_dataset(cfg, tmp_path, "test")[(0, 0)]
+    assert torch.equal(s["instance"], compact_ids(s["label"])[0]), "the two cars merge into one car-class instance"
+
+
 def test_ade20k_dontcare_and_shift(tmp_path):
     make_ade20k(tmp_path, np.random.default_rng(0))
     cfg = inade.config("ade20k", crop_size=64, load_size=64, aspect_ratio=2.0)

@@ -8,6 +8,8 @@ collate stacks them into the ``[B, H, W]`` / ``[B, 3, H, W]`` batches the model 
 """
 from __future__ import annotations
 
+import dataclasses
+
 from inade.data.folders import LAYOUTS, SHIFT_LABELS, PairedDataset, dataset_files
 from inade.data.ids import cityscapes_class, compact_ids
 from inade.data.sampler import EpochSampler, augmentation_seed
@@ -25,7 +27,8 @@ def build_dataset(cfg, dataroot=None, phase: str = "train", *, synthetic_size: i
         cfg: an :class:`inade.config.Config` (uses ``dataset_mode``, ``label_nc``,
             ``contain_dontcare_label``, ``output_size`` (from ``crop_size``,
             ``aspect_ratio``, ``num_upsampling_layers``), ``load_size``,
-            ``preprocess_mode``, ``no_flip``).
+            ``preprocess_mode``, ``no_flip``, ``no_instance``: instance files are
+            then ignored and each class region is one instance).
         dataroot: the dataset's folder (unused for ``synthetic``).
         phase: ``train``, ``val`` or ``test``. Flips only in ``train``; outside it,
             ``resize_and_crop`` loads at the crop size (no random crop), like the public code.
@@ -39,6 +42,8 @@ def build_dataset(cfg, dataroot=None, phase: str = "train", *, synthetic_size: i
     if dataroot is None:
         raise ValueError(f"dataset_mode {cfg.dataset_mode!r} needs a dataroot (the dataset's folder)")
     files = dataset_files(mode, dataroot, phase)[:max_dataset_size]
+    if getattr(cfg, "no_instance", False):  # one instance per class present, as without instance files
+        files = [dataclasses.replace(f, instance=None) for f in files]
     train = phase == "train"
     return PairedDataset(
         files,
