@@ -111,7 +111,7 @@ class Trainer:
             log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if self.dist.is_main else (lambda *a: None)
         self.log = log
         self.folder = Path(opt.checkpoints_dir) / opt.name
-        if opt.deterministic:
+        if getattr(opt, "deterministic", False):
             make_deterministic(self.device)
 
         # Part 1. Data: a sampler that splits each global batch across processes.
