@@ -9,6 +9,11 @@ and against ``torch.compile(reference)``.
 
     python -m bench.bench_instance_modulation            # all shapes
     python -m bench.bench_instance_modulation --quick    # the issue's headline shape only
+
+Besides the op itself, the headline shape is also timed as a whole norm layer
+(``inade.nn.INADENorm``: tables from ``L_m`` class distributions and the noise,
+then the op) against the public code's layer (per-pixel class and noise maps
+from one-hot maps, six ``einsum``s), since that is the work the op replaces.
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ import torch
 from bench import common, official_style
 from inade.ops import instance_modulation, reference, use_backend
 
+# Layer-level case: (name, B, C, H, W, L, L_m, noise_nc)
+LAYER_SHAPES = [("layer-B2-C256-64x128-L32-Lm36", 2, 256, 64, 128, 32, 36, 64)]
 # (name, B, C, H, W, L)
 SHAPES = [
     ("B2-C256-64x128-L32", 2, 256, 64, 128, 32),
@@ -142,6 +149,47 @@ def run(shapes, dtypes, device, min_run_time):
     return rows
 
 
+def run_layer(shapes, device, min_run_time):
+    """INADENorm (ours, default backend) vs the public code's layer, training mode, fwd+bwd."""
+    from inade.nn import INADENorm, instance_classes  # noqa: PLC0415
+
+    rows = []
+    for name, B, C, H, W, L, M, N in shapes:
+        g = torch.Generator().manual_seed(0)
+        norm = INADENorm(C, M, N).to(device)
+        x, inst, _, _, dy = make_case(B, C, H, W, L, torch.float32, device)
+        cls = torch.randint(0, M, (B, L), generator=g).to(device)
+        label = torch.gather(cls, 1, inst.flatten(1)).view(B, H, W)
+        noise = torch.randn(B, L, 2, N, generator=g).to(device)
+        seg = official_style.one_hot_map(label, M, x.dtype).contiguous()
+        ins = official_style.one_hot_map(inst, L, x.dtype).contiguous()
+        cls = instance_classes(label, inst, L)  # once per generator forward, shared by every layer
+        xl = x.clone().requires_grad_()
+
+        def ours():
+            return norm(xl, inst, cls, noise)
+
+        def official():
+            return official_style.inade_norm_layer(norm, xl, seg, ins, noise)
+
+        results = {}
+        for cand, fn in (("official-style layer", official), ("INADENorm (ours)", ours)):
+            def fwd_bwd(fn=fn):
+                xl.grad = None
+                norm.zero_grad(set_to_none=True)
+                fn().backward(dy)
+
+            with torch.no_grad():
+                fwd = common.median_ms(fn, device, min_run_time)
+            results[cand] = {"fwd_ms": fwd, "fwd_bwd_ms": common.median_ms(fwd_bwd, device, min_run_time),
+                             "peak_extra_MB": common.peak_extra_bytes(fwd_bwd, device) / 2**20}
+        base = results["official-style layer"]["fwd_bwd_ms"]
+        for cand, r in results.items():
+            rows.append({"op": "INADE norm layer", "shape": name, "dtype": "float32", "backend": cand, **r,
+                         "x_vs_official": base / r["fwd_bwd_ms"]})
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only the headline shape, float32")
@@ -156,7 +204,7 @@ def main(argv=None):
         dtypes = [torch.float32] if device.type == "cpu" else [torch.float32, torch.bfloat16]
         if device.type == "cpu":  # the 4x128x256x512 case is GPU-sized
             shapes = [s for s in shapes if s[0] != "B4-C128-256x512-L64"]
-    rows = run(shapes, dtypes, device, args.min_run_time)
+    rows = run(shapes, dtypes, device, args.min_run_time) + run_layer(LAYER_SHAPES, device, args.min_run_time)
     columns = ["shape", "dtype", "backend", "fwd_ms", "fwd_bwd_ms", "fwd_bwd_GBps", "fwd_bwd_pct_peak_bw",
                "peak_extra_MB", "x_vs_official", "x_vs_compile", "x_vs_reference", "error"]
     print(common.markdown_table(rows, columns))

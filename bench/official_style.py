@@ -66,3 +66,20 @@ def conv2d_unfold(x, inst, weight, bias, stride, padding):
     if bias is not None:
         y = y + bias[None, :, None]
     return y.view(B, c_out, h_out, w_out)
+
+
+def inade_norm_layer(norm, x, seg_onehot, inst_onehot, noise):
+    """One INADE norm layer the public code's way (``ILADE.forward``): per-pixel class maps
+    from the label one-hot ``seg_onehot [B, L_m, H, W]`` and per-pixel noise maps from the
+    instance one-hot ``inst_onehot [B, L, H, W]``, six ``einsum``s over dense maps, then
+    batch norm and modulation. ``norm`` is an :class:`inade.nn.INADENorm` (its parameters)."""
+    mapped = norm.fc_noise(noise)  # [B, L, 2, C]
+    bn = norm.param_free_norm
+    normalized = F.batch_norm(x, bn.running_mean, bn.running_var, None, None, True, bn.momentum, bn.eps)
+    maps = []
+    for k in range(2):  # 0: gamma, 1: beta
+        a = torch.einsum("mc,bmhw->bchw", norm.weight[..., k], seg_onehot)
+        b = torch.einsum("mc,bmhw->bchw", norm.bias[..., k], seg_onehot)
+        n = torch.einsum("blc,blhw->bchw", mapped[:, :, k], inst_onehot)
+        maps.append(a * n + b)
+    return maps[0] * normalized + maps[1]

@@ -32,11 +32,9 @@ at::ScalarType acc_type(const at::Tensor& x) {
   return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-// Every kernel walks one (b, c) row at a time. Two things keep the inner loops
-// vectorisable: rows are split into runs of equal instance id (instances are
-// regions, so runs are long), inside which the table entry is a scalar; and the
-// contiguity of a row is a template parameter, so `offset(k)` is `k` when rows
-// are contiguous. Reductions use `omp simd reduction` with double accumulators.
+// Every kernel walks one (b, c) row at a time, with the row's table entries in a
+// small local array (gathers from it vectorise with AVX2). The contiguity of a
+// row is a template parameter, so `offset(k)` is `k` when rows are contiguous.
 template <bool kContig>
 struct Row {
   int64_t stride;
@@ -50,19 +48,6 @@ inline void with_contiguity(bool contiguous, F&& f) {
     f(std::true_type{});
   } else {
     f(std::false_type{});
-  }
-}
-
-// Calls f(id, begin, end) for each maximal run of equal ids in ids[0, n).
-template <typename index_t, typename F>
-inline void for_each_run(const index_t* ids, int64_t n, F&& f) {
-  int64_t i = 0;
-  while (i < n) {
-    const index_t id = ids[i];
-    int64_t j = i + 1;
-    while (j < n && ids[j] == id) ++j;
-    f(static_cast<int64_t>(id), i, j);
-    i = j;
   }
 }
 
@@ -110,13 +95,13 @@ void apply_kernel(const scalar_t* x, const index_t* inst, const scalar_t* gamma,
         }
         const scalar_t* xr = x + b * g.s_b + c * g.s_c;
         scalar_t* yr = y + b * gy.s_b + c * gy.s_c;
-        for_each_run(inst + b * g.hw, g.hw, [&](int64_t id, int64_t i, int64_t j) {
-          const opmath_t s = scale[id], t = shift[id];
+        const index_t* ids = inst + b * g.hw;
+        const opmath_t* sc = scale.data();
+        const opmath_t* sh = shift.data();
 #pragma omp simd
-          for (int64_t k = i; k < j; ++k) {
-            yr[at_y(k)] = static_cast<scalar_t>(static_cast<opmath_t>(xr[at_x(k)]) * s + t);
-          }
-        });
+        for (int64_t k = 0; k < g.hw; ++k) {
+          yr[at_y(k)] = static_cast<scalar_t>(static_cast<opmath_t>(xr[at_x(k)]) * sc[ids[k]] + sh[ids[k]]);
+        }
       }
     });
   });
@@ -126,33 +111,39 @@ template <typename scalar_t, typename index_t, typename acc_t>
 void backward_reduce_kernel(const scalar_t* dy, const scalar_t* x, const index_t* inst, const acc_t* mean,
                             const acc_t* invstd, acc_t* dgamma, acc_t* dbeta, const RowLayout& gd,
                             const RowLayout& g, int64_t num_instances) {
+  // Each pixel adds into one of kLanes copies of its instance's accumulators (by
+  // pixel position), so neighbouring pixels of one instance never wait on each
+  // other's store; the copies are summed in double at the end of the row.
+  constexpr int64_t kLanes = 8;
+  using lane_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
   at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t r0, int64_t r1) {
-    std::vector<double> sum_dy_x(num_instances), sum_dy(num_instances);
+    std::vector<lane_t> lane_dy_x(num_instances * kLanes), lane_dy(num_instances * kLanes);
     with_contiguity(g.s_hw == 1 && gd.s_hw == 1, [&](auto contig) {
       const Row<decltype(contig)::value> at_x{g.s_hw}, at_d{gd.s_hw};
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / g.channels, c = r % g.channels;
-        std::fill(sum_dy_x.begin(), sum_dy_x.end(), 0.0);
-        std::fill(sum_dy.begin(), sum_dy.end(), 0.0);
+        std::fill(lane_dy_x.begin(), lane_dy_x.end(), lane_t(0));
+        std::fill(lane_dy.begin(), lane_dy.end(), lane_t(0));
         const scalar_t* xr = x + b * g.s_b + c * g.s_c;
         const scalar_t* dyr = dy + b * gd.s_b + c * gd.s_c;
-        for_each_run(inst + b * g.hw, g.hw, [&](int64_t id, int64_t i, int64_t j) {
-          double a = 0, d = 0;
-#pragma omp simd reduction(+ : a, d)
-          for (int64_t k = i; k < j; ++k) {
-            const double v = static_cast<double>(dyr[at_d(k)]);
-            a += v * static_cast<double>(xr[at_x(k)]);
-            d += v;
-          }
-          sum_dy_x[id] += a;
-          sum_dy[id] += d;
-        });
-        const double m = mean[c], is = invstd[c];
+        const index_t* ids = inst + b * g.hw;
+        const lane_t m = static_cast<lane_t>(mean[c]);
+        for (int64_t k = 0; k < g.hw; ++k) {
+          const int64_t slot = static_cast<int64_t>(ids[k]) * kLanes + (k & (kLanes - 1));
+          const lane_t v = static_cast<lane_t>(dyr[at_d(k)]);
+          lane_dy_x[slot] += v * (static_cast<lane_t>(xr[at_x(k)]) - m);
+          lane_dy[slot] += v;
+        }
+        const double is = invstd[c];
         for (int64_t l = 0; l < num_instances; ++l) {
+          double a = 0, d = 0;
+          for (int64_t q = 0; q < kLanes; ++q) {
+            a += lane_dy_x[l * kLanes + q];
+            d += lane_dy[l * kLanes + q];
+          }
           const int64_t t = (b * num_instances + l) * g.channels + c;
-          // sum dy * xhat = invstd * (sum dy * x - mean * sum dy)
-          dgamma[t] = static_cast<acc_t>(is * (sum_dy_x[l] - m * sum_dy[l]));
-          dbeta[t] = static_cast<acc_t>(sum_dy[l]);
+          dgamma[t] = static_cast<acc_t>(is * a);  // sum dy * xhat
+          dbeta[t] = static_cast<acc_t>(d);
         }
       }
     });
@@ -185,14 +176,13 @@ void backward_dx_kernel(const scalar_t* dy, const scalar_t* x, const index_t* in
         const scalar_t* xr = x + b * g.s_b + c * g.s_c;
         const scalar_t* dyr = dy + b * gd.s_b + c * gd.s_c;
         scalar_t* dxr = dx + b * gdx.s_b + c * gdx.s_c;
-        for_each_run(inst + b * g.hw, g.hw, [&](int64_t id, int64_t i, int64_t j) {
-          const opmath_t s = scale[id];
+        const index_t* ids = inst + b * g.hw;
+        const opmath_t* sc = scale.data();
 #pragma omp simd
-          for (int64_t k = i; k < j; ++k) {
-            dxr[at_dx(k)] = static_cast<scalar_t>(static_cast<opmath_t>(dyr[at_d(k)]) * s +
-                                                  static_cast<opmath_t>(xr[at_x(k)]) * a + k0);
-          }
-        });
+        for (int64_t k = 0; k < g.hw; ++k) {
+          dxr[at_dx(k)] = static_cast<scalar_t>(static_cast<opmath_t>(dyr[at_d(k)]) * sc[ids[k]] +
+                                                static_cast<opmath_t>(xr[at_x(k)]) * a + k0);
+        }
       }
     });
   });
