@@ -127,6 +127,9 @@ def run(shapes, dtypes, device, min_run_time):
     peak = common.peak_bandwidth(device)
     for name, B, C, H, W, L in shapes:
         for dtype in dtypes:
+            # A fresh compile cache per case: otherwise Dynamo's recompile limit silently
+            # turns the compiled baseline back into eager after a few shapes.
+            torch._dynamo.reset()
             case = make_case(B, C, H, W, L, dtype, device)
             results = {cand: measure(fn, case, device, min_run_time) for cand, fn in candidates(device).items()}
             base_official = results["official-style"].get("fwd_bwd_ms")
