@@ -113,13 +113,7 @@ def measure(fn, case, device, min_run_time):
         xl.grad = gl.grad = bl.grad = None
         y.backward(dy)
 
-    try:
-        fwd = common.median_ms(forward, device, min_run_time)
-        fwd_bwd = common.median_ms(forward_backward, device, min_run_time)
-        mem = common.peak_extra_bytes(forward_backward, device)
-    except Exception as err:  # noqa: BLE001  (a baseline that cannot run is reported, not fatal)
-        return {"error": f"{type(err).__name__}: {err}"[:200]}
-    return {"fwd_ms": fwd, "fwd_bwd_ms": fwd_bwd, "peak_extra_MB": mem / 2**20}
+    return common.time_forward_and_backward(forward, forward_backward, device, min_run_time)
 
 
 def run(shapes, dtypes, device, min_run_time):

@@ -80,6 +80,18 @@ def peak_extra_bytes(fn, device: torch.device) -> int:
     return peak
 
 
+def time_forward_and_backward(forward, forward_backward, device: torch.device, min_run_time: float) -> dict:
+    """``{fwd_ms, fwd_bwd_ms, peak_extra_MB}`` of two closures, or ``{error}`` when one cannot
+    run (a baseline that fails is reported in the table, not fatal)."""
+    try:
+        fwd = median_ms(forward, device, min_run_time)
+        fwd_bwd = median_ms(forward_backward, device, min_run_time)
+        mem = peak_extra_bytes(forward_backward, device)
+    except Exception as err:  # noqa: BLE001
+        return {"error": f"{type(err).__name__}: {err}"[:200]}
+    return {"fwd_ms": fwd, "fwd_bwd_ms": fwd_bwd, "peak_extra_MB": mem / 2**20}
+
+
 def machine_info(device: torch.device) -> dict:
     info = {
         "device": device_name(device),
