@@ -4,7 +4,8 @@
 // 1, channels-last: C); inst: [B, H*W] contiguous int32/int64; gamma, beta:
 // [B, L, C]. Work is split over (b, c) rows (or over c where a row's sums meet
 // across the batch) with at::parallel_for; each row keeps its instance's table
-// entries in a small local array so the inner loop is one gather and one FMA.
+// entries in a small local array, and the forward and dx passes walk the runs of
+// equal id (found once per call) so their inner loops are plain FMAs.
 // Accumulation is in double for the statistics and the per-instance sums.
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -33,8 +34,8 @@ at::ScalarType acc_type(const at::Tensor& x) {
 }
 
 // Every kernel walks one (b, c) row at a time, with the row's table entries in a
-// small local array (gathers from it vectorise with AVX2). The contiguity of a
-// row is a template parameter, so `offset(k)` is `k` when rows are contiguous.
+// small local array. The contiguity of a row is a template parameter, so
+// `offset(k)` is `k` when rows are contiguous.
 template <bool kContig>
 struct Row {
   int64_t stride;
@@ -49,6 +50,34 @@ inline void with_contiguity(bool contiguous, F&& f) {
   } else {
     f(std::false_type{});
   }
+}
+
+// Runs of equal id in each image's index map, found once per call and shared by
+// every channel of that image: inside a run the table entry is a scalar, so the
+// inner loop is a plain (vectorised) FMA over x.
+struct Runs {
+  std::vector<int64_t> begin, id;  // run q starts at pixel begin[q] and has instance id[q]
+  std::vector<int64_t> first;      // the runs of image b are [first[b], first[b + 1])
+  int64_t hw = 0;
+  int64_t end(int64_t b, int64_t q) const { return q + 1 < first[b + 1] ? begin[q + 1] : hw; }
+};
+
+template <typename index_t>
+Runs runs_of(const index_t* inst, int64_t batch, int64_t hw) {
+  Runs r;
+  r.hw = hw;
+  for (int64_t b = 0; b < batch; ++b) {
+    r.first.push_back(static_cast<int64_t>(r.id.size()));
+    const index_t* ids = inst + b * hw;
+    for (int64_t k = 0; k < hw; ++k) {
+      if (k == 0 || ids[k] != ids[k - 1]) {
+        r.begin.push_back(k);
+        r.id.push_back(static_cast<int64_t>(ids[k]));
+      }
+    }
+  }
+  r.first.push_back(static_cast<int64_t>(r.id.size()));
+  return r;
 }
 
 template <typename scalar_t>
@@ -80,6 +109,7 @@ void apply_kernel(const scalar_t* x, const index_t* inst, const scalar_t* gamma,
                   const acc_t* mean, const acc_t* invstd, scalar_t* y, const RowLayout& g, const RowLayout& gy,
                   int64_t num_instances) {
   using opmath_t = at::opmath_type<scalar_t>;
+  const Runs runs = runs_of(inst, g.batch, g.hw);
   at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t r0, int64_t r1) {
     std::vector<opmath_t> scale(num_instances), shift(num_instances);
     with_contiguity(g.s_hw == 1 && gy.s_hw == 1, [&](auto contig) {
@@ -95,12 +125,13 @@ void apply_kernel(const scalar_t* x, const index_t* inst, const scalar_t* gamma,
         }
         const scalar_t* xr = x + b * g.s_b + c * g.s_c;
         scalar_t* yr = y + b * gy.s_b + c * gy.s_c;
-        const index_t* ids = inst + b * g.hw;
-        const opmath_t* sc = scale.data();
-        const opmath_t* sh = shift.data();
+        for (int64_t q = runs.first[b]; q < runs.first[b + 1]; ++q) {
+          const opmath_t s = scale[runs.id[q]], t = shift[runs.id[q]];
+          const int64_t j = runs.end(b, q);
 #pragma omp simd
-        for (int64_t k = 0; k < g.hw; ++k) {
-          yr[at_y(k)] = static_cast<scalar_t>(static_cast<opmath_t>(xr[at_x(k)]) * sc[ids[k]] + sh[ids[k]]);
+          for (int64_t k = runs.begin[q]; k < j; ++k) {
+            yr[at_y(k)] = static_cast<scalar_t>(static_cast<opmath_t>(xr[at_x(k)]) * s + t);
+          }
         }
       }
     });
@@ -156,6 +187,7 @@ void backward_dx_kernel(const scalar_t* dy, const scalar_t* x, const index_t* in
                         bool batch_stats, scalar_t* dx, const RowLayout& gd, const RowLayout& g,
                         const RowLayout& gdx, int64_t num_instances) {
   using opmath_t = at::opmath_type<scalar_t>;
+  const Runs runs = runs_of(inst, g.batch, g.hw);
   at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t r0, int64_t r1) {
     std::vector<opmath_t> scale(num_instances);
     with_contiguity(g.s_hw == 1 && gd.s_hw == 1 && gdx.s_hw == 1, [&](auto contig) {
@@ -176,12 +208,14 @@ void backward_dx_kernel(const scalar_t* dy, const scalar_t* x, const index_t* in
         const scalar_t* xr = x + b * g.s_b + c * g.s_c;
         const scalar_t* dyr = dy + b * gd.s_b + c * gd.s_c;
         scalar_t* dxr = dx + b * gdx.s_b + c * gdx.s_c;
-        const index_t* ids = inst + b * g.hw;
-        const opmath_t* sc = scale.data();
+        for (int64_t q = runs.first[b]; q < runs.first[b + 1]; ++q) {
+          const opmath_t s = scale[runs.id[q]];
+          const int64_t j = runs.end(b, q);
 #pragma omp simd
-        for (int64_t k = 0; k < g.hw; ++k) {
-          dxr[at_dx(k)] = static_cast<scalar_t>(static_cast<opmath_t>(dyr[at_d(k)]) * sc[ids[k]] +
-                                                static_cast<opmath_t>(xr[at_x(k)]) * a + k0);
+          for (int64_t k = runs.begin[q]; k < j; ++k) {
+            dxr[at_dx(k)] = static_cast<scalar_t>(static_cast<opmath_t>(dyr[at_d(k)]) * s +
+                                                  static_cast<opmath_t>(xr[at_x(k)]) * a + k0);
+          }
         }
       }
     });
