@@ -142,11 +142,12 @@ template <typename scalar_t, typename index_t, typename acc_t>
 void backward_reduce_kernel(const scalar_t* dy, const scalar_t* x, const index_t* inst, const acc_t* mean,
                             const acc_t* invstd, acc_t* dgamma, acc_t* dbeta, const RowLayout& gd,
                             const RowLayout& g, int64_t num_instances) {
-  // Each pixel adds into one of kLanes copies of its instance's accumulators (by
-  // pixel position), so neighbouring pixels of one instance never wait on each
-  // other's store; the copies are summed in double at the end of the row.
+  // Each instance has kLanes partial sums: inside a run, every group of kLanes
+  // pixels adds into them with one vector operation (no dependency between
+  // neighbouring pixels); the partial sums are added in double at the end of the row.
   constexpr int64_t kLanes = 8;
   using lane_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+  const Runs runs = runs_of(inst, g.batch, g.hw);
   at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t r0, int64_t r1) {
     std::vector<lane_t> lane_dy_x(num_instances * kLanes), lane_dy(num_instances * kLanes);
     with_contiguity(g.s_hw == 1 && gd.s_hw == 1, [&](auto contig) {
@@ -157,13 +158,25 @@ void backward_reduce_kernel(const scalar_t* dy, const scalar_t* x, const index_t
         std::fill(lane_dy.begin(), lane_dy.end(), lane_t(0));
         const scalar_t* xr = x + b * g.s_b + c * g.s_c;
         const scalar_t* dyr = dy + b * gd.s_b + c * gd.s_c;
-        const index_t* ids = inst + b * g.hw;
         const lane_t m = static_cast<lane_t>(mean[c]);
-        for (int64_t k = 0; k < g.hw; ++k) {
-          const int64_t slot = static_cast<int64_t>(ids[k]) * kLanes + (k & (kLanes - 1));
-          const lane_t v = static_cast<lane_t>(dyr[at_d(k)]);
-          lane_dy_x[slot] += v * (static_cast<lane_t>(xr[at_x(k)]) - m);
-          lane_dy[slot] += v;
+        for (int64_t q = runs.first[b]; q < runs.first[b + 1]; ++q) {
+          lane_t* ax = lane_dy_x.data() + runs.id[q] * kLanes;
+          lane_t* ad = lane_dy.data() + runs.id[q] * kLanes;
+          const int64_t j = runs.end(b, q);
+          int64_t k = runs.begin[q];
+          for (; k + kLanes <= j; k += kLanes) {  // whole groups of kLanes pixels: one vector op each
+#pragma omp simd
+            for (int64_t u = 0; u < kLanes; ++u) {
+              const lane_t v = static_cast<lane_t>(dyr[at_d(k + u)]);
+              ax[u] += v * (static_cast<lane_t>(xr[at_x(k + u)]) - m);
+              ad[u] += v;
+            }
+          }
+          for (; k < j; ++k) {
+            const lane_t v = static_cast<lane_t>(dyr[at_d(k)]);
+            ax[k & (kLanes - 1)] += v * (static_cast<lane_t>(xr[at_x(k)]) - m);
+            ad[k & (kLanes - 1)] += v;
+          }
         }
         const double is = invstd[c];
         for (int64_t l = 0; l < num_instances; ++l) {
