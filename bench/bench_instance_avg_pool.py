@@ -23,9 +23,7 @@ here) while spinning threads and the other processes fight for the cores.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import warnings
 
 import torch
 
@@ -81,11 +79,9 @@ def candidates(device):
         return reference.instance_avg_pool(xs, inst, L)
 
     out = {"official-style": official, "reference": plain_reference}
-    try:
-        out["compile(reference)"] = torch.compile(plain_reference, dynamic=False)
-    except Exception as err:  # noqa: BLE001
-        warnings.warn(f"torch.compile unavailable: {err}")
-    out["cpp" if device.type == "cpu" else "triton"] = with_backend("cpp" if device.type == "cpu" else "triton")
+    if (fn := common.compiled(plain_reference)) is not None:
+        out["compile(reference)"] = fn
+    out[common.fused_backend(device)] = with_backend(common.fused_backend(device))
     return out
 
 
@@ -134,11 +130,7 @@ def run(shapes, dtypes, device, min_run_time):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="only the (B4, C256, 128x128, L32) shape, float32")
-    parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per measurement (CPU)")
-    parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results")
-    args = parser.parse_args(argv)
+    args = common.argument_parser(__doc__).parse_args(argv)
     device = common.default_device()
     shapes = SHAPES[:1] if args.quick else SHAPES
     dtypes = [torch.float32] if args.quick or device.type == "cpu" else [torch.float32, torch.bfloat16]

@@ -18,8 +18,6 @@ from the public code), B=4, L=32, and the issue's headline shape
 """
 from __future__ import annotations
 
-import argparse
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -79,11 +77,8 @@ def candidates(device, stride, padding):
         return F.conv2d(x, w, b, stride, padding)
 
     out = {"official-style": official}
-    torch._dynamo.reset()  # fresh compile caches per shape: no recompile limit, no silent eager fallback
-    try:
-        out["compile(reference)"] = torch.compile(plain_reference, dynamic=False)
-    except Exception as err:  # noqa: BLE001
-        warnings.warn(f"torch.compile unavailable: {err}")
+    if (fn := common.compiled(plain_reference)) is not None:
+        out["compile(reference)"] = fn
     out["dense F.conv2d"] = dense
     out[fused] = ours
     return out
@@ -139,11 +134,7 @@ def run(shapes, dtypes, device, min_run_time, skip=()):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="only the headline shape, float32")
-    parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per measurement (CPU)")
-    parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results")
-    args = parser.parse_args(argv)
+    args = common.argument_parser(__doc__).parse_args(argv)
     device = common.default_device()
     shapes = [HEADLINE] if args.quick else [HEADLINE, *ENCODER_LAYERS]
     dtypes = [torch.float32] if args.quick or device.type == "cpu" else [torch.float32, torch.bfloat16]

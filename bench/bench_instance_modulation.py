@@ -17,8 +17,6 @@ from one-hot maps, six ``einsum``s), since that is the work the op replaces.
 """
 from __future__ import annotations
 
-import argparse
-import warnings
 
 import torch
 
@@ -89,11 +87,9 @@ def candidates(device):
         return reference.instance_modulation(x, inst, gamma, beta, running_mean=rm, running_var=rv)
 
     out = {"official-style": official, "reference": plain_reference}
-    try:
-        out["compile(reference)"] = torch.compile(plain_reference, dynamic=False)
-    except Exception as err:  # noqa: BLE001
-        warnings.warn(f"torch.compile unavailable: {err}")
-    out["cpp" if device.type == "cpu" else "triton"] = with_backend("cpp" if device.type == "cpu" else "triton")
+    if (fn := common.compiled(plain_reference)) is not None:
+        out["compile(reference)"] = fn
+    out[common.fused_backend(device)] = with_backend(common.fused_backend(device))
     return out
 
 
@@ -121,9 +117,6 @@ def run(shapes, dtypes, device, min_run_time):
     peak = common.peak_bandwidth(device)
     for name, B, C, H, W, L in shapes:
         for dtype in dtypes:
-            # A fresh compile cache per case: otherwise Dynamo's recompile limit silently
-            # turns the compiled baseline back into eager after a few shapes.
-            torch._dynamo.reset()
             case = make_case(B, C, H, W, L, dtype, device)
             results = {cand: measure(fn, case, device, min_run_time) for cand, fn in candidates(device).items()}
             base_official = results["official-style"].get("fwd_bwd_ms")
@@ -188,11 +181,7 @@ def run_layer(shapes, device, min_run_time):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="only the headline shape, float32")
-    parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per measurement (CPU)")
-    parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results")
-    args = parser.parse_args(argv)
+    args = common.argument_parser(__doc__).parse_args(argv)
     device = common.default_device()
     if args.quick:
         shapes, dtypes = SHAPES[:1], [torch.float32]

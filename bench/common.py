@@ -8,11 +8,13 @@ printed as a Markdown table.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import re
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -78,6 +80,32 @@ def peak_extra_bytes(fn, device: torch.device) -> int:
         current += e.nbytes()
         peak = max(peak, current)
     return peak
+
+
+def fused_backend(device: torch.device) -> str:
+    """The fused backend benchmarked on ``device``: ``cpp`` on CPU, ``triton`` on GPU."""
+    return "cpp" if device.type == "cpu" else "triton"
+
+
+def compiled(fn):
+    """``torch.compile(fn)`` with fresh compile caches (Dynamo's recompile limit would
+    otherwise silently turn the baseline back into eager after a few shapes), or
+    ``None`` with a warning where compiling is unavailable."""
+    torch._dynamo.reset()
+    try:
+        return torch.compile(fn, dynamic=False)
+    except Exception as err:  # noqa: BLE001
+        warnings.warn(f"torch.compile unavailable: {err}")
+        return None
+
+
+def argument_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every op benchmark takes: ``--quick``, ``--min-run-time``, ``--no-write``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="only the headline shape, float32")
+    parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per measurement (CPU)")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results")
+    return parser
 
 
 def time_forward_and_backward(forward, forward_backward, device: torch.device, min_run_time: float) -> dict:
