@@ -49,6 +49,9 @@ class Config:
             on the residual blocks' convs. The INADE norm always uses batch statistics
             (synchronised over a process group when one is set).
         use_vae: train with the noise-remapping encoder (paper §3.4).
+        add_sketch: every norm also reads an edge map beside the label (the public
+            code's ``--add_sketch``, its 2021-12 update; ``sketch_conv`` and ``merge_conv``
+            in each norm).
         init_type, init_variance: weight initialisation (``xavier`` normal, gain 0.02).
     Data: load_size, preprocess_mode, no_flip, output_nc.
     Discriminator and losses: netD, ndf, num_D, n_layers_D, norm_D, gan_mode,
@@ -70,6 +73,7 @@ class Config:
     num_upsampling_layers: str = "normal"
     norm_G: str = "spectralspadesyncbatch3x3"
     use_vae: bool = True
+    add_sketch: bool = False
     init_type: str = "xavier"
     init_variance: float = 0.02
     # data

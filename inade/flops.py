@@ -12,6 +12,7 @@ below give each one the arithmetic its kernels do, per element:
   one scale — 6 FLOPs (3 without batch statistics: ``dy·γ·invstd``).
 * ``avg_pool_forward``: one add per input element, one divide per output.
 * ``avg_pool_backward``: one divide per output element.
+* ``instance_classes`` (the model's instance → class table and input checks): 0.
 * ``conv2d_forward`` (instance-aware convolution): the dense convolution's
   ``2·MACs`` plus one compare per tap and output pixel (the instance test);
   ``conv2d_backward_input`` and ``conv2d_backward_weight``: ``2·MACs`` each.
@@ -90,7 +91,11 @@ FORMULAS = {
     "conv2d_forward": _conv2d_forward,
     "conv2d_backward_input": _conv2d_backward_input,
     "conv2d_backward_weight": _conv2d_backward_weight,
+    # bookkeeping of the model (the class of each instance, input checks): no arithmetic
+    "instance_classes": lambda *args, out_shape=None, **kwargs: 0,
 }
+# The agreed op names are inade::instance_<op>_<pass>; count both spellings.
+FORMULAS.update({f"instance_{name}": f for name, f in list(FORMULAS.items()) if not name.startswith("instance_")})
 
 
 def register() -> list[str]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from inade.data.ids import split_mixed_instances
 from inade.nn import instance_classes
 
 
@@ -68,7 +69,11 @@ class Synthesizer:
 
     Every method takes ``label, inst``: ``[B, H, W]`` integer maps on ``G``'s device,
     ``inst`` with compact ids ``0 … L-1`` (the label map when the data has no
-    instances), and returns a :class:`Sample`. Methods that change a previous
+    instances), and returns a :class:`Sample`. An instance that spans several
+    classes is split into one instance per class by the data loaders' rule
+    (:func:`inade.data.split_mixed_instances`: such an image is renumbered with
+    ``compact_ids(inst, label)``); ids given to a method (``instances``, ``pairs``)
+    are those of that map, the ids passed in when every instance lies in one class. Methods that change a previous
     result take it as ``base`` (a :class:`Sample`, or a noise tensor
     ``[B, L, 2, noise_nc]`` together with ``z=``).
     """
@@ -93,21 +98,27 @@ class Synthesizer:
         return torch.randn(batch, self.cfg.z_dim, generator=_seeded(seed, stream=1)).to(self._like)
 
     # -- synthesis ------------------------------------------------------------------
-    @torch.no_grad()
     def generate(self, label: Tensor, inst: Tensor, noise: Tensor, z: Tensor) -> Sample:
         """Run ``G`` with exactly these latents."""
-        image = self.G(label, inst, noise=noise, z=z)
+        return self._run(label, split_mixed_instances(inst, label), noise, z)
+
+    @torch.no_grad()
+    def _run(self, label: Tensor, inst: Tensor, noise: Tensor, z: Tensor) -> Sample:
+        # The table may keep rows of ids the map no longer has (edit); the generator takes the map's rows.
+        image = self.G(label, inst, noise=noise[:, : self._num_instances(inst)], z=z)
         return Sample(image=image, noise=noise, z=z)
 
     def random(self, label: Tensor, inst: Tensor, seed: int = 0) -> Sample:
         """A new image: every instance's noise and ``z`` drawn from ``seed``."""
+        inst = split_mixed_instances(inst, label)
         B, L = label.shape[0], self._num_instances(inst)
-        return self.generate(label, inst, self.draw_noise(B, L, seed), self.draw_z(B, seed))
+        return self._run(label, inst, self.draw_noise(B, L, seed), self.draw_z(B, seed))
 
     def resample_instances(self, label: Tensor, inst: Tensor, base, instances: Iterable[int], seed: int,
                            *, z: Tensor | None = None) -> Sample:
         """Redraw the noise of ``instances`` (ids, in every image of the batch); every other
         instance and ``z`` keep theirs."""
+        inst = split_mixed_instances(inst, label)
         noise, z = self._base(base, z, label)
         ids = self._check_ids(instances, inst, noise.shape[1], "instances")
         mask = torch.zeros(noise.shape[:2], dtype=torch.bool, device=noise.device)
@@ -117,6 +128,7 @@ class Synthesizer:
     def resample_class(self, label: Tensor, inst: Tensor, base, class_id: int, seed: int,
                        *, z: Tensor | None = None) -> Sample:
         """Redraw the noise of every instance of class ``class_id``; the rest keep theirs."""
+        inst = split_mixed_instances(inst, label)
         noise, z = self._base(base, z, label)
         L = noise.shape[1]
         mask = (instance_classes(label, inst, L) == int(class_id)) & present_instances(inst, L)
@@ -144,6 +156,7 @@ class Synthesizer:
         """
         if self.E is None:
             raise ValueError("copy_style needs the noise encoder: build Synthesizer(G, E)")
+        inst = split_mixed_instances(inst, label)
         noise, z = self._base(base, z, label)
         B, L = noise.shape[:2]
         if reference_image.shape[0] not in (1, B):
@@ -161,7 +174,7 @@ class Synthesizer:
         fresh = self.draw_noise(B, mu.shape[1], seed) if sample else torch.zeros_like(mu)
         new = noise.clone()
         new[:, targets] = (mu + std * fresh)[:, refs].to(noise.dtype)
-        return self.generate(label, inst, new, z)
+        return self._run(label, inst, new, z)
 
     def edit(self, label: Tensor, inst: Tensor, base, seed: int = 0, *, z: Tensor | None = None) -> Sample:
         """Regenerate after editing ``label``/``inst`` (semantic manipulation).
@@ -170,6 +183,7 @@ class Synthesizer:
         table get fresh rows drawn from ``seed``; ``z`` is kept. The table keeps the
         rows of ids that disappeared, so bringing one back brings its style back.
         """
+        inst = split_mixed_instances(inst, label)
         noise, z = self._base(base, z, label)
         B, L_old = noise.shape[:2]
         L_new = max(L_old, self._num_instances(inst))
@@ -177,13 +191,13 @@ class Synthesizer:
             fresh = self.draw_noise(B, L_new, seed)
             fresh[:, :L_old] = noise
             noise = fresh
-        return self.generate(label, inst, noise, z)
+        return self._run(label, inst, noise, z)
 
     # -- helpers --------------------------------------------------------------------
     def _redraw(self, label, inst, noise, z, mask: Tensor, seed: int) -> Sample:
         fresh = self.draw_noise(noise.shape[0], noise.shape[1], seed)
         new = torch.where(mask[:, :, None, None], fresh.to(noise.dtype), noise)
-        return self.generate(label, inst, new, z)
+        return self._run(label, inst, new, z)
 
     def _base(self, base, z, label: Tensor) -> tuple[Tensor, Tensor]:
         if isinstance(base, Sample):

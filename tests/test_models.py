@@ -640,3 +640,84 @@ def test_encoder_flop_count_matches_the_layer_shapes():
     expected += B * heads * H * W + B * L * heads  # pooling
     assert counted["inade_ops"] == expected
     assert counted["conv_linear"] == 0 and counted["uncounted_inade_ops"] == []
+
+
+# ---------------------------------------------------------------------------
+# Input checks (empty batch, extra noise rows, map size)
+# ---------------------------------------------------------------------------
+
+
+def test_generator_refuses_empty_batches_extra_noise_rows_and_other_sizes():
+    cfg = tiny_config()
+    G = inade.Generator(cfg).eval()
+    label, inst = scene(2, 32, 32, cfg.num_classes)
+    L = int(inst.max()) + 1
+    empty = torch.zeros(0, 32, 32, dtype=torch.long)
+    with pytest.raises(ValueError, match="empty batch"):
+        G(empty, empty)
+    with pytest.raises(ValueError, match=rf"noise has {L + 2} instance rows but inst has ids 0 \.\.\. {L - 1}"):
+        G(label, inst, noise=torch.randn(2, L + 2, 2, cfg.noise_nc))
+    with pytest.raises(ValueError, match=rf"remap|noise has {L + 1} instance rows"):
+        G(label, inst, remap=(torch.zeros(2, L + 1, cfg.noise_nc),) * 4)
+    small = inade.nn.resize_index_map(inst, (16, 16))
+    with pytest.raises(ValueError, match=r"label and inst are \(16, 16\) but the model makes \(32, 32\) images"):
+        G(inade.nn.resize_index_map(label, (16, 16)), small)
+    with torch.no_grad():  # exactly L rows is fine
+        assert G(label, inst, noise=torch.randn(2, L, 2, cfg.noise_nc)).shape == (2, 3, 32, 32)
+
+
+# ---------------------------------------------------------------------------
+# Spectral norm: the same as torch's in training, computed once in eval
+# ---------------------------------------------------------------------------
+
+
+def test_spectral_norm_conv_trains_exactly_like_torch_spectral_norm():
+    """Same random draws, same outputs, u/v and gradients over optimiser steps; then eval."""
+    torch.manual_seed(3)
+    ours = inade.nn.SpectralNormConv2d(5, 7, 3, padding=1).double()
+    torch.manual_seed(3)
+    theirs = torch.nn.utils.spectral_norm(torch.nn.Conv2d(5, 7, 3, padding=1)).double()
+    assert list(ours.state_dict()) == list(theirs.state_dict())  # bias, weight_orig, weight_u, weight_v
+    for key, value in theirs.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key
+    opt_a = torch.optim.SGD(ours.parameters(), lr=0.5)
+    opt_b = torch.optim.SGD(theirs.parameters(), lr=0.5)
+    x = torch.randn(2, 5, 9, 11, dtype=torch.float64)
+    for _ in range(3):
+        ya, yb = ours(x), theirs(x)
+        torch.testing.assert_close(ya, yb, rtol=1e-12, atol=1e-12)
+        ya.square().sum().backward(), yb.square().sum().backward()
+        torch.testing.assert_close(ours.weight_orig.grad, theirs.weight_orig.grad, rtol=1e-12, atol=1e-12)
+        opt_a.step(), opt_b.step(), opt_a.zero_grad(), opt_b.zero_grad()
+    torch.testing.assert_close(ours.weight_u, theirs.weight_u, rtol=1e-12, atol=1e-12)
+    ours.eval(), theirs.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-12, atol=1e-12)
+
+
+def test_spectral_norm_conv_caches_in_eval_and_refreshes_on_change():
+    conv = inade.nn.SpectralNormConv2d(3, 4, 3, padding=1).eval()
+    x = torch.randn(1, 3, 6, 6)
+
+    def expected():
+        w = conv.weight_orig
+        return w / torch.dot(conv.weight_u, w.flatten(1) @ conv.weight_v)
+
+    with torch.no_grad():
+        conv(x)
+        first = conv._cache[1]
+        conv(x)
+        assert conv._cache[1] is first, "eval forward recomputed W / sigma"
+        conv.weight_orig.mul_(2)  # an in-place change (optimiser step, load_state_dict, ...)
+        torch.testing.assert_close(conv(x), F.conv2d(x, expected(), conv.bias, padding=1))
+        assert conv._cache[1] is not first
+        conv.load_state_dict({k: v * 1.5 if k == "weight_orig" else v for k, v in conv.state_dict().items()})
+        torch.testing.assert_close(conv(x), F.conv2d(x, expected(), conv.bias, padding=1))
+    conv.train()
+    conv(x)  # power iteration moves u, v; back in eval the cache must not be stale
+    conv.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), F.conv2d(x, expected(), conv.bias, padding=1))
+    # With autograd on, eval mode still gives gradients to weight_orig (no cached leaf).
+    conv(x).sum().backward()
+    assert conv.weight_orig.grad is not None and conv.weight_orig.grad.abs().sum() > 0

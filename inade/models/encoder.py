@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from inade.config import Config
-from inade.models.generator import NEG_SLOPE, IndexPyramid, init_weights
-from inade.nn.conv import InstanceConv2d
+from inade.nn import NEG_SLOPE, IndexPyramid, InstanceConv2d, init_weights
 from inade.ops import instance_avg_pool, instance_conv2d
 
 HEADS = ("scale_conv_mu", "scale_conv_var", "bias_conv_mu", "bias_conv_var")

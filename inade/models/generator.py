@@ -17,6 +17,16 @@ follows the code:
 * All norms read the same noise ``[B, L, 2, noise_nc]`` (index 0 γ, 1 β), remapped
   once by the encoder's output as ``N·exp(½·logvar) + μ``.
 * The norms never see the instance-edge map (the discriminator does).
+* With ``cfg.add_sketch`` (the public code's 2021-12 update) every norm also reads an
+  edge map ``sketch [B, 1, H, W]`` beside the label (:class:`inade.nn.INADENorm`).
+
+Inference does no redundant work: spectral norm's ``W / σ`` is computed once in eval
+mode (:class:`inade.nn.SpectralNormConv2d`), activations run channels-last (the CPU
+and GPU convolution libraries are faster in that layout, much more so in bfloat16),
+leaky ReLUs run in place when no autograd graph needs their input, and the
+value-reading input checks run inside one custom op, so ``torch.compile(G,
+fullgraph=True)`` traces the whole forward (pass ``noise`` — or ``remap`` — when
+compiling: without it the number of instances is read from the map).
 """
 from __future__ import annotations
 
@@ -25,47 +35,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from inade.config import Config
-from inade.nn import INADENorm, instance_classes, resize_index_map
-
-NEG_SLOPE = 0.2
+from inade.nn import INADENorm, IndexPyramid, SpectralNormConv2d, init_weights, instance_classes, leaky_relu
 
 
-def init_weights(module: nn.Module, gain: float = 0.02) -> None:
-    """The public code's ``init_weights('xavier', gain)``: every conv and linear weight
-    Xavier-normal with ``gain``, every bias zero. Spectral-normed convs get ``weight_orig``
-    initialised (as the public code does through the shared storage of ``weight``)."""
-    for m in module.modules():
-        if "Conv" not in type(m).__name__ and "Linear" not in type(m).__name__:
-            continue
-        weight = getattr(m, "weight_orig", None)
-        if weight is None:
-            weight = getattr(m, "weight", None)
-        if not isinstance(weight, Tensor):
-            continue
-        with torch.no_grad():
-            nn.init.xavier_normal_(weight, gain=gain)
-            if getattr(m, "bias", None) is not None:
-                nn.init.zeros_(m.bias)
-
-
-class IndexPyramid:
-    """An index map resized once per resolution and shared by every layer of a forward.
-
-    Each size is taken from the full-resolution map with nearest resampling (the
-    public code's ``F.interpolate(…, mode='nearest')`` of its one-hot maps), never
-    from another resized level.
-    """
-
-    def __init__(self, index: Tensor):
-        self.full = index
-        self._levels: dict[tuple[int, int], Tensor] = {tuple(index.shape[-2:]): index}
-
-    def at(self, size) -> Tensor:
-        """``[B, h, w]`` map at ``size = (h, w)``."""
-        size = (int(size[0]), int(size[1]))
-        if size not in self._levels:
-            self._levels[size] = resize_index_map(self.full, size)
-        return self._levels[size]
+def _conv(fin: int, fout: int, kernel_size: int, bias: bool, spectral: bool) -> nn.Module:
+    if spectral:
+        return SpectralNormConv2d(fin, fout, kernel_size, padding=kernel_size // 2, bias=bias)
+    return nn.Conv2d(fin, fout, kernel_size, padding=kernel_size // 2, bias=bias)
 
 
 class INADEResnetBlock(nn.Module):
@@ -74,29 +50,29 @@ class INADEResnetBlock(nn.Module):
     ``out = shortcut(x) + conv_1(lrelu(norm_1(conv_0(lrelu(norm_0(x))))))`` with
     ``shortcut(x) = conv_s(norm_s(x))`` when ``fin != fout`` (no activation, 1×1, no
     bias), else ``x``. Spectral norm on ``conv_0``, ``conv_1``, ``conv_s`` when
-    ``cfg.norm_G`` starts with ``spectral``.
+    ``cfg.norm_G`` starts with ``spectral``; sketch branches in the norms with ``cfg.add_sketch``.
     """
 
     def __init__(self, fin: int, fout: int, cfg: Config):
         super().__init__()
         self.learned_shortcut = fin != fout
         fmiddle = min(fin, fout)
-        sn = nn.utils.spectral_norm if cfg.spectral else (lambda m: m)
-        self.conv_0 = sn(nn.Conv2d(fin, fmiddle, kernel_size=3, padding=1))
-        self.conv_1 = sn(nn.Conv2d(fmiddle, fout, kernel_size=3, padding=1))
+        self.conv_0 = _conv(fin, fmiddle, 3, True, cfg.spectral)
+        self.conv_1 = _conv(fmiddle, fout, 3, True, cfg.spectral)
         if self.learned_shortcut:
-            self.conv_s = sn(nn.Conv2d(fin, fout, kernel_size=1, bias=False))
-        self.norm_0 = INADENorm(fin, cfg.num_classes, cfg.noise_nc)
-        self.norm_1 = INADENorm(fmiddle, cfg.num_classes, cfg.noise_nc)
+            self.conv_s = _conv(fin, fout, 1, False, cfg.spectral)
+        sketch = getattr(cfg, "add_sketch", False)
+        self.norm_0 = INADENorm(fin, cfg.num_classes, cfg.noise_nc, add_sketch=sketch)
+        self.norm_1 = INADENorm(fmiddle, cfg.num_classes, cfg.noise_nc, add_sketch=sketch)
         if self.learned_shortcut:
-            self.norm_s = INADENorm(fin, cfg.num_classes, cfg.noise_nc)
+            self.norm_s = INADENorm(fin, cfg.num_classes, cfg.noise_nc, add_sketch=sketch)
 
-    def forward(self, x: Tensor, inst: Tensor, cls: Tensor, noise: Tensor) -> Tensor:
+    def forward(self, x: Tensor, inst: Tensor, cls: Tensor, noise: Tensor, sketch: Tensor | None = None) -> Tensor:
         """``x [B, fin, h, w]``, ``inst [B, h, w]`` at x's resolution, ``cls [B, L]``,
-        ``noise [B, L, 2, noise_nc]`` -> ``[B, fout, h, w]``."""
-        x_s = self.conv_s(self.norm_s(x, inst, cls, noise)) if self.learned_shortcut else x
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, inst, cls, noise), NEG_SLOPE))
-        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, inst, cls, noise), NEG_SLOPE))
+        ``noise [B, L, 2, noise_nc]``, ``sketch [B, 1, h, w]`` or ``None`` -> ``[B, fout, h, w]``."""
+        x_s = self.conv_s(self.norm_s(x, inst, cls, noise, sketch)) if self.learned_shortcut else x
+        dx = self.conv_0(leaky_relu(self.norm_0(x, inst, cls, noise, sketch)))
+        dx = self.conv_1(leaky_relu(self.norm_1(dx, inst, cls, noise, sketch)))
         return x_s + dx
 
 
@@ -118,11 +94,32 @@ def remap_noise(noise: Tensor, remap) -> Tensor:
     return torch.stack([gamma, beta], dim=2)
 
 
+class SketchPyramid:
+    """A float edge map ``[B, 1, H, W]`` resized (nearest, as the public code's norms do) once per
+    resolution and shared by every norm of a forward; ``None`` stays ``None``."""
+
+    def __init__(self, sketch: Tensor | None):
+        self.full = sketch
+        self._levels: dict[tuple[int, int], Tensor] = {}
+
+    def at(self, size) -> Tensor | None:
+        if self.full is None:
+            return None
+        size = (int(size[0]), int(size[1]))
+        if size not in self._levels:
+            self._levels[size] = F.interpolate(self.full, size=size, mode="nearest")
+        return self._levels[size]
+
+
 class Generator(nn.Module):
-    """INADE generator: ``G(label, inst, noise=None, z=None, remap=None) -> image``.
+    """INADE generator: ``G(label, inst, noise=None, z=None, remap=None, sketch=None) -> image``.
 
     Args:
         cfg: an :func:`inade.config` (``ngf``, ``z_dim``, ``noise_nc``, ``label_nc`` …).
+
+    Attributes:
+        channels_last: run the activations in the channels-last layout (default ``True``:
+            faster convolutions on CPU and GPU; the output is returned contiguous either way).
 
     The per-resolution index maps and the instance → class table are computed
     once per forward and shared by every norm layer.
@@ -131,6 +128,7 @@ class Generator(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
+        self.channels_last = True
         nf = cfg.ngf
         self.sh, self.sw = cfg.latent_size
         self.fc = nn.Linear(cfg.z_dim, 16 * nf * self.sh * self.sw)
@@ -158,24 +156,28 @@ class Generator(nn.Module):
         return order
 
     def forward(self, label: Tensor, inst: Tensor, noise: Tensor | None = None, z: Tensor | None = None,
-                remap=None) -> Tensor:
+                remap=None, sketch: Tensor | None = None) -> Tensor:
         """Synthesise images.
 
         Args:
-            label: ``[B, H, W]`` integer class map, ids in ``[0, num_classes)``.
+            label: ``[B, H, W]`` integer class map, ids in ``[0, num_classes)``, ``(H, W) =
+                cfg.output_size``.
             inst: ``[B, H, W]`` integer instance map with compact ids ``0 … L-1`` (for
                 data without instances pass ``label``). Every instance lies in one class.
-            noise: ``[B, L, 2, noise_nc]`` shared by all norms (index 0 γ, 1 β); drawn
-                from ``N(0, I)`` when ``None``.
+            noise: ``[B, L, 2, noise_nc]`` shared by all norms (index 0 γ, 1 β), one row per
+                instance id of ``inst`` (``L = inst.max() + 1``); drawn from ``N(0, I)`` when ``None``.
             z: ``[B, z_dim]`` input of ``fc``; drawn from ``N(0, I)`` when ``None``.
             remap: encoder output ``(mu_γ, logvar_γ, mu_β, logvar_β)``, each
                 ``[B, L, noise_nc]``; when given the noise becomes ``N·exp(½·logvar) + μ``.
+            sketch: ``[B, 1, H, W]`` float edge map in ``[0, 1]``; required when
+                ``cfg.add_sketch``, refused otherwise.
 
         Returns:
-            ``[B, 3, sh·2^n, sw·2^n]`` in ``(-1, 1)`` (``cfg.output_size``).
+            ``[B, 3, H, W]`` in ``(-1, 1)``, dtype of the model (or of autocast), contiguous.
         """
         # Part 1. Inputs: z, the noise, the instance -> class table.
         B = self._check_maps(label, inst)
+        self._check_sketch(sketch, B)
         dtype, device = self.fc.weight.dtype, self.fc.weight.device
         num_instances = self._num_instances(inst, noise, remap)
         if z is None:
@@ -187,19 +189,23 @@ class Generator(nn.Module):
         if remap is not None:
             self._check_remap(remap, B, num_instances)
             noise = remap_noise(noise, remap)
-        cls = instance_classes(label, inst, num_instances)
-        pyramid = IndexPyramid(inst)
+        cls = instance_classes(label, inst, num_instances, num_classes=self.cfg.num_classes, exact=True,
+                               hint=self._label_hint())
+        pyramid, sketches = IndexPyramid(inst), SketchPyramid(sketch)
 
         # Part 2. The main branch.
         x = self.fc(z).view(B, 16 * self.cfg.ngf, self.sh, self.sw)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         for block, upsample in self.blocks():
             if upsample:
                 x = F.interpolate(x, scale_factor=2, mode="nearest")
-            x = block(x, pyramid.at(x.shape[-2:]), cls, noise)
-        x = self.conv_img(F.leaky_relu(x, NEG_SLOPE))
-        return torch.tanh(x)
+            size = x.shape[-2:]
+            x = block(x, pyramid.at(size), cls, noise, sketches.at(size))
+        x = self.conv_img(leaky_relu(x))
+        return torch.tanh(x).contiguous()
 
-    # -- input checks -------------------------------------------------------------
+    # -- input checks (shapes, dtypes, devices: no value is read here) -------------
     def _check_maps(self, label: Tensor, inst: Tensor) -> int:
         for name, t in (("label", label), ("inst", inst)):
             if not isinstance(t, Tensor):
@@ -210,12 +216,14 @@ class Generator(nn.Module):
                 raise ValueError(f"{name} must be [B, H, W], got shape {tuple(t.shape)}")
         if label.shape != inst.shape:
             raise ValueError(f"label {tuple(label.shape)} and inst {tuple(inst.shape)} must have one shape")
-        if label.numel() and (int(label.min()) < 0 or int(label.max()) >= self.cfg.num_classes):
+        if label.shape[0] == 0:
+            raise ValueError(f"label and inst have an empty batch (shape {tuple(label.shape)}): pass at least one map")
+        expected = tuple(self.cfg.output_size)
+        if tuple(label.shape[1:]) != expected:
             raise ValueError(
-                f"label has classes in [{int(label.min())}, {int(label.max())}] but the model has "
-                f"num_classes={self.cfg.num_classes} (label_nc={self.cfg.label_nc}, contain_dontcare_label="
-                f"{self.cfg.contain_dontcare_label}): map don't-care pixels (255) to label_nc and set "
-                "contain_dontcare_label=True"
+                f"label and inst are {tuple(label.shape[1:])} but the model makes {expected} images "
+                f"(crop_size={self.cfg.crop_size}, aspect_ratio={self.cfg.aspect_ratio}, num_upsampling_layers="
+                f"{self.cfg.num_upsampling_layers!r}): resize the maps (nearest) or build the model for their size"
             )
         if label.device != self.fc.weight.device or inst.device != self.fc.weight.device:
             raise ValueError(
@@ -224,12 +232,33 @@ class Generator(nn.Module):
             )
         return label.shape[0]
 
+    def _label_hint(self) -> str:
+        return (f" (label_nc={self.cfg.label_nc}, contain_dontcare_label={self.cfg.contain_dontcare_label}): map "
+                "don't-care pixels (255) to label_nc and set contain_dontcare_label=True")
+
+    def _check_sketch(self, sketch: Tensor | None, B: int) -> None:
+        if not getattr(self.cfg, "add_sketch", False):
+            if sketch is not None:
+                raise ValueError("a sketch was given but the model has add_sketch=False")
+            return
+        expected = (B, 1, *self.cfg.output_size)
+        if sketch is None:
+            raise ValueError(f"the model has add_sketch=True: pass sketch, a float edge map {list(expected)}")
+        if not isinstance(sketch, Tensor) or not sketch.dtype.is_floating_point or tuple(sketch.shape) != expected:
+            got = (sketch.dtype, tuple(sketch.shape)) if isinstance(sketch, Tensor) else type(sketch).__name__
+            raise ValueError(f"sketch must be a float tensor {list(expected)} (edges in [0, 1]), got {got}")
+
     @staticmethod
     def _num_instances(inst: Tensor, noise, remap) -> int:
         if noise is not None:
             return noise.shape[1]
         if remap is not None:
             return remap[0].shape[1]
+        if torch.compiler.is_compiling():
+            raise ValueError(
+                "under torch.compile pass noise (or remap): its rows give the number of instances, "
+                "which would otherwise be read from the map's values"
+            )
         return int(inst.max()) + 1
 
     def _check_z(self, z: Tensor, B: int) -> None:

@@ -1,7 +1,19 @@
-"""Modules built on the ops: the INADE norm layer, the instance-aware conv, and
-helpers for index maps."""
+"""Modules built on the ops: the INADE norm layer, the instance-aware conv, the
+spectral-norm conv with an eval-mode cache, and helpers for index maps."""
 from inade.nn.conv import InstanceConv2d
-from inade.nn.index_maps import instance_classes, resize_index_map
+from inade.nn.index_maps import IndexPyramid, instance_classes, resize_index_map
+from inade.nn.init import NEG_SLOPE, init_weights, leaky_relu
 from inade.nn.norm import INADENorm
+from inade.nn.spectral import SpectralNormConv2d
 
-__all__ = ["INADENorm", "InstanceConv2d", "instance_classes", "resize_index_map"]
+__all__ = [
+    "INADENorm",
+    "IndexPyramid",
+    "InstanceConv2d",
+    "NEG_SLOPE",
+    "SpectralNormConv2d",
+    "init_weights",
+    "instance_classes",
+    "leaky_relu",
+    "resize_index_map",
+]

@@ -36,20 +36,48 @@ def resize_index_map(index: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return index.index_select(1, rows).index_select(2, cols)
 
 
-def instance_classes(label: torch.Tensor, inst: torch.Tensor, num_instances: int | None = None) -> torch.Tensor:
+class IndexPyramid:
+    """An index map resized once per resolution and shared by every layer of a forward.
+
+    Each size is taken from the full-resolution map with nearest resampling (the
+    public code's ``F.interpolate(…, mode='nearest')`` of its one-hot maps), never
+    from another resized level.
+    """
+
+    def __init__(self, index: torch.Tensor):
+        self.full = index
+        self._levels: dict[tuple[int, int], torch.Tensor] = {tuple(index.shape[-2:]): index}
+
+    def at(self, size) -> torch.Tensor:
+        """``[B, h, w]`` map at ``size = (h, w)``."""
+        size = (int(size[0]), int(size[1]))
+        if size not in self._levels:
+            self._levels[size] = resize_index_map(self.full, size)
+        return self._levels[size]
+
+
+def instance_classes(label: torch.Tensor, inst: torch.Tensor, num_instances: int | None = None, *,
+                     num_classes: int | None = None, exact: bool = False, hint: str = "") -> torch.Tensor:
     """The class of every instance: ``cls[b, l]`` = the label of instance ``l``'s pixels in image ``b``.
+
+    All checks that read values run inside the custom op ``inade::instance_classes``, so
+    ``torch.compile(fullgraph=True)`` traces a model that calls this without a graph break.
 
     Args:
         label: ``[B, H, W]`` integer class map.
         inst: ``[B, H, W]`` integer compact instance ids (``0 … L-1``).
         num_instances: ``L``; default ``inst.max() + 1`` over the batch.
+        num_classes: when given, every label must lie in ``[0, num_classes)``.
+        exact: ``L`` must equal ``inst.max() + 1`` (no table rows past the map's ids).
+        hint: appended to the label-range error (what to change to fit the model).
 
     Returns:
         ``[B, L]`` int64; 0 for an instance with no pixels in that image (its row is never read).
 
     Raises:
-        ValueError: if an instance spans two classes (INADE samples each instance from
-            one class's distribution), naming the image, instance and classes.
+        ValueError: a label outside ``[0, num_classes)``, an id outside ``[0, L)``, more
+            rows than ids with ``exact``, or an instance spanning two classes (INADE samples
+            each instance from one class's distribution), naming the image, instance and classes.
     """
     _checks.check_tensor(label, "label")
     _checks.check_tensor(inst, "inst")
@@ -57,7 +85,34 @@ def instance_classes(label: torch.Tensor, inst: torch.Tensor, num_instances: int
         raise ValueError(f"label {tuple(label.shape)} and inst {tuple(inst.shape)} must both be [B, H, W]")
     if num_instances is None:
         num_instances = int(inst.max()) + 1
+    return _instance_classes(label, inst, num_instances, -1 if num_classes is None else num_classes, exact, hint)
+
+
+def _check_labels(label: torch.Tensor, num_classes: int, hint: str) -> None:
+    if num_classes < 0 or label.numel() == 0:
+        return
+    lo, hi = (int(v) for v in torch.aminmax(label))
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"label has classes in [{lo}, {hi}] but the model has num_classes={num_classes}{hint}")
+
+
+def _check_rows(inst: torch.Tensor, num_instances: int) -> None:
+    used = int(inst.max()) + 1 if inst.numel() else 0
+    if num_instances > used:
+        raise ValueError(
+            f"the noise has {num_instances} instance rows but inst has ids 0 ... {used - 1} ({used} instances): "
+            f"pass noise[:, :{used}] (rows are the instance ids of the map)"
+        )
+
+
+@torch.library.custom_op("inade::instance_classes", mutates_args=())
+def _instance_classes(label: torch.Tensor, inst: torch.Tensor, num_instances: int, num_classes: int, exact: bool,
+                      hint: str) -> torch.Tensor:
+    """Body of :func:`instance_classes` (runs on real values, also under ``torch.compile``)."""
+    _check_labels(label, num_classes, hint)
     _checks.check_ids_in_range(inst, num_instances)
+    if exact:
+        _check_rows(inst, num_instances)
     B = label.shape[0]
     flat_inst, flat_label = inst.reshape(B, -1).long(), label.reshape(B, -1).long()
     big = torch.iinfo(torch.long).max
@@ -74,3 +129,8 @@ def instance_classes(label: torch.Tensor, inst: torch.Tensor, num_instances: int
             "must lie in one class (give each class region its own instance id, e.g. with inade.data.compact_ids)"
         )
     return torch.where(present, hi, torch.zeros_like(hi))
+
+
+@_instance_classes.register_fake
+def _(label, inst, num_instances, num_classes, exact, hint):
+    return label.new_empty((label.shape[0], num_instances), dtype=torch.long)

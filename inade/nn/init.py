@@ -1,0 +1,32 @@
+"""Weight initialisation and the activation slope shared by the generator and the encoder."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+NEG_SLOPE = 0.2  # leaky ReLU slope of every INADE network (the public code's 2e-1)
+
+
+def init_weights(module: nn.Module, gain: float = 0.02) -> None:
+    """The public code's ``init_weights('xavier', gain)``: every conv and linear weight
+    Xavier-normal with ``gain``, every bias zero. Spectral-normed convs get ``weight_orig``
+    initialised (the public code reaches it through the storage ``weight`` shares with it)."""
+    for m in module.modules():
+        if "Conv" not in type(m).__name__ and "Linear" not in type(m).__name__:
+            continue
+        weight = getattr(m, "weight_orig", None)
+        if weight is None:
+            weight = getattr(m, "weight", None)
+        if not isinstance(weight, Tensor):
+            continue
+        with torch.no_grad():
+            nn.init.xavier_normal_(weight, gain=gain)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+
+def leaky_relu(x: Tensor) -> Tensor:
+    """``F.leaky_relu(x, NEG_SLOPE)``, in place when nothing needs ``x`` afterwards (no autograd
+    graph records it), which saves one full-size allocation and pass in inference."""
+    inplace = not (torch.is_grad_enabled() and x.requires_grad) and not torch.compiler.is_compiling()
+    return torch.nn.functional.leaky_relu(x, NEG_SLOPE, inplace=inplace)
