@@ -406,9 +406,23 @@ std::vector<at::Tensor> backward(const std::vector<at::Tensor>& grads, const at:
   return dxs;
 }
 
+// One map: (means [B, L, C], counts [B, L]).
+std::tuple<at::Tensor, at::Tensor> forward_one(const at::Tensor& x, const at::Tensor& inst, int64_t num_instances) {
+  auto [means, counts] = forward({x}, inst, num_instances);
+  return {means[0], counts};
+}
+
+// One map: dx [B, C, H, W] (channels-last when asked).
+at::Tensor backward_one(const at::Tensor& dy, const at::Tensor& inst, const at::Tensor& counts, bool channels_last) {
+  return backward({dy}, inst, counts, {channels_last})[0];
+}
+
 }  // namespace
 
 void register_instance_avg_pool(pybind11::module& m) {
+  m.def("instance_avg_pool_forward", &forward_one, "per-instance means [B, L, C] of x, and pixel counts [B, L]");
+  m.def("instance_avg_pool_backward", &backward_one, "gradient dx = dy[inst] / count[inst]");
+  // Old list-taking names, kept while inade/ops still calls them.
   m.def("avg_pool_forward", &forward, "per-instance means [B, L, C] of each map, and pixel counts [B, L]");
   m.def("avg_pool_backward", &backward, "gradient dx = dy[inst] / count[inst] of each map");
 }

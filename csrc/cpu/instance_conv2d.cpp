@@ -447,9 +447,13 @@ at::Tensor backward_weight(const at::Tensor& dy_in, const at::Tensor& x_in, cons
 }  // namespace
 
 void register_instance_conv2d(pybind11::module& m) {
-  m.def("conv2d_forward", &forward, "instance-aware convolution y [B, C_out, Ho, Wo]");
-  m.def("conv2d_backward_input", &backward_input, "gradient of x [B, C_in, H, W]");
-  m.def("conv2d_backward_weight", &backward_weight, "gradient of the weight [C_out, C_in, k, k]");
+  m.def("instance_conv2d_forward", &forward, "instance-aware convolution y [B, C_out, Ho, Wo]");
+  m.def("instance_conv2d_backward_input", &backward_input, "gradient of x [B, C_in, H, W]");
+  m.def("instance_conv2d_backward_weight", &backward_weight, "gradient of the weight [C_out, C_in, k, k]");
+  // Old names, kept while inade/ops still calls them.
+  m.def("conv2d_forward", &forward);
+  m.def("conv2d_backward_input", &backward_input);
+  m.def("conv2d_backward_weight", &backward_weight);
 }
 
 }  // namespace inade

@@ -320,10 +320,15 @@ at::Tensor backward_dx(const at::Tensor& dy, const at::Tensor& x, const at::Tens
 }  // namespace
 
 void register_instance_modulation(pybind11::module& m) {
-  m.def("modulation_stats", &stats, "per-channel (mean, biased var) of x [B, C, H, W]");
-  m.def("modulation_apply", &apply, "y = xhat * gamma[inst] + beta[inst]");
-  m.def("modulation_backward_reduce", &backward_reduce, "per-instance sums (dgamma, dbeta) [B, L, C]");
-  m.def("modulation_backward_dx", &backward_dx, "gradient of x");
+  m.def("instance_modulation_stats", &stats, "per-channel (mean, biased var) of x [B, C, H, W]");
+  m.def("instance_modulation_apply", &apply, "y = xhat * gamma[inst] + beta[inst]");
+  m.def("instance_modulation_backward_reduce", &backward_reduce, "per-instance sums (dgamma, dbeta) [B, L, C]");
+  m.def("instance_modulation_backward_dx", &backward_dx, "gradient of x");
+  // Old names, kept while inade/ops still calls them.
+  m.def("modulation_stats", &stats);
+  m.def("modulation_apply", &apply);
+  m.def("modulation_backward_reduce", &backward_reduce);
+  m.def("modulation_backward_dx", &backward_dx);
 }
 
 }  // namespace inade
