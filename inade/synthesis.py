@@ -73,9 +73,9 @@ class Synthesizer:
     classes is split into one instance per class by the data loaders' rule
     (:func:`inade.data.split_mixed_instances`: such an image is renumbered with
     ``compact_ids(inst, label)``); ids given to a method (``instances``, ``pairs``)
-    are those of that map, the ids passed in when every instance lies in one class. Methods that change a previous
-    result take it as ``base`` (a :class:`Sample`, or a noise tensor
-    ``[B, L, 2, noise_nc]`` together with ``z=``).
+    are those of that map, the ids passed in when every instance lies in one class.
+    Methods that change a previous result take it as ``base`` (a :class:`Sample`,
+    or a noise tensor ``[B, L, 2, noise_nc]`` together with ``z=``).
     """
 
     def __init__(self, G: nn.Module, E: nn.Module | None = None, cfg=None):
@@ -140,13 +140,19 @@ class Synthesizer:
     @torch.no_grad()
     def copy_style(self, label: Tensor, inst: Tensor, base, reference_image: Tensor, reference_inst: Tensor,
                    pairs: Sequence[tuple[int, int]], *, z: Tensor | None = None, sample: bool = False,
-                   seed: int = 0) -> Sample:
+                   seed: int = 0, strength: float = 1.0) -> Sample:
         """Give target instance ``i`` the style of reference instance ``j`` for each ``(j, i)`` in ``pairs``.
 
         The encoder maps the reference to per-instance ``(μ, log σ²)`` (paper §3.4); instance
         ``i``'s noise becomes ``μ_j`` (``sample=False``: the reference's style itself) or
         ``μ_j + σ_j · N`` with ``N`` drawn from ``seed`` (``sample=True``). Other rows and
         ``z`` are kept. Copy between instances of the same class for a meaningful result.
+        ``strength`` ``s`` in ``[0, 1]`` blends the reference's distribution with the prior
+        ``N(0, I)``: mean ``s·μ_j``, std ``s·σ_j + (1 - s)`` (``σ_j`` = 0 with ``sample=False``),
+        the standard-normal draw being ``N`` (``sample=True``) or instance ``i``'s current noise
+        (``sample=False``); ``s = 1`` is the copy above, ``s = 0`` keeps (or redraws) the prior.
+        The γ noise gets the γ statistics and the β noise the β ones (the public demo's copy
+        gives both the β statistics).
 
         Args:
             reference_image: ``[B_r, 3, H_r, W_r]`` in ``[-1, 1]`` (``H_r, W_r`` divisible by 16),
@@ -171,9 +177,15 @@ class Synthesizer:
         targets = self._check_ids([i for _, i in pairs], inst, L, "target instance")
         if len(set(targets)) != len(targets):
             raise ValueError(f"a target instance appears twice in pairs {pairs}")
-        fresh = self.draw_noise(B, mu.shape[1], seed) if sample else torch.zeros_like(mu)
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+        s = float(strength)
         new = noise.clone()
-        new[:, targets] = (mu + std * fresh)[:, refs].to(noise.dtype)
+        if sample:
+            draw = self.draw_noise(B, mu.shape[1], seed)[:, refs]
+            new[:, targets] = (s * mu[:, refs] + (s * std[:, refs] + 1 - s) * draw).to(noise.dtype)
+        else:
+            new[:, targets] = (s * mu[:, refs] + (1 - s) * noise[:, targets]).to(noise.dtype)
         return self._run(label, inst, new, z)
 
     def edit(self, label: Tensor, inst: Tensor, base, seed: int = 0, *, z: Tensor | None = None) -> Sample:

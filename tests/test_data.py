@@ -1,5 +1,6 @@
-"""Data: the synthetic scenes, compact ids, each real layout on a tiny fabricated copy,
-the resumable sampler, the prepare tool, and the errors a user sees."""
+"""Data: the synthetic scenes, compact ids, the image and map files (one rule for RGB, 16-bit
+and palette maps), each real layout on a tiny fabricated copy, the resumable sampler, the
+prepare tool, and the errors a user sees."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,14 @@ from inade.data import (  # noqa: E402
     build_dataset,
     cityscapes_class,
     compact_ids,
+    read_image,
     read_index_map,
+    read_label_map,
+    split_mixed_instances,
+    write_image,
+    write_index_map,
 )
+from inade.utils.errors import UserError  # noqa: E402
 from inade.data.prepare import prepare  # noqa: E402
 from inade.data.synthetic import COLOR_MEAN, COLOR_STD, STUFF_CLASSES, THING_CLASSES  # noqa: E402
 
@@ -128,6 +135,126 @@ def test_compact_ids_keeps_compact_maps_and_rejects_bad_input():
         compact_ids(np.array([[-1, 0]]))
     with pytest.raises(ValueError, match="shape"):
         compact_ids(np.zeros((2, 2), dtype=np.int64), np.zeros((2, 3), dtype=np.int64))
+
+
+def test_split_mixed_instances_applies_the_loaders_rule_per_image():
+    label = torch.tensor([[[5, 5, 9], [9, 9, 5]], [[1, 1, 2], [1, 1, 2]]])
+    inst = torch.tensor([[[0, 0, 0], [0, 0, 0]], [[0, 0, 4], [0, 0, 4]]])  # image 1: class-pure, with a gap
+    out = split_mixed_instances(inst, label)
+    assert out[0].tolist() == compact_ids(inst[0], label[0])[0].tolist() == [[0, 0, 1], [1, 1, 0]]
+    assert torch.equal(out[1], inst[1]), "a class-pure map keeps its ids"
+    pure = inst[1:]
+    assert split_mixed_instances(pure, label[1:]) is pure, "nothing to split: the map itself comes back"
+
+
+# ---------------------------------------------------------------------------
+# image and map files (Pillow)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("top, bits", [(200, 8), (26005, 16)], ids=["8bit", "16bit"])
+def test_index_map_round_trip(tmp_path, top, bits):
+    ids = (np.arange(35).reshape(5, 7) * top // 34).astype(np.int64)
+    path = write_index_map(tmp_path / "m.png", ids)
+    with Image.open(path) as img:
+        assert img.mode == ("L" if bits == 8 else "I;16")
+    back = read_index_map(path)
+    assert back.dtype == np.int64 and np.array_equal(back, ids)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.png"], "no temporary file left behind"
+    with pytest.raises(ValueError, match="0 ... 65535"):
+        write_index_map(tmp_path / "n.png", np.array([[70000]]))
+
+
+def test_index_map_palette_gives_indices_not_colours(tmp_path):
+    idx = (np.arange(24).reshape(4, 6) % 5).astype(np.uint8)
+    img = Image.fromarray(idx, mode="L").convert("P")
+    img.putpalette([200, 10, 10, 10, 200, 10, 10, 10, 200, 90, 90, 0, 0, 90, 90] + [0] * 3 * 251)
+    img.save(tmp_path / "p.png")
+    with Image.open(tmp_path / "p.png") as check:
+        assert check.mode == "P"
+    assert np.array_equal(read_index_map(tmp_path / "p.png"), idx)
+
+
+def test_index_map_rgb_is_its_first_channel(tmp_path):
+    idx = (np.arange(24).reshape(4, 6) % 7).astype(np.uint8)
+    grey_as_rgb = np.repeat(idx[..., None], 3, axis=2)
+    Image.fromarray(grey_as_rgb).save(tmp_path / "rgb.png")
+    rgba = np.concatenate([grey_as_rgb, np.arange(24, dtype=np.uint8).reshape(4, 6, 1)], axis=2)  # alpha varies
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    coded = np.stack([idx, idx * 3, np.full_like(idx, 7)], -1)  # G, B follow R: R alone decides
+    Image.fromarray(coded).save(tmp_path / "coded.png")
+    for name in ("rgb.png", "rgba.png", "coded.png"):
+        assert np.array_equal(read_index_map(tmp_path / name), idx), name
+
+
+def test_index_map_refuses_a_colour_coded_rgb_map(tmp_path):
+    """A 24-bit id in R, G, B: the first channel would merge ids 0x000001 and 0x000002, so it is refused."""
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[:2, :, 2], rgb[2:, :, 2] = 1, 2
+    Image.fromarray(rgb).save(tmp_path / "panoptic.png")
+    with pytest.raises(DatasetError, match=r"panoptic.png: an RGB map is read as its first channel.*2 colours and only 1"):
+        read_index_map(tmp_path / "panoptic.png")
+
+
+def test_read_image_gives_rgb_uint8_from_any_format(tmp_path):
+    yy, xx = np.mgrid[0:16, 0:24]
+    rgb = np.stack([xx * 10, yy * 15, (xx + yy) * 6], -1).astype(np.uint8)  # smooth: JPEG keeps it close
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    Image.fromarray(rgb).save(tmp_path / "a.jpg", quality=98)
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "grey.png")
+    assert np.array_equal(read_image(tmp_path / "a.png"), rgb)
+    jpg = read_image(tmp_path / "a.jpg")
+    assert jpg.shape == (16, 24, 3) and jpg.dtype == np.uint8 and np.abs(jpg.astype(int) - rgb).mean() < 4
+    assert np.array_equal(read_image(tmp_path / "grey.png"), np.repeat(rgb[..., :1], 3, axis=2))
+
+
+def test_write_image_picks_the_format_and_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    rgb = np.random.default_rng(1).integers(0, 256, (8, 10, 3), dtype=np.uint8)
+    write_image(tmp_path / "x.png", rgb)
+    write_image(tmp_path / "x.jpg", rgb)
+    assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "x.jpg").read_bytes()[:2] == b"\xff\xd8"
+    assert np.array_equal(read_image(tmp_path / "x.png"), rgb)
+    before = (tmp_path / "x.png").read_bytes()
+
+    def failing_save(self, fp, *a, **k):
+        open(fp, "wb").write(b"half an image")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", failing_save)
+    with pytest.raises(OSError, match="No space"):
+        write_image(tmp_path / "x.png", np.zeros_like(rgb))
+    monkeypatch.undo()
+    assert (tmp_path / "x.png").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.jpg", "x.png"]
+    with pytest.raises(UserError, match="x.tiff2: cannot tell the image format"):
+        write_image(tmp_path / "x.tiff2", rgb)
+
+
+def test_bad_files_are_user_errors_naming_the_file(tmp_path):
+    good = tmp_path / "good.png"
+    write_index_map(good, np.zeros((16, 16), np.uint8))
+    (tmp_path / "cut.png").write_bytes(good.read_bytes()[:40])
+    (tmp_path / "text.png").write_text("hello")
+    for reader in (read_image, read_index_map):
+        for name, message in (("nope.png", "no such file"), ("text.png", "cannot read it"), ("cut.png", "cannot read it")):
+            with pytest.raises(DatasetError, match=f"{name}: {message}") as info:
+                reader(tmp_path / name)
+            assert isinstance(info.value, UserError) and isinstance(info.value, ValueError)
+    Image.fromarray(np.zeros((4, 4), np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(DatasetError, match="float.tif: a label/instance map must hold integer ids"):
+        read_index_map(tmp_path / "float.tif")
+
+
+def test_read_label_map_dontcare_shift_and_range(tmp_path):
+    write_index_map(tmp_path / "l.png", np.array([[0, 1, 255], [2, 2, 1]]))
+    assert read_label_map(tmp_path / "l.png", label_nc=3, contain_dontcare_label=True).tolist() == [[0, 1, 3], [2, 2, 1]]
+    write_index_map(tmp_path / "ade.png", np.array([[0, 1, 3], [2, 2, 1]]))  # ADE20K: k stored as k + 1, 0 don't-care
+    assert read_label_map(tmp_path / "ade.png", label_nc=3, shift_labels=True, contain_dontcare_label=True).tolist() == [
+        [3, 0, 2], [1, 1, 0]]
+    with pytest.raises(DatasetError, match="has class 254, outside 0 ... 3"):  # stored 255 under the shift
+        read_label_map(tmp_path / "l.png", label_nc=3, shift_labels=True, contain_dontcare_label=True)
+    with pytest.raises(DatasetError, match=r"l.png has class 3, outside 0 ... 2"):
+        read_label_map(tmp_path / "l.png", label_nc=3)
 
 
 # ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Diversity control (Synthesizer), the inade-synth CLI and the PNG reader/writer.
+"""Diversity control (Synthesizer) and the inade-synth CLI (its files are read and written by inade.data).
 
 A tiny generator with fixed weights (32×32 output) stands in for a trained one:
 the properties checked — which noise rows change, where the picture changes,
@@ -6,11 +6,8 @@ determinism under a seed — do not depend on training.
 """
 from __future__ import annotations
 
-import os
-import struct
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 import pytest
@@ -20,7 +17,8 @@ from torch import Tensor, nn
 import inade
 from inade.cli import main
 from inade.synthesis import Sample, Synthesizer
-from inade.utils.png import PNGError, encode_png, read_png, write_png
+from inade.data import compact_ids, read_image, read_index_map, write_image, write_index_map
+from inade.data.images import to_uint8
 
 CFG = dict(ngf=4, noise_nc=4, z_dim=8, crop_size=32)
 
@@ -180,95 +178,6 @@ def test_synthesizer_errors(G, maps, base):
 
 
 # ---------------------------------------------------------------------------
-# PNG
-# ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "array",
-    [
-        np.arange(35, dtype=np.uint8).reshape(5, 7),
-        (np.arange(27, dtype=np.uint16) * 2400).reshape(3, 9),
-        np.arange(72, dtype=np.uint8).reshape(4, 6, 3) * 3,
-        (np.arange(96, dtype=np.uint16) * 677).reshape(4, 6, 4),
-    ],
-    ids=["gray8", "gray16", "rgb8", "rgba16"],
-)
-def test_png_round_trip(tmp_path, array):
-    path = write_png(tmp_path / "a.png", array)
-    back = read_png(path)
-    assert back.dtype == array.dtype and np.array_equal(back, array)
-    assert os.listdir(tmp_path) == ["a.png"]  # the temporary file was renamed, none left behind
-
-
-def _filtered_png(array: np.ndarray) -> bytes:
-    """An 8-bit RGB PNG whose rows cycle through filter types 0-4 (forward filters written here)."""
-    h, w, c = array.shape
-    rows, prev = [], np.zeros(w * c, np.int64)
-    for y in range(h):
-        cur = array[y].reshape(-1).astype(np.int64)
-        left = np.concatenate([np.zeros(c, np.int64), cur[:-c]])
-        upleft = np.concatenate([np.zeros(c, np.int64), prev[:-c]])
-        ftype = y % 5
-        if ftype == 0:
-            pred = np.zeros_like(cur)
-        elif ftype == 1:
-            pred = left
-        elif ftype == 2:
-            pred = prev
-        elif ftype == 3:
-            pred = (left + prev) // 2
-        else:
-            p = left + prev - upleft
-            pa, pb, pc = abs(p - left), abs(p - prev), abs(p - upleft)
-            pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, upleft))
-        rows.append(bytes([ftype]) + ((cur - pred) % 256).astype(np.uint8).tobytes())
-        prev = cur
-
-    def chunk(t, p):
-        return struct.pack(">I", len(p)) + t + p + struct.pack(">I", zlib.crc32(t + p) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b"")
-
-
-def test_png_reads_every_filter_type(tmp_path):
-    rng = np.random.default_rng(0)
-    array = rng.integers(0, 256, (11, 7, 3), dtype=np.uint8)
-    (tmp_path / "f.png").write_bytes(_filtered_png(array))
-    assert np.array_equal(read_png(tmp_path / "f.png"), array)
-
-
-def test_png_matches_pillow(tmp_path):
-    Image = pytest.importorskip("PIL.Image")
-    yy, xx = np.mgrid[0:23, 0:31]
-    rgb = np.stack([(xx * 9) % 256, (yy * 11) % 256, (xx * yy) % 256], -1).astype(np.uint8)
-    Image.fromarray(rgb).save(tmp_path / "rgb.png", optimize=True)
-    assert np.array_equal(read_png(tmp_path / "rgb.png"), rgb)
-    pal = Image.fromarray(rgb).quantize(5)
-    pal.save(tmp_path / "pal.png", bits=4)
-    assert np.array_equal(read_png(tmp_path / "pal.png"), np.array(pal))
-    assert np.array_equal(read_png(tmp_path / "pal.png", expand_palette=True), np.array(pal.convert("RGB")))
-
-
-def test_png_bad_files_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.png"):
-        read_png(tmp_path / "nope.png")
-    (tmp_path / "text.png").write_bytes(b"hello world")
-    with pytest.raises(PNGError, match="text.png: not a PNG"):
-        read_png(tmp_path / "text.png")
-    good = bytearray(encode_png(np.zeros((4, 4), np.uint8)))
-    bad = good.copy()
-    bad[45] ^= 0xFF  # a byte inside the IDAT chunk
-    (tmp_path / "crc.png").write_bytes(bytes(bad))
-    with pytest.raises(PNGError, match="crc.png: corrupt PNG \\(CRC mismatch in IDAT"):
-        read_png(tmp_path / "crc.png")
-    (tmp_path / "cut.png").write_bytes(bytes(good[:40]))
-    with pytest.raises(PNGError, match="cut.png: truncated"):
-        read_png(tmp_path / "cut.png")
-
-
-# ---------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------
 
@@ -285,8 +194,8 @@ def files(tmp_path_factory, G, cfg):
     inst = np.zeros((32, 32), np.uint16)
     label[4:14, 3:13], inst[4:14, 3:13] = 2, 300
     label[12:30, 18:30], inst[12:30, 18:30] = 3, 7
-    write_png(d / "label.png", label)
-    write_png(d / "inst.png", inst)
+    write_index_map(d / "label.png", label)
+    write_index_map(d / "inst.png", inst)
     return d
 
 
@@ -299,7 +208,7 @@ def test_cli_random_and_resample(files, tmp_path, capsys):
     out1, out2 = tmp_path / "a.png", tmp_path / "b.png"
     assert _cli(files, "random", *ck, "--out", str(out1), "--seed", "4", "--save-latents", str(tmp_path / "l.pt")) == 0
     assert _cli(files, "random", *ck, "--out", str(out2), "--seed", "4") == 0
-    a = read_png(out1)
+    a = read_image(out1)
     assert a.shape == (32, 32, 3) and a.dtype == np.uint8
     assert out1.read_bytes() == out2.read_bytes()  # same seed, same picture
     # resample raw instance id 300 (compact id 2), from the saved latents and from --base-seed: same result
@@ -308,17 +217,17 @@ def test_cli_random_and_resample(files, tmp_path, capsys):
                 "--latents", str(tmp_path / "l.pt")) == 0
     assert _cli(files, "resample", *ck, "--out", str(res2), "--instances", "300", "--seed", "8", "--base-seed", "4") == 0
     assert res1.read_bytes() == res2.read_bytes()
-    r = read_png(res1).astype(int)
+    r = read_image(res1).astype(int)
     diff = np.abs(r - a.astype(int)).sum(2)
     assert diff.any()
     # it is the same computation as the Python API's
     synth = Synthesizer(inade.Generator(inade.config("synthetic", **CFG)))
     synth.G.load_state_dict(torch.load(files / "ours.pt", weights_only=True)["G"])
-    label = torch.from_numpy(read_png(files / "label.png").astype(np.int64))[None]
-    inst = torch.from_numpy(np.unique(read_png(files / "inst.png"), return_inverse=True)[1].reshape(32, 32))[None]
+    label = torch.from_numpy(read_index_map(files / "label.png"))[None]
+    inst = torch.from_numpy(compact_ids(read_index_map(files / "inst.png"))[0])[None]
     expected = synth.resample_instances(label, inst, synth.random(label, inst, 4), [2], seed=8)
     x = ((expected.image[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    assert np.array_equal(read_png(res1), x)
+    assert np.array_equal(read_image(res1), x)
     assert _cli(files, "resample-class", *ck, "--out", str(tmp_path / "c.png"), "--class", "3", "--seed", "1") == 0
 
 
@@ -329,8 +238,8 @@ def test_cli_copy_style(files, tmp_path):
     # instance 7 of the reference (here the base picture itself) onto instance 300
     assert _cli(files, "copy-style", *ck, "--out", str(out), "--base-seed", "2", "--reference", str(base),
                 "--reference-inst", str(files / "inst.png"), "--pairs", "7:300") == 0
-    diff = np.abs(read_png(out).astype(int) - read_png(base).astype(int)).sum(2)
-    inside = read_png(files / "inst.png") == 300
+    diff = np.abs(read_image(out).astype(int) - read_image(base).astype(int)).sum(2)
+    inside = read_index_map(files / "inst.png") == 300
     assert diff[inside].mean() > diff[~inside].mean()
 
 
@@ -344,19 +253,30 @@ def test_cli_public_checkpoint_needs_config(files, tmp_path, capsys):
     assert "does not fit" in capsys.readouterr().err
 
 
-def test_cli_errors_name_the_file(files, tmp_path, capsys):
+def test_cli_errors_are_one_line_naming_the_file(files, tmp_path, capsys):
+    """Every user error: exit code 2, one line ``error: …`` on stderr naming the file, nothing written."""
     ck = ["--checkpoint", str(files / "ours.pt")]
     out = ["--out", str(tmp_path / "o.png")]
     lab = ["--label", str(files / "label.png")]
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00garbage")
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes((files / "ours.pt").read_bytes()[:300])
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"G": np.zeros(3)}, foreign)  # a numpy array: refused by the weights-only reader
     bad_png = tmp_path / "bad.png"
     bad_png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    big_class = tmp_path / "big_class.png"
+    write_index_map(big_class, np.full((32, 32), 9, np.uint8))  # the synthetic config has 6 classes
     cases = [
         (["random", "--checkpoint", str(tmp_path / "none.pt"), *lab, *out], "none.pt: no such file"),
-        (["random", "--checkpoint", str(junk), *lab, *out], "junk.pt: cannot read"),
+        (["random", "--checkpoint", str(junk), *lab, *out], "junk.pt: not a PyTorch checkpoint"),
+        (["random", "--checkpoint", str(cut), *lab, *out], "cut.pt: not a complete PyTorch checkpoint"),
+        (["random", "--checkpoint", str(foreign), *lab, *out], "foreign.pt: holds a Python object (numpy"),
         (["random", *ck, "--label", str(tmp_path / "missing.png"), *out], "missing.png: no such file"),
-        (["random", *ck, "--label", str(bad_png), *out], "bad.png: truncated"),
+        (["random", *ck, "--label", str(bad_png), *out], "bad.png: cannot read it"),
+        (["random", *ck, "--label", str(big_class), *out], "big_class.png has class 9, outside 0 ... 5"),
+        (["random", *ck, *lab, "--out", str(tmp_path / "o.xyz")], "o.xyz: cannot tell the image format"),
         (["resample", *ck, "--label", str(files / "label.png"), "--inst", str(files / "inst.png"), *out,
           "--instances", "5"], "--instances [5] not in the instance map"),
         (["copy-style", *ck, "--label", str(files / "label.png"), *out, "--reference", "r.png",
@@ -364,8 +284,53 @@ def test_cli_errors_name_the_file(files, tmp_path, capsys):
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
-        assert message in capsys.readouterr().err
-    assert not (tmp_path / "o.png").exists()
+        err = capsys.readouterr().err
+        assert message in err, (message, err)
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert "weights_only" not in err and "Traceback" not in err
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.xyz").exists()
+
+
+def test_cli_splits_an_instance_spanning_classes_like_the_loader(files, cfg, tmp_path):
+    """COCO-Stuff style files (raw id 0 for all stuff, across classes 0 and 3): the CLI splits id 0
+    into one instance per class, as the data loader does, and gives the Python API's image."""
+    label = np.zeros((32, 32), np.uint8)
+    inst = np.zeros((32, 32), np.uint8)
+    label[16:, :] = 3  # stuff: classes 0 and 3, both raw id 0
+    label[4:12, 4:12], inst[4:12, 4:12] = 2, 5  # a thing
+    write_index_map(tmp_path / "label.png", label)
+    write_index_map(tmp_path / "inst.png", inst)
+    ck = ["--checkpoint", str(files / "ours.pt"), "--label", str(tmp_path / "label.png"), "--inst", str(tmp_path / "inst.png")]
+    assert main(["random", *ck, "--out", str(tmp_path / "a.png"), "--seed", "3"]) == 0
+    loader_ids, classes = compact_ids(inst.astype(np.int64), label.astype(np.int64))
+    assert classes.tolist() == [0, 3, 2]  # (0, 0), (0, 3), (5, 2)
+    G = inade.Generator(cfg).eval()
+    G.load_state_dict(torch.load(files / "ours.pt", weights_only=True)["G"])
+    lab_t, inst_t = torch.from_numpy(label.astype(np.int64))[None], torch.from_numpy(inst.astype(np.int64))[None]
+    expected = Synthesizer(G).random(lab_t, torch.from_numpy(loader_ids)[None], seed=3)
+    assert np.array_equal(read_image(tmp_path / "a.png"), to_uint8(expected.image[0]))
+    # the Synthesizer given the raw map applies the same rule
+    assert torch.equal(Synthesizer(G).random(lab_t, inst_t, seed=3).image, expected.image)
+    # resampling raw id 0 redraws both of its parts (compact ids 0 and 1), not the thing
+    assert main(["resample", *ck, "--out", str(tmp_path / "r.png"), "--instances", "0", "--seed", "4",
+                 "--base-seed", "3"]) == 0
+    diff = np.abs(read_image(tmp_path / "r.png").astype(int) - read_image(tmp_path / "a.png").astype(int)).sum(2)
+    thing = inst == 5
+    assert diff[label == 0].mean() > 0 and diff[label == 3].mean() > 0
+    assert diff[~thing].mean() > 5 * diff[thing].mean()
+
+
+def test_cli_copy_style_takes_a_jpeg_reference(files, tmp_path):
+    ck = ["--checkpoint", str(files / "ours_e.pt")]
+    base_png = tmp_path / "base.png"
+    assert _cli(files, "random", *ck, "--out", str(base_png), "--seed", "2") == 0
+    jpg = tmp_path / "ref.jpg"
+    write_image(jpg, read_image(base_png))
+    assert jpg.read_bytes()[:2] == b"\xff\xd8"  # a JPEG file
+    out = tmp_path / "copy.jpg"
+    assert _cli(files, "copy-style", *ck, "--out", str(out), "--base-seed", "2", "--reference", str(jpg),
+                "--reference-inst", str(files / "inst.png"), "--pairs", "7:300") == 0
+    assert out.read_bytes()[:2] == b"\xff\xd8" and read_image(out).shape == (32, 32, 3)
 
 
 def test_cli_module_entry_point():

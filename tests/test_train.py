@@ -17,7 +17,8 @@ from inade.training import checkpoint as ckpt
 from inade.training.latents import D_PASS, G_PASS, draw_latents
 from inade.training.options import parse_options
 from inade.training.schedule import learning_rates, lr_factor
-from inade.training.trainer import Trainer
+from inade.training.trainer import Trainer, main
+from inade.utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny model on 32x32 synthetic scenes: a few steps take seconds on a CPU.
@@ -78,11 +79,11 @@ def test_no_ttur_gives_public_betas_and_one_lr():
 def test_defaults_and_errors():
     opt, cfg, _ = parse_options([])
     assert opt.dataset_mode == "synthetic" and opt.name == "inade_synthetic" and cfg.label_nc == 6
-    with pytest.raises(SystemExit, match="--dataroot"):
+    with pytest.raises(UserError, match="--dataroot"):
         parse_options(["--dataset_mode", "ade20k"])
-    with pytest.raises(SystemExit, match="norm_mode"):
+    with pytest.raises(UserError, match="norm_mode"):
         parse_options(["--norm_mode", "spade"])
-    with pytest.raises(SystemExit, match="label_nc"):
+    with pytest.raises(UserError, match="label_nc"):
         parse_options(["--dataset_mode", "folder", "--dataroot", "/x"])
     opt, cfg, _ = parse_options(["--no_vae"])
     assert not cfg.use_vae
@@ -128,11 +129,11 @@ def test_trains_end_to_end_and_writes_outputs(tmp_path):
     assert not states_equal(tr.G.state_dict(), G2.state_dict())
     inade.load_official(inade.NoiseEncoder(cfg), out / "latest_net_E.pth")
     # sample grids: one at 4 images (step 2), one at the end
-    from inade.utils.png import read_png
+    from inade.data import read_image
 
     grids = sorted((out / "samples").glob("step_*.png"))
     assert [g.name for g in grids] == ["step_0000002.png", "step_0000003.png"]
-    img = read_png(grids[-1])
+    img = read_image(grids[-1])
     assert img.shape == (4 * 2 * 34 - 2, 8 * 34 - 2, 3)
 
 
@@ -264,7 +265,8 @@ WORKER = textwrap.dedent(
     import sys, torch
     from inade.training.options import parse_options
     from inade.training.distributed import setup, cleanup
-    from inade.training.trainer import Trainer
+    from inade.training.trainer import Trainer, main
+from inade.utils.errors import UserError
 
     out, argv = sys.argv[1], sys.argv[2:]
     opt, cfg, _ = parse_options(argv)

@@ -1,5 +1,7 @@
 """Data for INADE: the built-in synthetic scenes, loaders for the public datasets'
-layouts, compact instance ids, and a resumable distributed sampler.
+layouts, image and map files (:mod:`inade.data.images`: one reader per map kind,
+with one rule for RGB, 16-bit and palette files), compact instance ids, and a
+resumable distributed sampler.
 
 ``build_dataset(cfg, dataroot, phase)`` gives a dataset whose items are dicts with
 ``label [H, W] int64``, ``instance [H, W] int64`` (compact ids ``0 … L-1``, one class
@@ -11,10 +13,17 @@ from __future__ import annotations
 import dataclasses
 
 from inade.data.folders import LAYOUTS, SHIFT_LABELS, PairedDataset, dataset_files
-from inade.data.ids import cityscapes_class, compact_ids
+from inade.data.ids import cityscapes_class, compact_ids, split_mixed_instances
 from inade.data.sampler import EpochSampler, augmentation_seed
 from inade.data.synthetic import CLASS_NAMES, Scene, SyntheticScenes
-from inade.data.transforms import DatasetError, read_image, read_index_map, write_index_map
+from inade.data.images import (
+    DatasetError,
+    read_image,
+    read_index_map,
+    read_label_map,
+    write_image,
+    write_index_map,
+)
 
 DATASET_MODES = ("synthetic",) + tuple(LAYOUTS)
 ALIASES = {"custom": "folder", "celebamask-hq": "celeba", "cocostuff": "coco", "coco-stuff": "coco"}
@@ -72,5 +81,8 @@ __all__ = [
     "dataset_files",
     "read_image",
     "read_index_map",
+    "read_label_map",
+    "split_mixed_instances",
+    "write_image",
     "write_index_map",
 ]

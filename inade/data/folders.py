@@ -34,14 +34,8 @@ import numpy as np
 import torch
 
 from inade.data.ids import compact_ids
-from inade.data.transforms import (
-    DatasetError,
-    apply_to_image,
-    apply_to_index_map,
-    plan_geometry,
-    read_image,
-    read_index_map,
-)
+from inade.data.images import DatasetError, read_image, read_index_map, read_label_map
+from inade.data.transforms import apply_to_image, apply_to_index_map, plan_geometry
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -96,7 +90,8 @@ class PairedDataset(torch.utils.data.Dataset):
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, index_seed(key))
         s = self.samples[index]
-        label = self.convert_labels(read_index_map(s.label), s.label)
+        label = read_label_map(s.label, label_nc=self.label_nc, contain_dontcare_label=self.contain_dontcare_label,
+                               shift_labels=self.shift_labels)
         image = read_image(s.image)
         inst = read_index_map(s.instance) if s.instance is not None else None
         for name, arr in (("image", image), ("instance map", inst)):
@@ -117,22 +112,6 @@ class PairedDataset(torch.utils.data.Dataset):
             "index": int(index),
             "path": str(s.image),
         }
-
-    def convert_labels(self, label: np.ndarray, path) -> np.ndarray:
-        """Stored label values → classes ``0 … label_nc`` (``label_nc`` = don't-care)."""
-        if self.shift_labels:
-            label = label - 1
-            label[label < 0] = self.label_nc
-        else:
-            label[label == 255] = self.label_nc
-        top = self.label_nc + (1 if self.contain_dontcare_label else 0)
-        if label.size and (label.min() < 0 or label.max() >= top):
-            bad = int(label.max()) if label.max() >= top else int(label.min())
-            raise DatasetError(
-                f"label map {path} has class {bad}, outside 0 ... {top - 1} "
-                f"(label_nc={self.label_nc}, contain_dontcare_label={self.contain_dontcare_label})"
-            )
-        return label
 
 
 def index_seed(index: int) -> int:

@@ -6,6 +6,10 @@ model. An instance must also lie inside one class (it is a sample of that class'
 distribution): :func:`compact_ids` therefore numbers the distinct
 ``(raw id, class)`` pairs when a label map is given, which splits a raw id that
 covers several classes (e.g. COCO's id 0 for all stuff) into one instance per class.
+
+That is the one rule for such instances: the data loaders, ``inade-synth`` and
+:class:`inade.synthesis.Synthesizer` (through :func:`split_mixed_instances`) all
+apply it, so the same files give the same instances everywhere.
 """
 from __future__ import annotations
 
@@ -66,6 +70,34 @@ def compact_ids(inst, label=None):
     if as_tensor:
         return torch.from_numpy(ids).to(inst.device), torch.from_numpy(classes).to(inst.device)
     return ids, classes
+
+
+def spans_classes(inst: torch.Tensor, label: torch.Tensor) -> bool:
+    """Whether an instance of the ``[H, W]`` map ``inst`` covers pixels of several classes of ``label``."""
+    span = int(label.max()) + 1 if label.numel() else 1
+    return torch.unique(inst.long() * span + label.long()).numel() != torch.unique(inst).numel()
+
+
+def split_mixed_instances(inst: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Apply the one-class-per-instance rule to a batch ``[B, H, W]`` of instance maps.
+
+    An image in which some instance spans several classes is renumbered with
+    :func:`compact_ids` ``(inst, label)`` (one instance per ``(id, class)`` pair, as the
+    data loaders do); an image whose instances each lie in one class is returned as
+    it is (its ids keep their meaning, gaps included).
+
+    Returns:
+        int64 ``[B, H, W]`` on ``inst``'s device (``inst`` itself when nothing was split).
+    """
+    if inst.shape != label.shape or inst.dim() != 3:
+        raise ValueError(f"inst {tuple(inst.shape)} and label {tuple(label.shape)} must both be [B, H, W]")
+    mixed = [b for b in range(inst.shape[0]) if spans_classes(inst[b], label[b])]
+    if not mixed:
+        return inst
+    out = inst.long().clone()
+    for b in mixed:
+        out[b] = compact_ids(inst[b], label[b])[0]
+    return out
 
 
 def _as_int_array(x, name: str) -> np.ndarray:

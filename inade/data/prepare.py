@@ -27,7 +27,7 @@ import numpy as np
 
 from inade.data.folders import LAYOUTS, dataset_files
 from inade.data.ids import compact_ids
-from inade.data.transforms import DatasetError, read_image, read_index_map, write_index_map
+from inade.data.images import DatasetError, read_image, read_index_map, write_index_map
 
 DEFAULT_PHASES = {"cityscapes": ("train", "val"), "ade20k": ("train", "val"), "coco": ("train", "val")}
 
@@ -89,7 +89,6 @@ def prepare(dataset: str, root, phases=None, overwrite: bool = False, log=print)
             writable = target is not None and not (dataset == "cityscapes" and raw is None)
             if writable and (overwrite or not target.exists()):
                 ids, _ = compact_ids(label if raw is None else raw, label)
-                target.parent.mkdir(parents=True, exist_ok=True)
                 write_index_map(target, ids)
                 written += 1
             if (i + 1) % 500 == 0:

@@ -1,4 +1,4 @@
-"""Reading, resizing and cropping of image / label / instance triples.
+"""Resizing and cropping of image / label / instance triples (files are read by :mod:`inade.data.images`).
 
 Images are resized with bicubic filtering; label and instance maps with nearest
 (pixel centres, as PIL's ``NEAREST``), so ids are never blended. One random crop
@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
+
+from inade.data.images import DatasetError, image_to_tensor
 
 PREPROCESS_MODES = (
     "none",
@@ -22,57 +25,6 @@ PREPROCESS_MODES = (
     "scale_shortside",
     "scale_shortside_and_crop",
 )
-
-
-class DatasetError(ValueError):
-    """A dataset file or folder is missing, unreadable or inconsistent (the message names it)."""
-
-
-def _pil():
-    try:
-        from PIL import Image  # noqa: PLC0415
-    except ImportError as e:  # pragma: no cover - pillow is an install requirement
-        raise ImportError("reading dataset images needs Pillow: pip install pillow") from e
-    return Image
-
-
-def read_image(path) -> np.ndarray:
-    """RGB image ``[H, W, 3]`` uint8."""
-    Image = _pil()
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except FileNotFoundError:
-        raise DatasetError(f"image file not found: {path}") from None
-    except Exception as e:  # PIL raises several types for a corrupt file
-        raise DatasetError(f"cannot read image {path}: {e}") from e
-
-
-def read_index_map(path) -> np.ndarray:
-    """Integer map ``[H, W]`` int64 from a PNG (8-, 16- or 32-bit; an RGB map's first channel)."""
-    Image = _pil()
-    try:
-        with Image.open(path) as img:
-            arr = np.asarray(img)
-    except FileNotFoundError:
-        raise DatasetError(f"label/instance file not found: {path}") from None
-    except Exception as e:
-        raise DatasetError(f"cannot read label/instance map {path}: {e}") from e
-    if arr.ndim == 3:
-        arr = arr[..., 0]
-    if not np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_:
-        raise DatasetError(f"{path} holds {arr.dtype} values: label and instance maps must be integer PNGs")
-    return arr.astype(np.int64)
-
-
-def write_index_map(path, ids: np.ndarray) -> None:
-    """Write an integer map as PNG: 8-bit when every id is below 256, else 16-bit."""
-    Image = _pil()
-    ids = np.asarray(ids)
-    lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
-    if lo < 0 or hi >= 65536:
-        raise ValueError(f"cannot write ids {lo} ... {hi} to {path}: a PNG index map holds 0 ... 65535")
-    Image.fromarray(ids.astype(np.uint8 if hi < 256 else np.uint16)).save(path)
 
 
 @dataclass(frozen=True)
@@ -131,10 +83,9 @@ def plan_geometry(
 def apply_to_image(img: np.ndarray, g: Geometry) -> torch.Tensor:
     """``[H, W, 3]`` uint8 → ``[3, h, w]`` float32 in ``[-1, 1]`` (bicubic resize)."""
     if img.shape[:2] != g.resize:
-        Image = _pil()
         img = np.asarray(Image.fromarray(img).resize((g.resize[1], g.resize[0]), Image.BICUBIC))
     img = _crop_flip(img, g)
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(127.5).sub_(1.0)
+    return image_to_tensor(img)
 
 
 def apply_to_index_map(ids: np.ndarray, g: Geometry) -> np.ndarray:

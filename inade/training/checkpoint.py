@@ -12,45 +12,69 @@ Files in ``<checkpoints_dir>/<name>/``:
   ``util.save_network`` writes them (``inade.load_official`` reads the G and E ones).
 * ``<epoch>_net_*.pth`` every ``--save_epoch_freq`` epochs, like the public code.
 
-Every file is written to a temporary file in the same folder, flushed to disk,
-then renamed over the old one (``os.replace``), so a crash or a full disk during a
-save leaves the previous checkpoint intact.
+Every file is written through :func:`inade.utils.files.atomic_path` (a temporary
+file in the same folder, flushed, then renamed over the old one), so a crash or a
+full disk during a save leaves the previous checkpoint intact. Every file is read
+through :func:`load_checkpoint` (``weights_only``; one clear error for a bad file).
 """
 from __future__ import annotations
 
-import os
+import pickle
 import random
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from inade.utils.errors import UserError, one_line
+from inade.utils.files import atomic_path
+
 FORMAT = "inade-train-v1"
 
 
 def atomic_save(obj, path) -> Path:
-    """``torch.save(obj, path)`` that never leaves a half-written ``path`` behind."""
+    """``torch.save(obj, path)`` that never leaves a half-written ``path`` behind (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+    return Path(path)
+
+
+def load_checkpoint(path):
+    """``torch.load(path, weights_only=True)`` on the CPU, with errors a user can act on.
+
+    Only tensors and plain Python values (and :class:`inade.Config`) are read, so a
+    file cannot run code. Every failure is a :class:`UserError` saying what is wrong
+    with the file: missing, empty or truncated, not a ``torch.save`` file, or holding
+    other Python objects (named).
+    """
+    from inade.config import Config  # noqa: PLC0415
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-    return path
+        with torch.serialization.safe_globals([Config]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file: one clear message
+        raise UserError(f"{path}: {_what_is_wrong(err)}") from None
+
+
+def _what_is_wrong(err: Exception) -> str:
+    """What a ``torch.load(weights_only=True)`` failure says about the file, in our words
+    (torch's own text suggests ``weights_only=False``, which would let the file run code)."""
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"holds a Python object ({found.group(1)}) besides tensors and plain values, so it is not a "
+                "checkpoint written by this project or the public code; it is not loaded (loading it could run code)")
+    if isinstance(err, EOFError) or "zip archive" in text or "central directory" in text:
+        return "not a complete PyTorch checkpoint (empty, truncated or corrupt): save or copy it again"
+    if isinstance(err, pickle.UnpicklingError):
+        return "not a PyTorch checkpoint (its contents are not what torch.save writes)"
+    if isinstance(err, OSError):
+        return f"cannot read it ({err.strerror or type(err).__name__})"
+    return f"not a readable PyTorch checkpoint ({type(err).__name__})"
 
 
 # ---------------------------------------------------------------------------
@@ -114,16 +138,25 @@ def load_public(folder, label: str, G, D, E=None, log=print) -> None:
     g_file = folder / f"{label}_net_G.pth"
     if not g_file.exists():
         raise FileNotFoundError(f"--continue_train: neither {folder / 'latest.pt'} nor {g_file} exists")
-    load_official(G, g_file)
+    _load_into(G, g_file, load_official)
     if E is not None:
         for cand in (folder / f"{label}_net_E.pth", folder / f"{label}_net_IE.pth"):
             if cand.exists():
-                load_official(E, cand)
+                _load_into(E, cand, load_official)
                 break
         else:
             log(f"note: no {label}_net_E.pth in {folder}; the encoder starts from scratch")
     d_file = folder / f"{label}_net_D.pth"
     if d_file.exists():
-        D.load_state_dict(torch.load(d_file, map_location="cpu", weights_only=True))
+        _load_into(D, d_file, lambda m, state: m.load_state_dict(state))
     else:
         log(f"note: no {d_file.name} in {folder}; the discriminator starts from scratch")
+
+
+def _load_into(module: torch.nn.Module, path: Path, load) -> None:
+    """``load(module, state dict of path)``; a file that does not fit is a :class:`UserError` naming it."""
+    state = load_checkpoint(path)
+    try:
+        load(module, state)
+    except (ValueError, RuntimeError, KeyError, TypeError, AttributeError) as err:
+        raise UserError(f"{path}: does not fit the {type(module).__name__} of this run ({one_line(err)})") from err

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from inade.utils.errors import UserError
+
 
 @dataclass
 class Distributed:
@@ -40,8 +42,8 @@ def choose_device(gpu_ids: str | None, local_rank: int = 0) -> tuple[torch.devic
         note = None if gpu_ids is None else f"--gpu_ids {gpu_ids}: no CUDA GPU here, training on the CPU"
         return torch.device("cpu"), note
     if len(ids) > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        raise SystemExit(
-            f"train.py: --gpu_ids {gpu_ids} lists {len(ids)} GPUs; run one process per GPU with "
+        raise UserError(
+            f"--gpu_ids {gpu_ids} lists {len(ids)} GPUs; run one process per GPU with "
             f"torchrun --nproc_per_node {len(ids)} train.py ... (CUDA_VISIBLE_DEVICES={gpu_ids})"
         )
     index = local_rank if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ids[0]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inade.data.images import to_uint8, write_image
 from inade.synthesis import Sample, Synthesizer
 
 GAP = 2  # pixels between tiles
@@ -34,11 +35,6 @@ def palette(n: int) -> np.ndarray:
 def colorize(label: torch.Tensor, num_classes: int) -> np.ndarray:
     """``[H, W]`` class map -> ``[H, W, 3]`` uint8."""
     return palette(num_classes)[label.cpu().numpy().clip(0, num_classes - 1)]
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """``[3, H, W]`` in ``[-1, 1]`` -> ``[H, W, 3]`` uint8."""
-    return ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
 
 
 def pick_instance(inst: torch.Tensor) -> int:
@@ -102,7 +98,4 @@ def assemble(rows: list[list[np.ndarray]]) -> np.ndarray:
 
 def save_grid(path, G, cfg, label, inst, real, num_styles: int = 6, seed: int = 0) -> Path:
     """Write the grid as PNG (atomically) and return its path."""
-    from inade.utils.png import write_png  # noqa: PLC0415
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return write_png(path, assemble(grid_rows(G, cfg, label, inst, real, num_styles, seed)))
+    return write_image(path, assemble(grid_rows(G, cfg, label, inst, real, num_styles, seed)))

@@ -20,6 +20,7 @@ import sys
 
 import inade
 from inade.config import Config
+from inade.utils.errors import UserError
 
 # dataset_mode -> preset of inade.config
 PRESET_OF_MODE = {
@@ -141,7 +142,7 @@ def parse_options(argv=None):
     opt = build_parser().parse_args(argv)
     notes = [f"--{n} is accepted for compatibility and ignored" for n in IGNORED if getattr(opt, n) is not None]
     if opt.norm_mode != "inade":
-        raise SystemExit(f"train.py: --norm_mode {opt.norm_mode!r} is not supported: this program trains INADE (norm_mode inade)")
+        raise UserError(f"--norm_mode {opt.norm_mode!r} is not supported: this program trains INADE (norm_mode inade)")
     mode = {"custom": "folder"}.get(opt.dataset_mode, opt.dataset_mode)
     opt.dataset_mode = mode
     cfg = make_config(opt)
@@ -153,14 +154,14 @@ def parse_options(argv=None):
     if opt.use_amp and opt.amp == "none":
         opt.amp = "auto"
     if cfg.gan_mode != "hinge":
-        raise SystemExit(f"train.py: --gan_mode {cfg.gan_mode!r} is not supported (hinge only, as INADE trains)")
+        raise UserError(f"--gan_mode {cfg.gan_mode!r} is not supported (hinge only, as INADE trains)")
     if cfg.netD != "multiscale":
-        raise SystemExit(f"train.py: --netD {cfg.netD!r} is not supported (multiscale only)")
+        raise UserError(f"--netD {cfg.netD!r} is not supported (multiscale only)")
     if mode != "synthetic" and opt.dataroot is None:
-        raise SystemExit(f"train.py: --dataset_mode {mode} needs --dataroot <the dataset's folder>")
+        raise UserError(f"--dataset_mode {mode} needs --dataroot <the dataset's folder>")
     for key in ("batchSize", "niter", "niter_decay", "display_freq", "print_freq", "save_latest_freq", "save_epoch_freq"):
         if getattr(opt, key) < (0 if key in ("niter_decay", "save_epoch_freq") else 1):
-            raise SystemExit(f"train.py: --{key} must be positive, got {getattr(opt, key)}")
+            raise UserError(f"--{key} must be positive, got {getattr(opt, key)}")
     return opt, cfg, notes
 
 
@@ -176,10 +177,10 @@ def make_config(opt) -> Config:
         if opt.dataset_mode in PRESET_OF_MODE:
             return inade.config(PRESET_OF_MODE[opt.dataset_mode], **overrides)
         if "label_nc" not in overrides:
-            raise SystemExit(f"train.py: --dataset_mode {opt.dataset_mode} needs --label_nc (classes in the label maps)")
+            raise UserError(f"--dataset_mode {opt.dataset_mode} needs --label_nc (classes in the label maps)")
         return Config(name="custom", dataset_mode=opt.dataset_mode, **overrides)
     except (TypeError, ValueError) as e:
-        raise SystemExit(f"train.py: {e}") from None
+        raise UserError(str(e)) from None
 
 
 def format_options(opt, cfg) -> str:

@@ -1,29 +1,34 @@
-"""A dependency-free progress line: step, epoch, losses, images per second, time left.
+"""The training progress line (tqdm): epoch, bar, step, losses, images per second, time spent and left.
 
-On a terminal the line is redrawn in place (carriage return, at most a few times
-a second); elsewhere (a log file, CI) one full line is printed every
-``print_every`` images.
+On a terminal a tqdm bar is redrawn in place (at most four times a second);
+elsewhere (a log file, CI) the same line, formatted by tqdm, is printed once
+every ``print_every`` images, so a log holds whole lines rather than carriage
+returns. A line reads::
+
+    epoch 2/12 [######              ] 30/96, G_GAN 0.512 D_fake 0.301 | 12.1 img/s | 00:12<00:40
 """
 from __future__ import annotations
 
 import sys
 import time
 
+from tqdm import tqdm
 
-def _hms(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+BAR_FORMAT = "{desc} [{bar:20}] {n_fmt}/{total_fmt}{postfix} | {elapsed}<{remaining}"
+ASCII = " #"
 
 
 class Progress:
-    """Args:
+    """Progress of a training run, as tqdm draws it.
+
+    Args:
         total_steps: the run's last step.
         start_step: where this process started (resume).
         images_per_step: the global batch.
-        live: redraw one line in place (default: when ``stream`` is a terminal).
+        live: a bar redrawn in place (default: when ``stream`` is a terminal).
         print_every: images between lines when not live.
+        stream: where to write (default stderr).
+        enabled: write nothing when False (processes other than the first).
     """
 
     def __init__(self, total_steps: int, start_step: int, images_per_step: int, *, live: bool | None = None,
@@ -32,56 +37,57 @@ class Progress:
         self.total, self.start, self.per_step = total_steps, start_step, images_per_step
         self.live = self.stream.isatty() if live is None else live
         self.print_every, self.enabled = print_every, enabled
-        self.t0 = self.last_draw = time.perf_counter()
-        self.window = []  # (time, step) of recent steps, for the rate
+        self.t0 = time.perf_counter()
+        self.bar = None
+        if enabled and self.live:
+            self.bar = tqdm(total=total_steps, initial=start_step, file=self.stream, bar_format=BAR_FORMAT,
+                            ascii=ASCII, mininterval=0.25, dynamic_ncols=True, leave=True)
 
-    def rate(self, step: int) -> float:
-        """Images per second over the last few seconds."""
-        now = time.perf_counter()
-        self.window.append((now, step))
-        while len(self.window) > 2 and now - self.window[0][0] > 10.0:
-            self.window.pop(0)
-        (t_a, s_a), (t_b, s_b) = self.window[0], self.window[-1]
-        if t_b <= t_a:
-            return (step - self.start) * self.per_step / max(now - self.t0, 1e-9)
-        return (s_b - s_a) * self.per_step / (t_b - t_a)
+    def images_per_second(self, step: int) -> float:
+        """Images per second: tqdm's smoothed rate when live, else the mean since the start."""
+        rate = self.bar.format_dict.get("rate") if self.bar is not None else None
+        if rate is None:
+            rate = (step - self.start) / max(time.perf_counter() - self.t0, 1e-9)
+        return rate * self.per_step
+
+    def postfix(self, step: int, losses: dict[str, float]) -> str:
+        """``, <loss> <value> ... | <rate> img/s`` (tqdm puts the postfix after the step count)."""
+        loss_text = " ".join(f"{k} {float(v):.3f}" for k, v in losses.items())
+        return f", {loss_text} | {self.images_per_second(step):.1f} img/s"
 
     def line(self, step: int, epoch: int, epochs: int, losses: dict[str, float]) -> str:
-        ips = self.rate(step)
-        left = (self.total - step) * self.per_step / ips if ips > 0 else 0.0
-        width = 20
-        filled = int(width * step / max(1, self.total))
-        bar = "#" * filled + "." * (width - filled)
-        loss_text = " ".join(f"{k} {v:.3f}" for k, v in losses.items())
-        return (f"epoch {epoch}/{epochs} [{bar}] {step}/{self.total} | {loss_text} | "
-                f"{ips:.1f} img/s | {_hms(time.perf_counter() - self.t0)}<{_hms(left)}")
+        """The progress line for ``step`` (without a newline)."""
+        return tqdm.format_meter(
+            n=step, total=self.total, elapsed=time.perf_counter() - self.t0, prefix=f"epoch {epoch}/{epochs}",
+            bar_format=BAR_FORMAT.replace("{postfix}", self.postfix(step, losses)), ascii=ASCII, initial=self.start,
+        )
 
     def update(self, step: int, epoch: int, epochs: int, losses: dict[str, float]) -> None:
+        """Record that ``step`` is done (losses of that step); draws or prints when due."""
         if not self.enabled:
             return
-        if self.live:
-            now = time.perf_counter()
-            if now - self.last_draw < 0.25 and step != self.total:
-                self.rate(step)
-                return
-            self.last_draw = now
-            self.stream.write("\r" + self.line(step, epoch, epochs, losses) + "\x1b[K")
-        else:
-            prev = (step - 1) * self.per_step // self.print_every
-            if step * self.per_step // self.print_every == prev and step != self.total:
-                self.rate(step)
-                return
+        if self.bar is not None:
+            self.bar.set_description_str(f"epoch {epoch}/{epochs}", refresh=False)
+            self.bar.set_postfix_str(self.postfix(step, losses)[2:], refresh=False)
+            self.bar.update(step - self.bar.n)
+            return
+        crossed = step * self.per_step // self.print_every > (step - 1) * self.per_step // self.print_every
+        if crossed or step == self.total:
             self.stream.write(self.line(step, epoch, epochs, losses) + "\n")
-        self.stream.flush()
+            self.stream.flush()
 
     def message(self, text: str) -> None:
-        """Print ``text`` on its own line (breaking a live line)."""
+        """Print ``text`` on its own line (above a live bar)."""
         if not self.enabled:
             return
-        self.stream.write(("\n" if self.live else "") + text + "\n")
-        self.stream.flush()
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled and self.live:
-            self.stream.write("\n")
-            self.stream.flush()
+        """End the live bar (its last state stays on screen)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -37,6 +37,8 @@ from inade.training.latents import D_PASS, G_PASS, draw_latents
 from inade.training.options import format_options, parse_options
 from inade.training.progress import Progress
 from inade.training.schedule import learning_rates, lr_factor
+from inade.utils.errors import UserError, one_line, run_command
+from inade.utils.files import write_text_atomic
 
 GRID_LAYOUTS = 4
 GRID_STYLES = 6
@@ -119,7 +121,7 @@ class Trainer:
                                      seed=opt.seed, max_dataset_size=opt.max_dataset_size)
         world = self.dist.world_size
         if opt.batchSize % world:
-            raise SystemExit(f"train.py: --batchSize {opt.batchSize} must be a multiple of the {world} processes")
+            raise UserError(f"--batchSize {opt.batchSize} must be a multiple of the {world} processes")
         self.local_batch = opt.batchSize // world
         self.sampler = EpochSampler(len(self.dataset), self.local_batch, seed=opt.seed, rank=self.dist.rank,
                                     world_size=world, shuffle=not opt.serial_batches)
@@ -236,7 +238,7 @@ class Trainer:
         opt = self.opt
         if self.dist.is_main:
             self.folder.mkdir(parents=True, exist_ok=True)
-            (self.folder / "opt.txt").write_text(format_options(opt, self.cfg) + "\n")
+            write_text_atomic(self.folder / "opt.txt", format_options(opt, self.cfg) + "\n")
         gb = opt.batchSize
         progress = Progress(self.total_steps, self.step, gb, print_every=opt.print_freq,
                             live=False if opt.no_progress else None, enabled=self.dist.is_main)
@@ -332,7 +334,11 @@ class Trainer:
         """``--continue_train``: ``latest.pt`` when present, else the public code's weight files."""
         full = self.folder / "latest.pt"
         if full.exists():
-            self.load_state_dict(torch.load(full, map_location="cpu", weights_only=True))
+            state = ckpt.load_checkpoint(full)
+            try:
+                self.load_state_dict(state)
+            except (ValueError, RuntimeError, KeyError, TypeError, AttributeError) as err:
+                raise UserError(f"{full}: does not fit this run ({one_line(err)})") from err
             self.log(f"resumed from {full} at step {self.step}")
         else:
             ckpt.load_public(self.folder, self.opt.which_epoch, self.G, self.D, self.E, log=self.log)
@@ -392,6 +398,13 @@ class Trainer:
 
 
 def main(argv=None) -> int:
+    """``train.py``: 0 when the run ends; a user error (missing dataroot or file, a class id
+    outside ``label_nc``, an unreadable checkpoint, a bad option) prints one line
+    ``error: …`` on stderr and returns 2."""
+    return run_command(_train, argv)
+
+
+def _train(argv=None) -> int:
     opt, cfg, notes = parse_options(argv)
     dist, device, note = setup(opt.gpu_ids)
     try:

@@ -1,1 +1,2 @@
-"""Small utilities: a dependency-free PNG reader/writer."""
+"""Small utilities: atomic file writes (:mod:`inade.utils.files`) and command-line user errors
+(:mod:`inade.utils.errors`)."""

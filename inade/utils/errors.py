@@ -1,0 +1,53 @@
+"""User errors on the command line: one line ``error: …`` on stderr, exit code 2.
+
+A user error is something the person running the program can fix (a missing
+file or folder, a class id outside ``label_nc``, a corrupt checkpoint, a bad
+option). The programs raise :class:`UserError` (or a subclass such as
+``inade.data.DatasetError``) with a message that names the file or option, and
+:func:`run_command` turns it into one line; anything else is a bug and keeps
+its traceback.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """An error the user can act on; the message names the file, option or value."""
+
+
+# Missing files are user errors too: every FileNotFoundError the programs raise names the file.
+USER_ERRORS = (UserError, FileNotFoundError)
+
+# A DataLoader worker re-raises the worker's exception with its traceback as the message;
+# its last line is "package.module.ErrorName: the message".
+_WORKER_TRACEBACK = "Original Traceback"
+_QUALIFIED_PREFIX = re.compile(r"^[\w.]+(Error|Exception): ")
+
+
+def one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line (a worker's traceback reduced to its own message)."""
+    text = str(err).strip()
+    if _WORKER_TRACEBACK in text:
+        text = _QUALIFIED_PREFIX.sub("", text.splitlines()[-1].strip())
+    if isinstance(err, FileNotFoundError) and err.filename is not None and err.strerror:
+        text = f"{err.filename}: {err.strerror.lower()}"
+    return " ".join(part.strip() for part in text.splitlines() if part.strip()) or type(err).__name__
+
+
+def report(err: BaseException, stream=None) -> int:
+    """Print ``error: <message>`` (one line) on ``stream`` (stderr); returns the exit code 2."""
+    print(f"error: {one_line(err)}", file=stream or sys.stderr, flush=True)
+    return EXIT_USER_ERROR
+
+
+def run_command(main: Callable[..., int | None], *args, **kwargs) -> int:
+    """``main(*args, **kwargs)``, with user errors reported as one line and exit code 2."""
+    try:
+        return main(*args, **kwargs) or 0
+    except USER_ERRORS as err:
+        return report(err)
