@@ -62,7 +62,7 @@ setup(
     packages=find_packages(include=["inade", "inade.*"]) + ["inade.kernels"],
     package_dir={"inade.kernels": "kernels"},
     python_requires=">=3.10",
-    install_requires=["torch>=2.4", "numpy", "pillow"],
+    install_requires=["torch>=2.4", "numpy", "pillow", "tqdm"],
     entry_points={"console_scripts": ["inade-synth=inade.cli:main"]},
     extras_require={"triton": ["triton>=3.0"], "test": ["pytest"]},
     ext_modules=ext_modules,
