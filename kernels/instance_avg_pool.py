@@ -188,19 +188,3 @@ def backward(grads: list[torch.Tensor], inst: torch.Tensor, counts: torch.Tensor
         dxs.append(dx)
     return dxs
 
-
-def aot_specs():
-    """``(kernel, signature, constexprs)`` for compiling every kernel ahead of time (tests)."""
-    i32 = "i32"
-    strides3 = [i32] * 3
-    specs = []
-    for dtype in ("fp32", "bf16", "fp16"):
-        t = "*" + dtype
-        precision = "tf32" if dtype == "bf16" else "tf32x3"
-        for index, write_counts, block_l in (("*i64", True, _MAX_BLOCK_L), ("*i32", False, 16)):
-            specs.append((_forward_kernel, [t, index, "*fp32", "*fp32", i32, i32, i32, *strides3, i32],
-                          {"WRITE_COUNTS": write_counts, "BLOCK_C": _BLOCK_C, "BLOCK_HW": _BLOCK_HW,
-                           "BLOCK_L": block_l, "DOT_PRECISION": precision}))
-        specs.append((_backward_kernel, [t, "*fp32", "*i64", t, i32, i32, i32, *strides3],
-                      {"BLOCK_C": _BWD_BLOCK_C, "BLOCK_HW": _BWD_BLOCK_HW}))
-    return specs

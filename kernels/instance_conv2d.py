@@ -371,25 +371,3 @@ def backward_weight(dy, x, inst, kernel_size: int, stride: int, padding: int, re
     dw = part.sum(0).view(k, k, C_out, C_in).permute(2, 3, 0, 1)
     return dw.to(x.dtype).contiguous()
 
-
-def aot_specs():
-    """``(kernel, signature, constexprs)`` for compiling every kernel ahead of time (tests):
-    kernel size 3 in float32 (renorm), bfloat16 (renorm) and float16 (plain), and kernel
-    size 1 in float32 (plain): every dtype, both kernel sizes, both renorm settings,
-    in 28 compilations (about a minute on two cold CPU cores)."""
-    i32 = "i32"
-    geometry = [i32] * 9  # M, C_in, C_out, H, W, H_out, W_out, stride, pad
-    strides = [i32] * 4
-    specs = [(_renorm_scale_kernel, ["*i64", "*fp32", *[i32] * 7], {"KSIZE": k, "BLOCK": _SCALE_BLOCK}) for k in (1, 3)]
-    variants = [("fp32", 3, True), ("fp32", 1, False), ("bf16", 3, True), ("fp16", 3, False)]
-    for dtype, ksize, renorm in variants:
-        t = "*" + dtype
-        common = {"KSIZE": ksize, "RENORM": renorm, "DOT_PRECISION": "tf32x3" if dtype == "fp32" else "ieee",
-                  "UPCAST": False}
-        specs.append((_forward_kernel, [t, "*i64", t, t, t, *geometry, *strides, *strides],
-                      {**common, "HAS_BIAS": True, "BLOCK_M": _BLOCK_M, "BLOCK_N": 64, "BLOCK_K": 32}))
-        specs.append((_backward_input_kernel, [t, "*i32", t, "*fp32", t, *geometry, *strides, *strides],
-                      {**common, "BLOCK_M": _BLOCK_M, "BLOCK_N": 64, "BLOCK_K": 32}))
-        specs.append((_backward_weight_kernel, [t, t, "*i64", "*fp32", "*fp32", *geometry, *strides, *strides, i32],
-                      {**common, "BLOCK_O": 64, "BLOCK_C": 64, "BLOCK_M": _BLOCK_M}))
-    return specs

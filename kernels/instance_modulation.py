@@ -11,6 +11,10 @@ be complete before the first output):
     backward : reduce (read dy, x -> per-instance sums), dx (read dy, x, write dx)
 The per-channel sums of the input gradient are derived on the host from the
 per-instance sums (``sum dxhat = sum_l gamma_l * dbeta_l``), so no pass computes them.
+
+Accumulation is in the dtype of the statistics and scratch buffers the launchers
+pass (``*ACC``: float32, float64 for float64 inputs); strides, the split of
+the reductions, the dot precision and the one-hot segment sum come from ``_launch``.
 """
 from __future__ import annotations
 
@@ -18,12 +22,16 @@ import torch
 import triton
 import triton.language as tl
 
+from inade.kernels import _launch
+from inade.kernels._launch import one_hot_segment_sum
+from inade.ops import _checks
+
 
 @triton.jit
 def _stats_kernel(
     x_ptr,  # *T    [B, C, HW] feature map
-    part_mean_ptr,  # *f32  [P, C] mean of each program's chunk of pixels
-    part_m2_ptr,  # *f32  [P, C] sum of squared deviations of each chunk
+    part_mean_ptr,  # *ACC  [P, C] mean of each program's chunk of pixels
+    part_m2_ptr,  # *ACC  [P, C] sum of squared deviations of each chunk
     C,  # channels
     HW,  # pixels per image
     s_b, s_c, s_hw,  # strides of x
@@ -32,20 +40,21 @@ def _stats_kernel(
     BLOCK_HW: tl.constexpr,
 ):
     # Grid: (C blocks, B, chunks). Tiles are merged with Chan's formula so the
-    # variance keeps float32 precision when the mean is large.
+    # variance keeps the accumulator's precision when the mean is large.
     pid_c, b, chunk = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = c < C
     base = b.to(tl.int64) * s_b + c[:, None].to(tl.int64) * s_c
-    n = 0.0
-    mean = tl.zeros([BLOCK_C], dtype=tl.float32)
-    m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+    acc_t = part_mean_ptr.dtype.element_ty
+    n = tl.zeros([BLOCK_C], dtype=acc_t)  # pixels merged so far (equal in every lane)
+    mean = tl.zeros([BLOCK_C], dtype=acc_t)
+    m2 = tl.zeros([BLOCK_C], dtype=acc_t)
     for t in range(0, tiles_per_prog):
         hw = (chunk * tiles_per_prog + t) * BLOCK_HW + tl.arange(0, BLOCK_HW)
         hw_mask = hw < HW
         mask = c_mask[:, None] & hw_mask[None, :]
-        x = tl.load(x_ptr + base + hw[None, :].to(tl.int64) * s_hw, mask=mask, other=0.0).to(tl.float32)
-        tile_n = tl.sum(hw_mask.to(tl.float32), axis=0)
+        x = tl.load(x_ptr + base + hw[None, :].to(tl.int64) * s_hw, mask=mask, other=0.0).to(acc_t)
+        tile_n = tl.sum(hw_mask.to(acc_t), axis=0)
         if tile_n > 0:
             tile_mean = tl.sum(x, axis=1) / tile_n
             dev = tl.where(mask, x - tile_mean[:, None], 0.0)
@@ -66,8 +75,8 @@ def _apply_kernel(
     inst_ptr,  # *int [B, HW] instance ids
     gamma_ptr,  # *T   [B, L, C] scale table
     beta_ptr,  # *T   [B, L, C] shift table
-    mean_ptr,  # *f32 [C]
-    invstd_ptr,  # *f32 [C]
+    mean_ptr,  # *ACC [C]
+    invstd_ptr,  # *ACC [C]
     y_ptr,  # *T   [B, C, HW] output
     C, HW, L,
     s_b, s_c, s_hw,  # strides of x
@@ -83,12 +92,13 @@ def _apply_kernel(
     b64, c64, hw64 = b.to(tl.int64), c.to(tl.int64), hw.to(tl.int64)
     ids = tl.load(inst_ptr + b64 * HW + hw64, mask=hw_mask, other=0).to(tl.int64)
     row = (b64 * L + ids[None, :]) * C + c64[:, None]
-    g = tl.load(gamma_ptr + row, mask=mask, other=0.0).to(tl.float32)
-    t = tl.load(beta_ptr + row, mask=mask, other=0.0).to(tl.float32)
+    acc_t = mean_ptr.dtype.element_ty
+    g = tl.load(gamma_ptr + row, mask=mask, other=0.0).to(acc_t)
+    t = tl.load(beta_ptr + row, mask=mask, other=0.0).to(acc_t)
     mean = tl.load(mean_ptr + c, mask=c_mask, other=0.0)
     invstd = tl.load(invstd_ptr + c, mask=c_mask, other=0.0)
     x = tl.load(x_ptr + b64 * s_b + c64[:, None] * s_c + hw64[None, :] * s_hw, mask=mask, other=0.0)
-    x_hat = (x.to(tl.float32) - mean[:, None]) * invstd[:, None]
+    x_hat = (x.to(acc_t) - mean[:, None]) * invstd[:, None]
     y = x_hat * g + t
     tl.store(y_ptr + b64 * sy_b + c64[:, None] * sy_c + hw64[None, :] * sy_hw, y.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -98,10 +108,10 @@ def _backward_reduce_kernel(
     dy_ptr,  # *T   [B, C, HW] output gradient
     x_ptr,  # *T   [B, C, HW] input
     inst_ptr,  # *int [B, HW] instance ids
-    mean_ptr,  # *f32 [C]
-    invstd_ptr,  # *f32 [C]
-    part_dgamma_ptr,  # *f32 [B, P, L, C] per-chunk sums of dy * x_hat per instance
-    part_dbeta_ptr,  # *f32 [B, P, L, C] per-chunk sums of dy per instance
+    mean_ptr,  # *ACC [C]
+    invstd_ptr,  # *ACC [C]
+    part_dgamma_ptr,  # *ACC [B, P, L, C] per-chunk sums of dy * x_hat per instance
+    part_dbeta_ptr,  # *ACC [B, P, L, C] per-chunk sums of dy per instance
     C, HW, L,
     sd_b, sd_c, sd_hw,  # strides of dy
     s_b, s_c, s_hw,  # strides of x
@@ -111,9 +121,8 @@ def _backward_reduce_kernel(
     BLOCK_L: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    # Grid: (C blocks * L blocks, B, chunks). The segment sum over instances is a
-    # matrix product with the tile's one-hot map [HW, L] (never stored), so it runs
-    # on tensor cores and needs no atomics; DOT_PRECISION keeps it float32-exact.
+    # Grid: (C blocks * L blocks, B, chunks). The segment sums over instances are
+    # one_hot_segment_sum's matrix products; DOT_PRECISION keeps them float32-exact.
     pid, b, chunk = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     n_c_blocks = tl.cdiv(C, BLOCK_C)
     pid_c, pid_l = pid % n_c_blocks, pid // n_c_blocks
@@ -123,8 +132,9 @@ def _backward_reduce_kernel(
     b64, c64 = b.to(tl.int64), c.to(tl.int64)
     mean = tl.load(mean_ptr + c, mask=c_mask, other=0.0)
     invstd = tl.load(invstd_ptr + c, mask=c_mask, other=0.0)
-    acc_g = tl.zeros([BLOCK_C, BLOCK_L], dtype=tl.float32)
-    acc_b = tl.zeros([BLOCK_C, BLOCK_L], dtype=tl.float32)
+    acc_t = mean_ptr.dtype.element_ty
+    acc_g = tl.zeros([BLOCK_C, BLOCK_L], dtype=acc_t)
+    acc_b = tl.zeros([BLOCK_C, BLOCK_L], dtype=acc_t)
     for t in range(0, tiles_per_prog):
         hw = (chunk * tiles_per_prog + t) * BLOCK_HW + tl.arange(0, BLOCK_HW)
         hw_mask = hw < HW
@@ -133,11 +143,10 @@ def _backward_reduce_kernel(
         ids = tl.load(inst_ptr + b64 * HW + hw64, mask=hw_mask, other=-1)
         dy = tl.load(dy_ptr + b64 * sd_b + c64[:, None] * sd_c + hw64[None, :] * sd_hw, mask=mask, other=0.0)
         x = tl.load(x_ptr + b64 * s_b + c64[:, None] * s_c + hw64[None, :] * s_hw, mask=mask, other=0.0)
-        dy = dy.to(tl.float32)
-        x_hat = (x.to(tl.float32) - mean[:, None]) * invstd[:, None]
-        one_hot = (ids[:, None] == lane[None, :]).to(tl.float32)
-        acc_g += tl.dot(dy * x_hat, one_hot, input_precision=DOT_PRECISION)
-        acc_b += tl.dot(dy, one_hot, input_precision=DOT_PRECISION)
+        dy = dy.to(acc_t)
+        x_hat = (x.to(acc_t) - mean[:, None]) * invstd[:, None]
+        acc_g = one_hot_segment_sum(acc_g, dy * x_hat, ids, lane, DOT_PRECISION)
+        acc_b = one_hot_segment_sum(acc_b, dy, ids, lane, DOT_PRECISION)
     part = ((b64 * tl.num_programs(2) + chunk) * L + lane[None, :].to(tl.int64)) * C + c64[:, None]
     out_mask = c_mask[:, None] & (lane[None, :] < L)
     tl.store(part_dgamma_ptr + part, acc_g, mask=out_mask)
@@ -150,10 +159,10 @@ def _backward_dx_kernel(
     x_ptr,  # *T   [B, C, HW] input
     inst_ptr,  # *int [B, HW] instance ids
     gamma_ptr,  # *T   [B, L, C] scale table
-    mean_ptr,  # *f32 [C]
-    invstd_ptr,  # *f32 [C]
-    mean_dxhat_ptr,  # *f32 [C] mean over (B, H, W) of dy * gamma[inst]
-    mean_dxhat_xhat_ptr,  # *f32 [C] mean of dy * gamma[inst] * x_hat
+    mean_ptr,  # *ACC [C]
+    invstd_ptr,  # *ACC [C]
+    mean_dxhat_ptr,  # *ACC [C] mean over (B, H, W) of dy * gamma[inst]
+    mean_dxhat_xhat_ptr,  # *ACC [C] mean of dy * gamma[inst] * x_hat
     dx_ptr,  # *T   [B, C, HW] input gradient
     C, HW, L,
     sd_b, sd_c, sd_hw,  # strides of dy
@@ -170,16 +179,17 @@ def _backward_dx_kernel(
     mask = c_mask[:, None] & hw_mask[None, :]
     b64, c64, hw64 = b.to(tl.int64), c.to(tl.int64), hw.to(tl.int64)
     ids = tl.load(inst_ptr + b64 * HW + hw64, mask=hw_mask, other=0).to(tl.int64)
-    g = tl.load(gamma_ptr + (b64 * L + ids[None, :]) * C + c64[:, None], mask=mask, other=0.0).to(tl.float32)
+    acc_t = invstd_ptr.dtype.element_ty
+    g = tl.load(gamma_ptr + (b64 * L + ids[None, :]) * C + c64[:, None], mask=mask, other=0.0).to(acc_t)
     invstd = tl.load(invstd_ptr + c, mask=c_mask, other=0.0)
     dy = tl.load(dy_ptr + b64 * sd_b + c64[:, None] * sd_c + hw64[None, :] * sd_hw, mask=mask, other=0.0)
-    dx_hat = dy.to(tl.float32) * g
+    dx_hat = dy.to(acc_t) * g
     if BATCH_STATS:
         mean = tl.load(mean_ptr + c, mask=c_mask, other=0.0)
         m1 = tl.load(mean_dxhat_ptr + c, mask=c_mask, other=0.0)
         m2 = tl.load(mean_dxhat_xhat_ptr + c, mask=c_mask, other=0.0)
         x = tl.load(x_ptr + b64 * s_b + c64[:, None] * s_c + hw64[None, :] * s_hw, mask=mask, other=0.0)
-        x_hat = (x.to(tl.float32) - mean[:, None]) * invstd[:, None]
+        x_hat = (x.to(acc_t) - mean[:, None]) * invstd[:, None]
         dx_hat = dx_hat - m1[:, None] - x_hat * m2[:, None]
     dx = dx_hat * invstd[:, None]
     tl.store(dx_ptr + b64 * sx_b + c64[:, None] * sx_c + hw64[None, :] * sx_hw, dx.to(dx_ptr.dtype.element_ty), mask=mask)
@@ -194,43 +204,20 @@ _BLOCK_C, _BLOCK_HW = 32, 128
 _REDUCE_BLOCK_C, _REDUCE_BLOCK_HW = 32, 64
 
 
-def _strides(t: torch.Tensor) -> tuple[int, int, int]:
-    return t.stride(0), t.stride(1), t.stride(3)
-
-
-def _chunks(x: torch.Tensor, block_hw: int, programs_per_image: int) -> tuple[int, int]:
-    """(number of pixel chunks per image, tiles per chunk) for a split-reduction grid."""
-    hw = x.shape[2] * x.shape[3]
-    tiles = triton.cdiv(hw, block_hw)
-    n_chunks = max(1, min(tiles, programs_per_image))
-    tiles_per_prog = triton.cdiv(tiles, n_chunks)
-    return triton.cdiv(tiles, tiles_per_prog), tiles_per_prog
-
-
-def _target_chunks(x: torch.Tensor, c_blocks: int) -> int:
-    # Enough programs to fill the GPU (about 4 per SM) without tiny chunks.
-    sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 8
-    return max(1, (4 * sms) // max(1, x.shape[0] * c_blocks))
-
-
-def _dot_precision(x: torch.Tensor) -> str:
-    # Three-pass TF32 is float32-accurate on tensor cores; the interpreter has only "ieee".
-    return "tf32x3" if x.is_cuda else "ieee"
-
-
 def stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel ``(mean, biased var)`` of ``x [B, C, H, W]``, float32 ``[C]`` each."""
+    """Per-channel ``(mean, biased var)`` of ``x [B, C, H, W]``, ``[C]`` each, float32 (float64 for float64)."""
     B, C = x.shape[:2]
     hw = x.shape[2] * x.shape[3]
+    acc = _checks.acc_dtype(x.dtype)
     c_blocks = triton.cdiv(C, _BLOCK_C)
-    n_chunks, tiles_per_prog = _chunks(x, _BLOCK_HW, _target_chunks(x, c_blocks))
-    part_mean = torch.empty(B * n_chunks, C, device=x.device, dtype=torch.float32)
+    n_chunks, tiles_per_prog = _launch.split_reduction(triton.cdiv(hw, _BLOCK_HW), B * c_blocks, x.device)
+    part_mean = torch.empty(B * n_chunks, C, device=x.device, dtype=acc)
     part_m2 = torch.empty_like(part_mean)
     _stats_kernel[(c_blocks, B, n_chunks)](
-        x, part_mean, part_m2, C, hw, *_strides(x), tiles_per_prog, BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW
+        x, part_mean, part_m2, C, hw, *_launch.strides_chw(x), tiles_per_prog, BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW,
     )
     # Chan's parallel-variance merge of the chunks (tiny: [P, C]).
-    counts = torch.full((n_chunks,), float(tiles_per_prog * _BLOCK_HW), device=x.device)
+    counts = torch.full((n_chunks,), float(tiles_per_prog * _BLOCK_HW), device=x.device, dtype=acc)
     counts[-1] = hw - (n_chunks - 1) * tiles_per_prog * _BLOCK_HW
     counts = counts.repeat(B)[:, None]
     total = counts.sum()
@@ -246,26 +233,28 @@ def apply(x, inst, gamma, beta, mean, invstd) -> torch.Tensor:
     y = torch.empty_like(x)
     grid = (triton.cdiv(hw, _BLOCK_HW), triton.cdiv(C, _BLOCK_C), B)
     _apply_kernel[grid](
-        x, inst, gamma, beta, mean, invstd, y, C, hw, gamma.shape[1], *_strides(x), *_strides(y),
+        x, inst, gamma, beta, mean, invstd, y, C, hw, gamma.shape[1], *_launch.strides_chw(x), *_launch.strides_chw(y),
         BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW,
     )
     return y
 
 
 def backward_reduce(dy, x, inst, mean, invstd, num_instances: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-instance sums ``(sum dy * x_hat, sum dy)``, float32 ``[B, L, C]`` each."""
+    """Per-instance sums ``(sum dy * x_hat, sum dy)``, ``[B, L, C]`` each in the dtype of ``mean``."""
     B, C = x.shape[:2]
     hw = x.shape[2] * x.shape[3]
     block_l = max(16, min(64, triton.next_power_of_2(num_instances)))
     c_blocks = triton.cdiv(C, _REDUCE_BLOCK_C)
     l_blocks = triton.cdiv(num_instances, block_l)
-    n_chunks, tiles_per_prog = _chunks(x, _REDUCE_BLOCK_HW, _target_chunks(x, c_blocks * l_blocks))
-    part_dgamma = torch.empty(B, n_chunks, num_instances, C, device=x.device, dtype=torch.float32)
+    n_chunks, tiles_per_prog = _launch.split_reduction(
+        triton.cdiv(hw, _REDUCE_BLOCK_HW), B * c_blocks * l_blocks, x.device
+    )
+    part_dgamma = torch.empty(B, n_chunks, num_instances, C, device=x.device, dtype=mean.dtype)
     part_dbeta = torch.empty_like(part_dgamma)
     _backward_reduce_kernel[(c_blocks * l_blocks, B, n_chunks)](
-        dy, x, inst, mean, invstd, part_dgamma, part_dbeta, C, hw, num_instances, *_strides(dy), *_strides(x),
-        tiles_per_prog, BLOCK_C=_REDUCE_BLOCK_C, BLOCK_HW=_REDUCE_BLOCK_HW, BLOCK_L=block_l,
-        DOT_PRECISION=_dot_precision(x),
+        dy, x, inst, mean, invstd, part_dgamma, part_dbeta, C, hw, num_instances, *_launch.strides_chw(dy),
+        *_launch.strides_chw(x), tiles_per_prog, BLOCK_C=_REDUCE_BLOCK_C, BLOCK_HW=_REDUCE_BLOCK_HW,
+        BLOCK_L=block_l, DOT_PRECISION=_launch.dot_precision(mean.dtype, x.device),
     )
     return part_dgamma.sum(1), part_dbeta.sum(1)
 
@@ -278,29 +267,7 @@ def backward_dx(dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, b
     grid = (triton.cdiv(hw, _BLOCK_HW), triton.cdiv(C, _BLOCK_C), B)
     _backward_dx_kernel[grid](
         dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, dx, C, hw, gamma.shape[1],
-        *_strides(dy), *_strides(x), *_strides(dx), BATCH_STATS=batch_stats, BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW,
+        *_launch.strides_chw(dy), *_launch.strides_chw(x), *_launch.strides_chw(dx), BATCH_STATS=batch_stats, BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW,
     )
     return dx
 
-
-def aot_specs():
-    """``(kernel, signature, constexprs)`` for compiling every kernel ahead of time (tests)."""
-    i32 = "i32"
-    strides3 = [i32] * 3
-    specs = []
-    for dtype in ("fp32", "bf16", "fp16"):
-        t = "*" + dtype
-        specs.append((_stats_kernel, [t, "*fp32", "*fp32", i32, i32, *strides3, i32],
-                      {"BLOCK_C": _BLOCK_C, "BLOCK_HW": _BLOCK_HW}))
-        specs.append((_apply_kernel, [t, "*i32", t, t, "*fp32", "*fp32", t, i32, i32, i32, *strides3, *strides3],
-                      {"BLOCK_C": _BLOCK_C, "BLOCK_HW": _BLOCK_HW}))
-        specs.append((_backward_reduce_kernel,
-                      [t, t, "*i64", "*fp32", "*fp32", "*fp32", "*fp32", i32, i32, i32, *strides3, *strides3, i32],
-                      {"BLOCK_C": _REDUCE_BLOCK_C, "BLOCK_HW": _REDUCE_BLOCK_HW, "BLOCK_L": 64,
-                       "DOT_PRECISION": "tf32x3"}))
-        for batch_stats in (True, False):
-            specs.append((_backward_dx_kernel,
-                          [t, t, "*i32", t, "*fp32", "*fp32", "*fp32", "*fp32", t, i32, i32, i32,
-                           *strides3, *strides3, *strides3],
-                          {"BATCH_STATS": batch_stats, "BLOCK_C": _BLOCK_C, "BLOCK_HW": _BLOCK_HW}))
-    return specs
