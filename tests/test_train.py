@@ -223,6 +223,142 @@ def test_continue_train_without_checkpoint_is_a_clear_error(tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# progress line
+# ---------------------------------------------------------------------------
+
+
+def test_progress_prints_whole_lines_when_not_a_terminal():
+    import io
+    import re
+
+    from inade.training.progress import Progress
+
+    out = io.StringIO()
+    p = Progress(total_steps=12, start_step=2, images_per_step=8, print_every=32, stream=out)  # StringIO: not a tty
+    for step in range(3, 13):
+        p.update(step, epoch=1 + (step > 6), epochs=2, losses={"G_GAN": torch.tensor(0.5), "D_fake": 0.25})
+    p.message("SIGINT: stopping")
+    p.close()
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    assert [int(re.search(r"\] (\d+)/12", line).group(1)) for line in lines[:-1]] == [4, 8, 12]  # every 32 images
+    assert re.fullmatch(r"epoch 2/2 \[#{20}\] 12/12, G_GAN 0\.500 D_fake 0\.250 \| [\d.]+ img/s \| \d\d:\d\d<\d\d:\d\d", lines[2])
+    assert lines[-1] == "SIGINT: stopping"
+
+
+def test_progress_is_a_tqdm_bar_on_a_terminal():
+    import io
+
+    from tqdm import tqdm
+
+    from inade.training.progress import Progress
+
+    out = io.StringIO()
+    p = Progress(total_steps=5, start_step=0, images_per_step=2, live=True, stream=out)
+    assert isinstance(p.bar, tqdm)
+    for step in range(1, 6):
+        p.update(step, 1, 1, {"G_GAN": 0.5})
+    assert p.bar.n == 5
+    p.close()
+    text = out.getvalue()
+    assert "\r" in text and "5/5, G_GAN 0.500 |" in text and "img/s" in text
+    silent = io.StringIO()
+    q = Progress(5, 0, 2, live=True, stream=silent, enabled=False)  # processes other than the first
+    q.update(1, 1, 1, {})
+    q.message("x")
+    q.close()
+    assert silent.getvalue() == ""
+
+
+# ---------------------------------------------------------------------------
+# user errors: one line "error: ...", exit code 2
+# ---------------------------------------------------------------------------
+
+
+def _error_line(capsys) -> str:
+    """The one ``error: …`` line of stderr (and nothing like a traceback)."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and err.rstrip().endswith(lines[0]), err
+    assert "Traceback" not in err and "weights_only" not in err, err
+    return lines[0]
+
+
+def _folder_dataset(root, top_class: int) -> None:
+    from PIL import Image
+
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    for k in range(2):
+        Image.fromarray(torch.full((32, 32, 3), 100, dtype=torch.uint8).numpy()).save(root / "images" / f"{k}.png")
+        label = torch.zeros(32, 32, dtype=torch.uint8)
+        label[8:20, 8:20] = top_class
+        Image.fromarray(label.numpy()).save(root / "labels" / f"{k}.png")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_train_class_outside_label_nc_is_one_line(tmp_path, capsys, workers):
+    """The label check runs while loading a batch, also inside a data worker: still one line naming the file."""
+    _folder_dataset(tmp_path / "data", top_class=5)
+    argv = TINY + ["--checkpoints_dir", str(tmp_path), "--name", "run", "--dataset_mode", "folder", "--dataroot",
+                   str(tmp_path / "data"), "--label_nc", "3", "--load_size", "32", "--nThreads", str(workers),
+                   "--max_steps", "1", "--no_vgg_loss"]
+    assert main(argv) == 2
+    line = _error_line(capsys)
+    assert "labels/0.png has class 5, outside 0 ... 2" in line or "labels/1.png has class 5, outside 0 ... 2" in line, line
+
+
+def test_train_corrupt_checkpoints_are_one_line_saying_what_is_wrong(tmp_path, capsys):
+    opt, cfg, _ = tiny_options(tmp_path, "--max_steps", "1")
+    quiet_trainer(opt, cfg).run()
+    latest = tmp_path / "run" / "latest.pt"
+    good = latest.read_bytes()
+    resume = TINY + ["--checkpoints_dir", str(tmp_path), "--name", "run", "--continue_train", "--max_steps", "1"]
+    cases = [
+        (good[: len(good) // 2], "latest.pt: not a complete PyTorch checkpoint (empty, truncated or corrupt)"),
+        (b"\x00garbage", "latest.pt: not a PyTorch checkpoint"),
+        (None, "latest.pt: holds a Python object (fractions.Fraction)"),
+    ]
+    for data, message in cases:
+        if data is None:  # a pickled object the weights-only reader refuses (torch would suggest weights_only=False)
+            import fractions
+
+            torch.save({"format": ckpt.FORMAT, "step": fractions.Fraction(1, 3)}, latest)
+        else:
+            latest.write_bytes(data)
+        assert main(resume) == 2
+        assert message in _error_line(capsys)
+    # a checkpoint of another model: it does not fit this run
+    opt, cfg, _ = tiny_options(tmp_path / "other", "--max_steps", "1", "--ngf", "8")
+    quiet_trainer(opt, cfg).run()
+    latest.write_bytes((tmp_path / "other" / "run" / "latest.pt").read_bytes())
+    assert main(resume) == 2
+    assert "latest.pt: does not fit this run (it was trained with ngf=8 (this run: 4))" in _error_line(capsys)
+    # the public-format files: a corrupt one is named too
+    latest.unlink()
+    (tmp_path / "run" / "latest_net_G.pth").write_bytes(b"")
+    assert main(resume) == 2
+    assert "latest_net_G.pth: not a complete PyTorch checkpoint" in _error_line(capsys)
+
+
+def test_train_missing_dataroot_and_checkpoint_are_one_line(tmp_path, capsys):
+    assert main(["--dataset_mode", "ade20k"]) == 2
+    assert _error_line(capsys) == "error: --dataset_mode ade20k needs --dataroot <the dataset's folder>"
+    assert main(["--dataset_mode", "ade20k", "--dataroot", str(tmp_path / "nope"), *TINY[-2:]]) == 2
+    assert "nope is not a folder" in _error_line(capsys)
+    assert main(TINY + ["--checkpoints_dir", str(tmp_path), "--name", "run", "--continue_train"]) == 2
+    assert "--continue_train: neither" in _error_line(capsys)
+
+
+def test_train_py_user_error_exit_code(tmp_path):
+    """The real entry point: exit code 2 and one line on stderr."""
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dataset_mode", "coco", "--dataroot", str(tmp_path / "x"),
+                        "--gpu_ids", "-1"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.startswith("error: dataroot ") and r.stderr.count("\n") == 1, r.stderr
+
+
+# ---------------------------------------------------------------------------
 # atomic checkpoints
 # ---------------------------------------------------------------------------
 

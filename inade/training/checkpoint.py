@@ -60,6 +60,15 @@ def load_checkpoint(path):
         raise UserError(f"{path}: {_what_is_wrong(err)}") from None
 
 
+def config_differences(saved, cfg) -> list[str]:
+    """``["ngf=4 (this run: 8)", ...]``: the model options in which a checkpoint's saved
+    ``config`` dict differs from ``cfg`` (an :class:`inade.Config`)."""
+    if not isinstance(saved, dict):
+        return []
+    now = cfg.to_dict()
+    return [f"{k}={saved[k]!r} (this run: {now[k]!r})" for k in sorted(saved) if k in now and saved[k] != now[k]]
+
+
 def _what_is_wrong(err: Exception) -> str:
     """What a ``torch.load(weights_only=True)`` failure says about the file, in our words
     (torch's own text suggests ``weights_only=False``, which would let the file run code)."""

@@ -338,7 +338,9 @@ class Trainer:
             try:
                 self.load_state_dict(state)
             except (ValueError, RuntimeError, KeyError, TypeError, AttributeError) as err:
-                raise UserError(f"{full}: does not fit this run ({one_line(err)})") from err
+                differ = ckpt.config_differences(state.get("config") if isinstance(state, dict) else None, self.cfg)
+                why = f"it was trained with {', '.join(differ)}" if differ else one_line(err)
+                raise UserError(f"{full}: does not fit this run ({why})") from err
             self.log(f"resumed from {full} at step {self.step}")
         else:
             ckpt.load_public(self.folder, self.opt.which_epoch, self.G, self.D, self.E, log=self.log)

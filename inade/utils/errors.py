@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 
 EXIT_USER_ERROR = 2
+MAX_CHARS = 800  # a longer message (e.g. every mismatched key of a state dict) is cut
 
 
 class UserError(Exception):
@@ -36,7 +37,10 @@ def one_line(err: BaseException) -> str:
         text = _QUALIFIED_PREFIX.sub("", text.splitlines()[-1].strip())
     if isinstance(err, FileNotFoundError) and err.filename is not None and err.strerror:
         text = f"{err.filename}: {err.strerror.lower()}"
-    return " ".join(part.strip() for part in text.splitlines() if part.strip()) or type(err).__name__
+    elif isinstance(err, KeyError) and len(err.args) == 1:
+        text = f"no entry {err.args[0]!r}"
+    text = " ".join(part.strip() for part in text.splitlines() if part.strip()) or type(err).__name__
+    return text if len(text) <= MAX_CHARS else f"{text[:MAX_CHARS]} … ({len(text) - MAX_CHARS} more characters)"
 
 
 def report(err: BaseException, stream=None) -> int:
