@@ -430,8 +430,9 @@ def test_prepare_cli(tmp_path, capsys):
     assert main([str(tmp_path), "--dataset", "celeba"]) == 0
     assert (tmp_path / "train" / "instances" / "0.png").exists()
     (tmp_path / "test" / "images" / "1.jpg").write_bytes(b"not a jpeg")
-    assert main([str(tmp_path), "--dataset", "celeba", "--overwrite"]) == 1
-    assert "1.jpg" in capsys.readouterr().err
+    assert main([str(tmp_path), "--dataset", "celeba", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "1.jpg: cannot read it as an image" in err and err.count("\n") == 1
 
 
 # ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import numpy as np
 from inade.data.folders import LAYOUTS, dataset_files
 from inade.data.ids import compact_ids
 from inade.data.images import DatasetError, read_image, read_index_map, write_index_map
+from inade.utils.errors import USER_ERRORS, report
 
 DEFAULT_PHASES = {"cityscapes": ("train", "val"), "ade20k": ("train", "val"), "coco": ("train", "val")}
 
@@ -99,6 +100,8 @@ def prepare(dataset: str, root, phases=None, overwrite: bool = False, log=print)
 
 
 def main(argv=None) -> int:
+    """``python -m inade.data.prepare``: 0 on success; a missing or unreadable file prints one
+    line ``error: …`` and returns 2."""
     parser = argparse.ArgumentParser(prog="python -m inade.data.prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("dataroot", help="the dataset's folder")
     parser.add_argument("--dataset", "--dataset_mode", dest="dataset", required=True, choices=sorted(LAYOUTS))
@@ -107,9 +110,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         prepare(args.dataset, args.dataroot, args.phase, args.overwrite)
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except USER_ERRORS as err:
+        return report(err)
     return 0
 
 
