@@ -164,6 +164,28 @@ def test_edit_keeps_noise_of_persisting_ids(G, maps, base):
     assert torch.equal(Synthesizer(G).edit(label3, inst3, base).noise, base.noise)
 
 
+def test_synthesizer_splits_an_instance_spanning_classes(G, maps, base):
+    """Instance 0 covering classes 0 and 3 is split as the data loader splits it: the result equals the
+    one on the loader's compact map, and ids name the split instances."""
+    label, inst = maps
+    raw = inst.clone()
+    raw[inst == 2] = 0  # instance 2 (class 3) merged into the background id 0 (class 0)
+    compact = compact_ids(raw[0], label[0])[0][None]
+    assert compact.max() == 3 and torch.equal(inade.data.split_mixed_instances(raw, label), compact)
+    synth = Synthesizer(G)
+    assert torch.equal(synth.random(label, raw, seed=1).image, synth.random(label, compact, seed=1).image)
+    out = synth.resample_instances(label, raw, base, [1], seed=5)  # compact id 1: the class-3 part of raw id 0
+    assert _changed_rows(out.noise, base.noise) == [1]
+    assert torch.equal(out.image, synth.resample_instances(label, compact, base, [1], seed=5).image)
+    # a map whose instances each lie in one class keeps its ids, gaps included
+    gappy = inst.clone()
+    gappy[inst == 3] = 0
+    gappy[inst == 0] = 0
+    label_g = label.clone()
+    label_g[inst == 3] = 0
+    assert torch.equal(inade.data.split_mixed_instances(gappy, label_g), gappy)
+
+
 def test_synthesizer_errors(G, maps, base):
     synth = Synthesizer(G)
     label, inst = maps
@@ -331,6 +353,59 @@ def test_cli_copy_style_takes_a_jpeg_reference(files, tmp_path):
     assert _cli(files, "copy-style", *ck, "--out", str(out), "--base-seed", "2", "--reference", str(jpg),
                 "--reference-inst", str(files / "inst.png"), "--pairs", "7:300") == 0
     assert out.read_bytes()[:2] == b"\xff\xd8" and read_image(out).shape == (32, 32, 3)
+
+
+def test_cli_latents_name_the_raw_id_of_each_row(files, tmp_path, capsys):
+    """A raw id split by class gives several rows with the same raw id; latents made for another map are refused."""
+    label = np.zeros((32, 32), np.uint8)
+    label[16:] = 3
+    inst = np.zeros((32, 32), np.uint8)
+    inst[2:8, 2:8], label[2:8, 2:8] = 9, 2
+    write_index_map(tmp_path / "label.png", label)
+    write_index_map(tmp_path / "inst.png", inst)
+    ck = ["--checkpoint", str(files / "ours.pt"), "--label", str(tmp_path / "label.png"), "--inst", str(tmp_path / "inst.png")]
+    assert main(["random", *ck, "--out", str(tmp_path / "a.png"), "--save-latents", str(tmp_path / "l.pt")]) == 0
+    saved = torch.load(tmp_path / "l.pt", weights_only=True)
+    assert saved["instance_ids"].tolist() == [0, 0, 9] and saved["noise"].shape[1] == 3
+    assert main(["resample", *ck, "--out", str(tmp_path / "r.png"), "--instances", "9", "--latents", str(tmp_path / "l.pt")]) == 0
+    assert main(["resample", "--checkpoint", str(files / "ours.pt"), "--label", str(files / "label.png"), "--inst",
+                 str(files / "inst.png"), "--out", str(tmp_path / "x.png"), "--instances", "7",
+                 "--latents", str(tmp_path / "l.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "latents were made for instance ids [0, 0, 9]" in err
+
+
+def test_cli_reads_palette_and_rgb_maps_by_the_loaders_rule(files, tmp_path, capsys):
+    """A palette label map and a greyscale-as-RGB instance map give the same picture as the greyscale files;
+    a colour-coded RGB map is refused in one line."""
+    from PIL import Image
+
+    label = read_index_map(files / "label.png").astype(np.uint8)
+    inst = read_index_map(files / "inst.png")
+    pal = Image.fromarray(label, mode="L").convert("P")
+    pal.putpalette([(37 * i) % 256 for i in range(768)])
+    pal.save(tmp_path / "label_p.png")
+    ids = compact_ids(inst)[0].astype(np.uint8)  # raw ids 0, 7, 300 -> 0, 1, 2 (8-bit), same instances
+    Image.fromarray(np.repeat(ids[..., None], 3, axis=2)).save(tmp_path / "inst_rgb.png")
+    ck = ["--checkpoint", str(files / "ours.pt"), "--seed", "6"]
+    assert _cli(files, "random", *ck, "--out", str(tmp_path / "a.png")) == 0
+    assert main(["random", *ck, "--label", str(tmp_path / "label_p.png"), "--inst", str(tmp_path / "inst_rgb.png"),
+                 "--out", str(tmp_path / "b.png")]) == 0
+    assert np.array_equal(read_image(tmp_path / "a.png"), read_image(tmp_path / "b.png"))
+    coded = np.zeros((32, 32, 3), np.uint8)
+    coded[:, 16:, 1] = 1  # two ids that differ only in G
+    Image.fromarray(coded).save(tmp_path / "coded.png")
+    assert main(["random", *ck, "--label", str(files / "label.png"), "--inst", str(tmp_path / "coded.png"),
+                 "--out", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "coded.png: an RGB map is read as its first channel" in err
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_cli_user_error_from_the_entry_point(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "inade.cli", "random", "--checkpoint", str(tmp_path / "none.pt"),
+                          "--label", "l.png", "--out", str(tmp_path / "o.png")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr == f"error: {tmp_path / 'none.pt'}: no such file\n", res.stderr
 
 
 def test_cli_module_entry_point():
