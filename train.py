@@ -8,7 +8,9 @@
 Options keep the names of the authors' public code (``python train.py --help``).
 Outputs: ``<checkpoints_dir>/<name>/`` (``latest.pt`` for ``--continue_train``,
 ``latest_net_{G,D,E}.pth`` in the public code's format, ``samples/*.png``).
-The loop itself is :mod:`inade.training.trainer`.
+The loop itself is :mod:`inade.training.trainer`. A user error (a missing dataroot
+or file, a class id outside ``label_nc``, an unreadable checkpoint) prints one line
+``error: …`` on stderr and exits with code 2.
 """
 import sys
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 import inade
 from inade.cli import main
-from inade.synthesis import Sample, Synthesizer
+from inade.synthesis import Synthesizer
 from inade.data import compact_ids, read_image, read_index_map, write_image, write_index_map
 from inade.data.images import to_uint8
 

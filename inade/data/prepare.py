@@ -23,8 +23,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from inade.data.folders import LAYOUTS, dataset_files
 from inade.data.ids import compact_ids
 from inade.data.images import DatasetError, read_image, read_index_map, write_index_map
