@@ -6,13 +6,13 @@ PY     := $(VENV)/bin/python
 # torch is pinned so that pip takes the local CPU wheel instead of pulling a CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup train test bench clean
+.PHONY: setup train test bench studio clean
 
 $(VENV)/.installed: setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cuda/*.cu)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q triton ninja pybind11 pytest numpy pillow tqdm setuptools wheel
+	$(PY) -m pip install -q triton ninja pybind11 pytest numpy pillow tqdm starlette uvicorn setuptools wheel
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 
@@ -26,6 +26,10 @@ test: setup
 
 bench: setup
 	$(PY) -m bench $(ARGS)
+
+# INADE Studio on http://127.0.0.1:8000/ (the `make train` checkpoint unless ARGS="--checkpoint C ...").
+studio: setup
+	$(PY) -m inade.studio $(ARGS)
 
 clean:
 	rm -rf build *.egg-info inade/_C*.so

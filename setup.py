@@ -64,7 +64,10 @@ setup(
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "pillow", "tqdm"],
     entry_points={"console_scripts": ["inade-synth=inade.cli:main"]},
-    extras_require={"triton": ["triton>=3.0"], "test": ["pytest"]},
+    # studio: INADE Studio's web server (python -m inade.studio); its browser test also needs playwright.
+    extras_require={"triton": ["triton>=3.0"], "studio": ["starlette>=0.37", "uvicorn>=0.29"],
+                    "test": ["pytest", "starlette>=0.37", "uvicorn>=0.29", "playwright>=1.40"]},
+    package_data={"inade.studio": ["static/*"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

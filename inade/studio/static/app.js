@@ -496,7 +496,7 @@ async function init() {
   }
   const info = S.info;
   S.W = info.width; S.H = info.height;
-  S.scale = Math.max(1, Math.floor(512 / Math.max(S.W, S.H)));
+  S.scale = Math.max(1, Math.floor(360 / Math.max(S.W, S.H)));
   colors = info.colors.map((c) => [1, 3, 5].map((i) => parseInt(c.slice(i, i + 2), 16)));
   const cv = $("label-canvas");
   cv.width = S.W; cv.height = S.H;

@@ -1,0 +1,195 @@
+"""INADE Studio end to end in a real headless Chromium, driven by Playwright.
+
+Load an example layout, paint a stroke (the picture changes), click an instance
+in the picture (its pixels change, pixels 8 or more away do not), undo twice (the
+picture and the maps come back), export (the zip's image is the one on screen),
+and get visible messages for a non-PNG upload and a click outside any instance.
+Screenshots go to ``$INADE_TEST_ARTIFACTS/studio`` (default ``outputs/test-artifacts/studio``);
+the test prints the folder.
+
+Needs Chromium (``apt-get install chromium``; or ``INADE_CHROMIUM=/path``) and the
+``playwright`` package. Without them the test is skipped, unless
+``INADE_REQUIRE_BROWSER=1`` (set by ``.ci/run``): then it fails.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _studio import image_of, tiny_studio
+
+REQUIRED = os.environ.get("INADE_REQUIRE_BROWSER") == "1"
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+def _missing(what: str):
+    if REQUIRED:
+        pytest.fail(f"{what} (INADE_REQUIRE_BROWSER=1: the browser test must run)")
+    pytest.skip(f"{what}; set INADE_REQUIRE_BROWSER=1 to make this a failure")
+
+
+def _chromium() -> str:
+    path = os.environ.get("INADE_CHROMIUM") or next(
+        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    if not path:
+        _missing("no Chromium found (apt-get install chromium, or INADE_CHROMIUM=/path/to/chrome)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed (pip install playwright)")
+    pytest.importorskip("starlette")
+    exe = _chromium()
+    with sync_playwright() as p:  # Playwright gives the browser a new empty profile folder
+        b = p.chromium.launch(executable_path=exe, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def artifacts():
+    folder = Path(os.environ.get("INADE_TEST_ARTIFACTS", ROOT / "outputs" / "test-artifacts")) / "studio"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _idle(page):
+    page.wait_for_function("window.studio && window.studio.latents && window.studio.idle()", timeout=30_000)
+
+
+def _picture(page) -> np.ndarray:
+    return image_of(page.get_attribute("#synth", "src"))
+
+
+def _maps(page):
+    label, inst = page.evaluate("[Array.from(studio.label), Array.from(studio.inst)]")
+    return np.array(label).reshape(64, 64), np.array(inst).reshape(64, 64)
+
+
+def _page_point(page, selector: str, x: float, y: float, pad: float = 0) -> tuple[float, float]:
+    """Page coordinates of map pixel centre (x, y) on the element (its content box inset by ``pad``)."""
+    page.locator(selector).scroll_into_view_if_needed()
+    box = page.locator(selector).bounding_box()
+    w, h = box["width"] - 2 * pad, box["height"] - 2 * pad
+    return box["x"] + pad + (x + 0.5) * w / 64, box["y"] + pad + (y + 0.5) * h / 64
+
+
+def _near(mask: np.ndarray, r: int) -> np.ndarray:
+    """Pixels within Chebyshev distance ``r`` of ``mask``."""
+    padded = np.pad(mask, r)
+    out = np.zeros_like(mask)
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            out |= padded[dy:dy + mask.shape[0], dx:dx + mask.shape[1]]
+    return out
+
+
+def test_paint_click_undo_export_in_chromium(browser, artifacts, capsys):
+    with capsys.disabled():
+        print(f"\nstudio browser test: screenshots in {artifacts}")
+    from inade.studio.server import serving
+
+    errors = []
+    with serving(tiny_studio()) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        _idle(page)
+        page.select_option("#example", "scene 1")
+        page.click("#load-example")
+        page.wait_for_function("document.querySelector('#message').textContent.includes('scene 1')")
+        _idle(page)
+        page.screenshot(path=str(artifacts / "1-example.png"))
+        before = _picture(page)
+        label0, inst0 = _maps(page)
+
+        # A box-class stroke across the upper left: maps and picture change.
+        page.click("#palette button[data-class='4']")
+        page.click("[data-tool='brush']")
+        page.fill("#size", "6")
+        page.mouse.move(*_page_point(page, "#label-canvas", 6, 10))
+        page.mouse.down()
+        for x in range(8, 30, 3):
+            page.mouse.move(*_page_point(page, "#label-canvas", x, 12))
+        page.mouse.up()
+        _idle(page)
+        stroked = _picture(page)
+        label1, inst1 = _maps(page)
+        assert (label1[10:15, 8:28] == 4).all() and (label1 != label0).sum() > 60
+        assert not np.array_equal(stroked, before)
+        assert np.unique(inst1).tolist() == list(range(int(inst1.max()) + 1))  # ids compact again
+        page.screenshot(path=str(artifacts / "2-stroke.png"))
+
+        # Click an instance in the picture far from the stroke: it changes, pixels 8+ px away do not.
+        sizes = np.bincount(inst1.ravel())
+        far_from_stroke = ~_near(label1 != label0, 8)
+        target = max(range(len(sizes)), key=lambda i: ((inst1 == i) & far_from_stroke).sum())
+        ys, xs = np.nonzero((inst1 == target) & far_from_stroke)
+        k = len(ys) // 2
+        page.mouse.click(*_page_point(page, "#synth", xs[k], ys[k], pad=12))
+        _idle(page)
+        clicked = _picture(page)
+        assert page.evaluate("studio.selected") == target, page.text_content("#message")
+        diff = np.abs(clicked - stroked).max(2)
+        inside = inst1 == target
+        assert diff[inside].mean() > 10
+        assert diff[~_near(inside, 8)].max() <= 2
+        assert np.array_equal(_maps(page)[1], inst1)
+        page.screenshot(path=str(artifacts / "3-click.png"))
+
+        # Undo twice: the picture and the maps come back.
+        page.click("#undo")
+        assert np.array_equal(_picture(page), stroked)
+        page.click("#undo")
+        _idle(page)
+        assert np.array_equal(_picture(page), before)
+        label_u, inst_u = _maps(page)
+        assert np.array_equal(label_u, label0) and np.array_equal(inst_u, inst0)
+        page.click("#redo")
+        page.click("#redo")
+        assert np.array_equal(_picture(page), clicked)
+
+        # Export: the zip holds the picture on screen, its maps and latents.
+        with page.expect_download() as download:
+            page.click("#export")
+        path = artifacts / "inade-studio.zip"
+        download.value.save_as(str(path))
+        with zipfile.ZipFile(path) as zf:
+            assert {"image.png", "label.png", "instance.png", "latents.pt"} <= set(zf.namelist())
+            from PIL import Image
+
+            exported = np.asarray(Image.open(io.BytesIO(zf.read("image.png")))).astype(np.int64)
+            exported_inst = np.asarray(Image.open(io.BytesIO(zf.read("instance.png"))))
+        assert np.array_equal(exported, clicked) and np.array_equal(exported_inst, inst1)
+        page.screenshot(path=str(artifacts / "4-export.png"))
+
+        # Bad input: visible messages, and the page keeps working.
+        bad = artifacts / "not-a-png.png"
+        bad.write_bytes(b"this is not a PNG")
+        page.set_input_files("#upload-label", str(bad))
+        page.click("#upload")
+        page.wait_for_function("document.querySelector('#message').className === 'error'")
+        assert "not a PNG" in page.text_content("#message") and page.is_visible("#message")
+        page.screenshot(path=str(artifacts / "5-bad-upload.png"))
+        box = page.locator("#synth").bounding_box()
+        page.mouse.click(box["x"] + 4, box["y"] + 4)  # the frame around the picture: no instance there
+        page.wait_for_function("document.querySelector('#message').textContent.includes('outside the map')")
+        assert page.get_attribute("#message", "class") == "error"
+        page.screenshot(path=str(artifacts / "6-click-outside.png"))
+        page.click("#redraw-all")
+        page.wait_for_function("document.querySelector('#message').textContent.startsWith('re-drew all')")
+        assert not np.array_equal(_picture(page), clicked)
+        assert not errors, errors
+        page.close()
