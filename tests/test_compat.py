@@ -195,7 +195,7 @@ def public_keys(name, part):
 # ---------------------------------------------------------------------------
 
 
-def public_inputs(B, H, W, label_nc, seed=0, grid=3):
+def public_inputs(B, H, W, label_nc, seed=0, grid=3, span=True):
     """One-hot classes ⊕ an instance-edge channel, one-hot instances; instance 0 of image 1
     spans two classes (the dense maps allow it)."""
     g = torch.Generator().manual_seed(seed)
@@ -203,7 +203,7 @@ def public_inputs(B, H, W, label_nc, seed=0, grid=3):
     cells = torch.stack([torch.randperm(K, generator=g) for _ in range(B)]).view(B, 1, grid, grid).float()
     inst = F.interpolate(cells, size=(H, W), mode="nearest")[:, 0].long()
     label = torch.randint(0, label_nc, (K,), generator=g)[inst]
-    if B > 1:
+    if B > 1 and span:
         label[1, : H // 3, : W // 3] = (label[1, 0, 0] + 1) % label_nc
     seg = F.one_hot(label, label_nc).permute(0, 3, 1, 2).double()
     edges = torch.zeros(B, 1, H, W, dtype=torch.float64)
@@ -368,3 +368,27 @@ def test_ilade_errors_name_the_argument():
         norm(x, seg, onehot * 0, noise, torch.zeros(1, 1, 8, 8))
     with pytest.raises(ValueError, match="config_text"):
         compat.ILADE("batch3x3", 4, 5, 3)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_our_generator_with_sketch_is_the_public_way_model(training):
+    """inade.Generator(add_sketch=True) takes the public-way model's state dict as it is
+    (sketch_conv / merge_conv keys in every norm) and gives its outputs from index maps."""
+    opt = options(add_sketch=True)
+    torch.manual_seed(0)
+    public = perturb(PublicGenerator(opt, RestatedILADE)).double().train(training)
+    cfg = inade.config("synthetic", label_nc=opt.label_nc, ngf=opt.ngf, z_dim=opt.z_dim, noise_nc=opt.noise_nc,
+                       crop_size=opt.crop_size, add_sketch=True)
+    G = inade.load_official(inade.Generator(cfg), public.state_dict()).double().train(training)
+    assert any(k.endswith("norm_0.sketch_conv.weight") for k in G.state_dict())
+    seg, onehot = public_inputs(2, 32, 32, opt.label_nc, seed=5, span=False)
+    label, inst = seg[:, :-1].argmax(1), onehot.argmax(1)
+    K = onehot.shape[1]
+    noise = torch.randn(2, K, 2, opt.noise_nc, dtype=torch.float64)
+    z = torch.randn(2, opt.z_dim, dtype=torch.float64)
+    edges = (torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1)) > 0.8).double()
+    want = public(seg, input_instances=onehot, sketch=edges, noise=noise, noise_ins=z)
+    got = G(label, inst, noise=noise, z=z, sketch=edges)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="add_sketch=True: pass sketch"):
+        G(label, inst, noise=noise, z=z)
