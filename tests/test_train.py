@@ -402,8 +402,7 @@ WORKER = textwrap.dedent(
     import sys, torch
     from inade.training.options import parse_options
     from inade.training.distributed import setup, cleanup
-    from inade.training.trainer import Trainer, main
-from inade.utils.errors import UserError
+    from inade.training.trainer import Trainer
 
     out, argv = sys.argv[1], sys.argv[2:]
     opt, cfg, _ = parse_options(argv)
