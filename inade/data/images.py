@@ -19,9 +19,10 @@ one rule, the same in training, preparation and ``inade-synth``:
   first channel would merge its ids, so it is refused, naming the file; convert
   it to one id per pixel first.
 
-Every error names the file and is a :class:`DatasetError` (a
+Every read error names the file and is a :class:`DatasetError` (a
 :class:`inade.utils.errors.UserError` and a ``ValueError``). Every write goes
-through :func:`inade.utils.files.atomic_path`.
+through :func:`inade.utils.files.atomic_path`. The rule and the reasons for it:
+``docs/FILES.md``.
 """
 from __future__ import annotations
 
