@@ -193,3 +193,118 @@ def test_paint_click_undo_export_in_chromium(browser, artifacts, capsys):
         assert not np.array_equal(_picture(page), clicked)
         assert not errors, errors
         page.close()
+
+
+def _noise_rows(page) -> np.ndarray:
+    import base64
+
+    st = page.evaluate("studio.latents")
+    return np.frombuffer(base64.b64decode(st["noise"]), "<f4").reshape(st["L"], -1)
+
+
+def _drag(page, points):
+    page.mouse.move(*_page_point(page, "#label-canvas", *points[0]))
+    page.mouse.down()
+    for p in points[1:]:
+        page.mouse.move(*_page_point(page, "#label-canvas", *p))
+    page.mouse.up()
+    _idle(page)
+
+
+def test_tools_lock_variations_reference_and_history_in_chromium(browser, artifacts, tmp_path):
+    from PIL import Image
+
+    from inade.studio.server import serving
+
+    errors = []
+    with serving(tiny_studio()) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        _idle(page)
+        first = _picture(page)
+        label, inst = _maps(page)
+        L0 = int(inst.max()) + 1
+
+        # New instance tool: two discs in the sky, each a new instance of class 3.
+        page.click("#palette button[data-class='3']")
+        page.click("[data-tool='instance']")
+        page.fill("#size", "5")
+        _drag(page, [(5, 3), (9, 3)])
+        _drag(page, [(40, 3), (44, 3)])
+        label, inst = _maps(page)
+        assert int(inst.max()) + 1 == L0 + 2 and label[3, 7] == 3 and label[3, 42] == 3 and inst[3, 7] != inst[3, 42]
+        # Merge: select the first disc, merge the second into it.
+        page.click("[data-tool='pick']")
+        page.mouse.click(*_page_point(page, "#label-canvas", 7, 3))
+        page.click("[data-tool='merge']")
+        page.mouse.click(*_page_point(page, "#label-canvas", 42, 3))
+        _idle(page)
+        label, inst = _maps(page)
+        assert int(inst.max()) + 1 == L0 + 1 and inst[3, 7] == inst[3, 42]
+        # Line and fill.
+        page.click("#palette button[data-class='2']")
+        page.click("[data-tool='line']")
+        _drag(page, [(2, 60), (30, 60)])
+        assert (_maps(page)[0][60, 4:28] == 2).all()
+        page.click("#palette button[data-class='5']")
+        page.click("[data-tool='fill']")
+        sky = _maps(page)[0] == label[20, 60]
+        page.mouse.click(*_page_point(page, "#label-canvas", 60, 20))
+        _idle(page)
+        assert (_maps(page)[0][sky] == 5).mean() > 0.9
+        # Eraser paints class 0.
+        page.click("[data-tool='eraser']")
+        _drag(page, [(7, 3), (8, 3)])
+        assert _maps(page)[0][3, 7] == 0
+        page.screenshot(path=str(artifacts / "7-tools.png"))
+
+        # Lock one instance: "re-draw all" keeps its noise row.
+        target = int(_maps(page)[1][40, 30])
+        page.click("#instances li[data-instance='%d']" % target)
+        page.click("#lock")
+        before = _noise_rows(page)
+        page.click("#redraw-all")
+        page.wait_for_function("document.querySelector('#message').textContent.includes('locked kept')")
+        _idle(page)
+        after = _noise_rows(page)
+        assert np.array_equal(after[target], before[target]) and (after != before).any(1).sum() == len(after) - 1
+        page.click("#lock")  # unlock
+
+        # Variations: four thumbnails; taking one puts it on screen.
+        page.fill("#var-count", "4")
+        page.click("#variations")
+        page.wait_for_function("document.querySelectorAll('#variation-grid img').length === 4")
+        third = page.get_attribute("#variation-grid img[data-index='2']", "src")
+        page.click("#variation-grid img[data-index='2']")
+        assert page.get_attribute("#synth", "src") == third
+        page.screenshot(path=str(artifacts / "8-variations.png"))
+
+        # Reference style through the encoder, at half strength.
+        ref_inst = np.zeros((64, 64), np.uint8)
+        ref_inst[:, 32:] = 1
+        ref_img = np.zeros((64, 64, 3), np.uint8)
+        ref_img[:, 32:] = (200, 40, 40)
+        Image.fromarray(ref_img).save(tmp_path / "ref.png")
+        Image.fromarray(ref_inst).save(tmp_path / "ref_inst.png")
+        page.set_input_files("#ref-image-file", str(tmp_path / "ref.png"))
+        page.set_input_files("#ref-inst-file", str(tmp_path / "ref_inst.png"))
+        page.click("#ref-load")
+        page.wait_for_function("document.querySelector('#message').textContent.includes('2 instances')")
+        box = page.locator("#ref-view").bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.8, box["y"] + box["height"] / 2)
+        page.fill("#strength", "0.5")
+        rows = _noise_rows(page)
+        page.click("#apply-style")
+        page.wait_for_function("document.querySelector('#message').textContent.includes('strength 0.5')")
+        _idle(page)
+        sel = page.evaluate("studio.selected")
+        changed = np.nonzero((_noise_rows(page) != rows).any(1))[0].tolist()
+        assert page.text_content("#message").startswith("style of reference instance 1") and changed == [sel]
+        page.screenshot(path=str(artifacts / "9-reference.png"))
+
+        # History: the first entry brings the first picture back.
+        page.click("#history li:first-child")
+        assert np.array_equal(_picture(page), first)
+        assert not errors, errors
+        page.close()

@@ -1,0 +1,133 @@
+"""INADE Studio: time from a click on an instance to the new picture on screen, in headless Chromium.
+
+    python -m bench.bench_studio [--clicks 5] [--checkpoint checkpoints/inade_synthetic/latest.pt]
+
+Two models: the synthetic preset (64×64; the ``make train`` checkpoint when it
+exists, else random weights of the same size) and a full-width CelebAMask-HQ
+generator (ngf 64, 256×256, random weights: the time does not depend on them).
+For each, the page loads an example layout, then the largest instance is clicked
+``--clicks`` times in the picture. "click → image" is measured in the page (from
+the click event to the ``load`` event of the new picture: request, model, PNG,
+transfer, decode); "server" is the time inside ``Studio.act`` alone. Medians.
+Writes ``bench/results/cpu-2core/studio.json`` with the machine's load average.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import inade
+from inade.studio import Studio
+from inade.studio.server import serving
+
+OUT = Path(__file__).resolve().parent / "results" / "cpu-2core" / "studio.json"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+TIMER = """() => {
+  window.__t = [];
+  const img = document.querySelector('#synth');
+  img.addEventListener('click', () => { window.__t0 = performance.now(); }, true);
+  img.addEventListener('load', () => { if (window.__t0) { window.__t.push(performance.now() - window.__t0); window.__t0 = 0; } });
+}"""
+
+
+class TimedStudio(Studio):
+    """A Studio that records how long each action takes inside the server."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.times: dict[str, list[float]] = {}
+
+    def act(self, req):
+        t = time.perf_counter()
+        try:
+            return super().act(req)
+        finally:
+            self.times.setdefault(req.get("action"), []).append(1000 * (time.perf_counter() - t))
+
+
+def models(name: str, checkpoint: str | None):
+    """``(G, cfg, what)`` for ``synthetic`` or ``celeba``."""
+    if name == "synthetic" and checkpoint and Path(checkpoint).is_file():
+        from inade.cli import load_models
+
+        G, _, cfg = load_models(checkpoint)
+        return G, cfg, f"checkpoint {checkpoint}"
+    torch.manual_seed(0)
+    cfg = inade.config(name)
+    return inade.Generator(cfg), cfg, "random weights"
+
+
+def measure(browser, G, cfg, clicks: int) -> dict:
+    studio = TimedStudio(G, None, cfg, title=cfg.name)
+    H, W = cfg.output_size
+    with serving(studio) as url:
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(url)
+        page.wait_for_function("window.studio && window.studio.latents && window.studio.idle()", timeout=120_000)
+        page.evaluate(TIMER)
+        inst = np.array(page.evaluate("Array.from(studio.inst)")).reshape(H, W)
+        target = int(np.bincount(inst.ravel()).argmax())
+        ys, xs = np.nonzero(inst == target)
+        k = len(ys) // 2
+        page.locator("#synth").scroll_into_view_if_needed()
+        box = page.locator("#synth").bounding_box()
+        pad = 12
+        x = box["x"] + pad + (xs[k] + 0.5) * (box["width"] - 2 * pad) / W
+        y = box["y"] + pad + (ys[k] + 0.5) * (box["height"] - 2 * pad) / H
+        for n in range(clicks):
+            page.mouse.click(x, y)
+            page.wait_for_function(f"window.__t.length >= {n + 1} && window.studio.idle()", timeout=120_000)
+        browser_ms = page.evaluate("window.__t")
+        page.close()
+    server_ms = studio.times.get("redraw_instance", [])
+    return {
+        "size": f"{W}x{H}", "instances": int(inst.max()) + 1, "clicks": clicks,
+        "click_to_image_ms": browser_ms, "click_to_image_median_ms": statistics.median(browser_ms),
+        "server_ms": server_ms, "server_median_ms": statistics.median(server_ms),
+        "params_G": sum(p.numel() for p in G.parameters()),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clicks", type=int, default=5)
+    ap.add_argument("--checkpoint", default="checkpoints/inade_synthetic/latest.pt")
+    ap.add_argument("--chromium", default=os.environ.get("INADE_CHROMIUM") or shutil.which("chromium"))
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    results = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+               "threads": torch.get_num_threads(), "loadavg_before": os.getloadavg(), "cases": {}}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
+        results["chromium"] = browser.version
+        for name in ("synthetic", "celeba"):
+            G, cfg, what = models(name, args.checkpoint)
+            results["cases"][name] = {"weights": what, "ngf": cfg.ngf, **measure(browser, G, cfg, args.clicks)}
+        browser.close()
+    results["loadavg_after"] = os.getloadavg()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    from inade.utils.files import write_text_atomic
+
+    write_text_atomic(args.out, json.dumps(results, indent=1) + "\n")
+    print(f"| model | size | weights | click → image (median) | server (median) | load avg |\n| --- | --- | --- | ---: | ---: | --- |")
+    for name, c in results["cases"].items():
+        print(f"| {name} ngf {c['ngf']} | {c['size']} | {c['weights']} | {c['click_to_image_median_ms']:.0f} ms "
+              f"| {c['server_median_ms']:.0f} ms | {results['loadavg_before'][0]:.1f} → {results['loadavg_after'][0]:.1f} |")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
