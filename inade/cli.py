@@ -4,6 +4,7 @@ Subcommands (each writes one RGB image, PNG or JPEG by the extension of ``--out`
 and, with ``--save-latents``, the latents that made it)::
 
     inade-synth random         --checkpoint C --label L.png [--inst I.png] --out O.png [--seed S]
+    inade-synth render         ... --latents F.pt                (the picture of those latents, as it was)
     inade-synth resample       ... --instances 3,7 --seed S      [--latents F.pt | --base-seed S0]
     inade-synth resample-class ... --class 5 --seed S           [--latents F.pt | --base-seed S0]
     inade-synth copy-style     ... --reference R.png --reference-inst RI.png --pairs 2:3,4:1
@@ -206,7 +207,9 @@ def run(args) -> Path:
                 base = Sample(image=None, noise=noise.to(synth._like), z=z.to(synth._like))
             else:
                 base = synth.random(label, inst, args.base_seed)
-            if args.command == "resample":
+            if args.command == "render":
+                sample = synth.generate(label, inst, base.noise, base.z)
+            elif args.command == "resample":
                 ids = ids_of_raw(_parse_ids(args.instances, "--instances"), raw_of, "--instances", inst_path)
                 sample = synth.resample_instances(label, inst, base, ids, args.seed)
             elif args.command == "resample-class":
@@ -264,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--base-seed", type=int, default=0, help="start from `random --seed BASE_SEED` (default 0)")
 
     sub.add_parser("random", parents=[common], help="a new image, all instances drawn from --seed")
+    sub.add_parser("render", parents=[common, base], help="the image of --latents exactly (e.g. an INADE Studio export)")
     p = sub.add_parser("resample", parents=[common, base], help="redraw the style of some instances")
     p.add_argument("--instances", required=True, help="comma-separated instance ids (as in the instance PNG)")
     p = sub.add_parser("resample-class", parents=[common, base], help="redraw every instance of one class")

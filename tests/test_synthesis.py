@@ -253,6 +253,16 @@ def test_cli_random_and_resample(files, tmp_path, capsys):
     assert _cli(files, "resample-class", *ck, "--out", str(tmp_path / "c.png"), "--class", "3", "--seed", "1") == 0
 
 
+def test_cli_render_remakes_the_picture_of_saved_latents(files, tmp_path):
+    ck = ["--checkpoint", str(files / "ours.pt")]
+    first, again = tmp_path / "a.png", tmp_path / "b.png"
+    assert _cli(files, "random", *ck, "--out", str(first), "--seed", "11", "--save-latents", str(tmp_path / "l.pt")) == 0
+    assert _cli(files, "render", *ck, "--out", str(again), "--latents", str(tmp_path / "l.pt")) == 0
+    assert first.read_bytes() == again.read_bytes()
+    assert _cli(files, "render", *ck, "--out", str(tmp_path / "c.png"), "--base-seed", "11") == 0
+    assert (tmp_path / "c.png").read_bytes() == first.read_bytes()
+
+
 def test_cli_copy_style(files, tmp_path):
     ck = ["--checkpoint", str(files / "ours_e.pt")]
     base, out = tmp_path / "base.png", tmp_path / "copy.png"
