@@ -349,6 +349,8 @@ def test_train_missing_dataroot_and_checkpoint_are_one_line(tmp_path, capsys):
     assert "nope is not a folder" in _error_line(capsys)
     assert main(TINY + ["--checkpoints_dir", str(tmp_path), "--name", "run", "--continue_train"]) == 2
     assert "--continue_train: neither" in _error_line(capsys)
+    assert main(["--gpu_ids", "first"]) == 2
+    assert "--gpu_ids expects GPU numbers" in _error_line(capsys)
 
 
 def test_train_py_user_error_exit_code(tmp_path):

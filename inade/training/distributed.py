@@ -37,7 +37,10 @@ def choose_device(gpu_ids: str | None, local_rank: int = 0) -> tuple[torch.devic
     """``(device, note)``: ``gpu_ids`` ``-1`` is the CPU; otherwise a GPU when there is one."""
     if gpu_ids is not None and gpu_ids.strip() == "-1":
         return torch.device("cpu"), None
-    ids = [int(i) for i in gpu_ids.split(",") if i.strip()] if gpu_ids else [0]
+    try:
+        ids = [int(i) for i in gpu_ids.split(",") if i.strip()] if gpu_ids else [0]
+    except ValueError:
+        raise UserError(f"--gpu_ids expects GPU numbers such as 0 or 0,1 (or -1 for the CPU), got {gpu_ids!r}") from None
     if not torch.cuda.is_available():
         note = None if gpu_ids is None else f"--gpu_ids {gpu_ids}: no CUDA GPU here, training on the CPU"
         return torch.device("cpu"), note
