@@ -98,14 +98,46 @@ def measure(browser, G, cfg, clicks: int) -> dict:
     }
 
 
+def screenshot(browser, G, cfg, path: str, title: str) -> None:
+    """The page after an example, a click on an instance and its variations, as a PNG at ``path``."""
+    with serving(Studio(G, None, cfg, title=title)) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 640}, device_scale_factor=1)
+        page.goto(url)
+        idle = "window.studio && window.studio.latents && window.studio.idle()"
+        page.wait_for_function(idle, timeout=120_000)
+        page.select_option("#example", "scene 1")
+        page.click("#load-example")
+        page.wait_for_function("document.querySelector('#message').textContent.includes('scene 1')")
+        page.wait_for_function(idle)
+        H, W = cfg.output_size
+        inst = np.array(page.evaluate("Array.from(studio.inst)")).reshape(H, W)
+        target = int(inst[H * 3 // 4, W // 2])
+        page.click(f"#instances li[data-instance='{target}']")
+        page.fill("#var-count", "8")
+        page.click("#variations")
+        page.wait_for_function("document.querySelectorAll('#variation-grid img').length === 8")
+        page.screenshot(path=path)
+        page.close()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clicks", type=int, default=5)
     ap.add_argument("--checkpoint", default="checkpoints/inade_synthetic/latest.pt")
     ap.add_argument("--chromium", default=os.environ.get("INADE_CHROMIUM") or shutil.which("chromium"))
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--screenshot", metavar="PNG", help="only save a screenshot of the synthetic model's page")
     args = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright
+
+    if args.screenshot:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
+            G, cfg, what = models("synthetic", args.checkpoint)
+            screenshot(browser, G, cfg, args.screenshot, args.checkpoint if what.startswith("checkpoint") else what)
+            browser.close()
+        print(f"wrote {args.screenshot} ({what})")
+        return 0
 
     results = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
                "threads": torch.get_num_threads(), "loadavg_before": os.getloadavg(), "cases": {}}

@@ -183,6 +183,12 @@ def test_paint_click_undo_export_in_chromium(browser, artifacts, capsys):
         page.wait_for_function("document.querySelector('#message').className === 'error'")
         assert "not a PNG" in page.text_content("#message") and page.is_visible("#message")
         page.screenshot(path=str(artifacts / "5-bad-upload.png"))
+        big = artifacts / "too-large.png"
+        big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(13 * 2**20))
+        page.set_input_files("#upload-label", str(big))
+        page.click("#upload")
+        page.wait_for_function("document.querySelector('#message').textContent.includes('too large')")
+        big.unlink()
         box = page.locator("#synth").bounding_box()
         page.mouse.click(box["x"] + 4, box["y"] + 4)  # the frame around the picture: no instance there
         page.wait_for_function("document.querySelector('#message').textContent.includes('outside the map')")

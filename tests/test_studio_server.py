@@ -19,12 +19,12 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
 from _studio import decode_map, encode_map, get, image_of, png_b64, post, tiny_models, tiny_studio, write_checkpoint  # noqa: E402
+from test_synthesis import KnownEncoder  # noqa: E402 - μ_γ row l = l + 0.1·c, μ_β = μ_γ + 10
 
 from inade.data import CLASS_NAMES  # noqa: E402
 from inade.studio import Studio  # noqa: E402
@@ -158,20 +158,6 @@ def test_variations_match_single_redraws(url, first):
         single = ok(url, action="redraw_instance", instance=2, seed=20 + k, state=state)
         assert torch.allclose(rows(v["state"]), rows(single["state"]))
     assert len({v["image"] for v in out["variations"]}) == 3
-
-
-class KnownEncoder(nn.Module):
-    """μ_γ row l = l + 0.1·c, μ_β = μ_γ + 10, log σ² = 0 (σ = 1), so each statistic is recognisable."""
-
-    def __init__(self, noise_nc):
-        super().__init__()
-        self.noise_nc = noise_nc
-        self.dummy = nn.Parameter(torch.zeros(()))
-
-    def forward(self, image, inst):
-        B, L = image.shape[0], int(inst.max()) + 1
-        mu_g = (torch.arange(L, dtype=torch.float32).view(1, L, 1) + 0.1 * torch.arange(self.noise_nc)).expand(B, L, -1)
-        return mu_g, torch.zeros_like(mu_g), mu_g + 10, torch.zeros_like(mu_g)
 
 
 def test_reference_style_takes_scale_from_gamma_and_bias_from_beta_statistics():
@@ -387,3 +373,18 @@ def test_the_command_without_a_checkpoint_says_to_train_first(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "missing.pt" in err and "Traceback" not in err
 
+
+
+def test_a_public_generator_file_opens_with_its_config(tmp_path):
+    from inade.studio.__main__ import StartError, _load, build_parser
+
+    G, E, _ = tiny_models()
+    torch.save(G.state_dict(), tmp_path / "latest_net_G.pth")
+    torch.save(E.state_dict(), tmp_path / "latest_net_E.pth")
+    sets = ["--set", "ngf=4", "--set", "noise_nc=4", "--set", "z_dim=8"]
+    args = build_parser().parse_args(["--checkpoint", str(tmp_path / "latest_net_G.pth"), "--config", "synthetic",
+                                      "--encoder", str(tmp_path / "latest_net_E.pth"), *sets])
+    studio = _load(args)
+    assert studio.info()["encoder"] and studio.info()["classes"] == list(CLASS_NAMES)
+    with pytest.raises(StartError, match="--config"):
+        _load(build_parser().parse_args(["--checkpoint", str(tmp_path / "latest_net_G.pth")]))

@@ -384,6 +384,7 @@ function showVariations(out) {
 async function loadReference() {
   const img = $("ref-image-file").files[0], inst = $("ref-inst-file").files[0];
   if (!img || !inst) return say("choose a reference image and its instance map", true);
+  if (tooLarge([img, inst])) return;
   S.reference = { image_png: await fileB64(img), inst_png: await fileB64(inst), checked: false };
   S.refPoint = null;
   $("ref-point").textContent = "no reference instance chosen";
@@ -419,9 +420,18 @@ async function exportZip() {
     say(`export failed: ${err.message}`, true);
   }
 }
+// Base64 makes a file 4/3 larger; the server refuses a request past info.max_body.
+function tooLarge(files) {
+  const total = files.reduce((n, f) => n + (f ? f.size : 0), 0) * 4 / 3;
+  if (total <= S.info.max_body) return false;
+  say(`${files.filter(Boolean).map((f) => f.name).join(" + ")}: too large (${(total / 2 ** 20).toFixed(1)} MB ` +
+    `as sent); the limit is ${Math.floor(S.info.max_body / 2 ** 20)} MB per upload`, true);
+  return true;
+}
 async function upload() {
   const lab = $("upload-label").files[0], inst = $("upload-inst").files[0];
   if (!lab) return say("choose a label map PNG (and optionally its instance map)", true);
+  if (tooLarge([lab, inst])) return;
   const extra = { label_png: await fileB64(lab) };
   if (inst) extra.inst_png = await fileB64(inst);
   request("upload", extra, { needsState: false });
