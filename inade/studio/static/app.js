@@ -81,7 +81,7 @@ function pump() {
 }
 
 async function send(job, isEdit) {
-  if (job.needsState && !S.latents) { say("load a layout first (an example or your own maps)", true); return; }
+  if (job.needsState && !S.latents) { say("load a layout first (an example or your own maps)", true); pump(); return; }
   S.busy = true;
   $("busy").hidden = false;
   const sentVersion = S.version;
@@ -130,7 +130,7 @@ function adopt(out, note) {
 
 function handle(action, out) {
   if (action === "variations") return showVariations(out);
-  if (action === "reference") { S.reference.checked = true; say(out.note); return; }
+  if (action === "reference") return say(out.note);
   if (action === "example" || action === "upload") { S.locked.clear(); S.selected = -1; }
   adopt(out);
 }
@@ -385,7 +385,7 @@ async function loadReference() {
   const img = $("ref-image-file").files[0], inst = $("ref-inst-file").files[0];
   if (!img || !inst) return say("choose a reference image and its instance map", true);
   if (tooLarge([img, inst])) return;
-  S.reference = { image_png: await fileB64(img), inst_png: await fileB64(inst), checked: false };
+  S.reference = { image_png: await fileB64(img), inst_png: await fileB64(inst) };
   S.refPoint = null;
   $("ref-point").textContent = "no reference instance chosen";
   const view = $("ref-view");
@@ -506,7 +506,8 @@ async function init() {
   }
   const info = S.info;
   S.W = info.width; S.H = info.height;
-  S.scale = Math.max(1, Math.floor(360 / Math.max(S.W, S.H)));
+  const side = Math.max(S.W, S.H);  // both views fit side by side: at most 360 px, whole multiples below that
+  S.scale = side > 360 ? 360 / side : Math.floor(360 / side);
   colors = info.colors.map((c) => [1, 3, 5].map((i) => parseInt(c.slice(i, i + 2), 16)));
   const cv = $("label-canvas");
   cv.width = S.W; cv.height = S.H;
