@@ -32,7 +32,6 @@ def _extension_modules():
     define_macros = []
     with_cuda = bool(cuda_sources) and torch.version.cuda is not None and CUDA_HOME is not None
     if with_cuda:
-        define_macros.append(("INADE_WITH_CUDA", None))
         ext = CUDAExtension(
             "inade._C",
             sources + cuda_sources,
@@ -65,8 +64,10 @@ setup(
     install_requires=["torch>=2.4", "numpy", "pillow", "tqdm"],
     entry_points={"console_scripts": ["inade-synth=inade.cli:main"]},
     # studio: INADE Studio's web server (python -m inade.studio); its browser test also needs playwright.
+    # metrics: FID's matrix square root (scipy.linalg.sqrtm, as pytorch-fid).
     extras_require={"triton": ["triton>=3.0"], "studio": ["starlette>=0.37", "uvicorn>=0.29"],
-                    "test": ["pytest", "starlette>=0.37", "uvicorn>=0.29", "playwright>=1.40"]},
+                    "metrics": ["scipy>=1.9"],
+                    "test": ["pytest", "starlette>=0.37", "uvicorn>=0.29", "playwright>=1.40", "scipy>=1.9"]},
     package_data={"inade.studio": ["static/*"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
