@@ -1,31 +1,30 @@
-"""Whole-model speed: generator inference latency and one training step, ours against
-the same network on the official-style paths.
+"""Whole-generator speed, side by side with the authors' public code: inference
+(float32, and bfloat16 autocast) and a training forward+backward, time and peak memory.
 
-Configuration: CelebAMask-HQ (``inade.config("celeba")``: 19 classes, 256×256
-output, noise_nc 64, z_dim 256) with a reduced width (``--ngf``, default 16; the
-paper's is 64), batch 1, a synthetic face-like layout of ``--instances`` instances.
+Configuration: CelebAMask-HQ (``inade.config("celeba")``: 19 classes, 256×256, ngf 64,
+noise_nc 64, z_dim 256), batch 1, a face-like layout of ``--instances`` instances.
 
-Rows (each for ``ours`` = the default backend of the ops, and ``official-style``):
+Baseline, on the same weights (the public generator's own initialisation, loaded into
+ours with :func:`inade.load_official`) and the same inputs:
 
-* ``G inference``: ``G(label, inst)`` in eval mode under ``torch.no_grad``.
-* ``E+G inference``: encode a reference, then generate with the remapped noise.
-* ``train step``: one iteration of the generator and the discriminator, both
-  forward and backward: ``E`` on the real image, ``G`` with the remapped noise,
-  ``D`` (2 scales, ndf 64) on fake and real, the losses (hinge GAN, feature
-  matching, KL; no VGG — it needs downloaded weights and costs the same in both
-  paths), backward; then ``D`` on the detached fake and the real image, its hinge
-  losses, backward. No optimizer update; gradients are cleared (untimed) before each step.
+* ``public code``: tzt101/INADE itself, from a checkout passed as ``--official-code DIR``
+  (the project never contains it; torchvision and dill are stubbed where they do not
+  import — its generator does not use them). It gets what its ``preprocess_input``
+  builds (one-hot label ⊕ instance edges, one-hot instances) made beforehand, untimed,
+  and ``noise``/``noise_ins`` passed explicitly (it draws them with ``x.get_device()``,
+  which fails on a CPU).
+* ``official-style`` (when no checkout is given): our modules with the three ops swapped
+  for bench/official_style.py's re-implementations of the public code's approach.
 
-``official-style`` swaps the three ops for bench/official_style.py's re-implementations
-of the public code's approach — dense one-hot maps + ``einsum`` in every norm
-(``modulation``), a Python loop over instances for the encoder's pooling
-(``avg_pool_loop``), ``unfold`` + ``einsum`` for the instance-aware conv
-(``conv2d_unfold``) — everywhere the package calls them (:func:`official_style_ops`);
-the modules, weights and inputs are the same. Rows whose op has no official-style
-version yet are left out (and said so in the notes).
+Rows: ``G inference`` (eval, ``torch.no_grad``) in float32 and under
+``torch.autocast(dtype=bfloat16)`` — ours in bfloat16 is compared with the baseline in
+float32 (as published) and its image error against our float32 image is stated —
+and ``G train fwd+bwd`` (train mode: batch statistics, one power iteration; loss
+``mean(y²)``, backward; gradients cleared untimed). Times are medians of alternating
+single calls (ours, baseline, ours, ...), so both paths see the same machine load.
 
-    python -m bench.bench_model_speed                  # ngf 16, 256×256, B=1
-    python -m bench.bench_model_speed --ngf 8 --size 128 --min-run-time 1
+    python -m bench.bench_model_speed --official-code /path/to/INADE
+    python -m bench.bench_model_speed --ngf 16 --min-run-time 1        # quick, official-style
 """
 from __future__ import annotations
 
@@ -35,13 +34,11 @@ import os
 import statistics
 import sys
 import time
-import warnings
 
 import torch
 
 import inade
 from bench import common, official_style
-from inade.models.losses import INADELoss
 
 # ---------------------------------------------------------------------------
 # The official-style network: the same modules with the ops swapped
@@ -98,11 +95,6 @@ def official_style_ops(replacements: dict[str, object] | None = None):
             setattr(mod, attr, value)
 
 
-# ---------------------------------------------------------------------------
-# Inputs and models
-# ---------------------------------------------------------------------------
-
-
 def face_layout(size: int, num_instances: int, label_nc: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A deterministic face-like ``[1, size, size]`` label and instance map: background, a face
     ellipse, then smaller ellipses (two share a class, like a pair of eyes)."""
@@ -122,71 +114,6 @@ def face_layout(size: int, num_instances: int, label_nc: int) -> tuple[torch.Ten
     # ids must be compact: drop ids covered entirely by later shapes
     _, compact = torch.unique(inst, return_inverse=True)
     return label[None], compact.reshape(size, size)[None]
-
-
-def build(ngf: int, size: int, device: torch.device, seed: int = 0):
-    cfg = inade.config("celeba", ngf=ngf, crop_size=size)
-    torch.manual_seed(seed)
-    G, D = inade.Generator(cfg).to(device), inade.Discriminator(cfg).to(device)
-    try:
-        E = inade.NoiseEncoder(cfg).to(device)
-    except Exception as err:  # noqa: BLE001 - the encoder's ops may not be there yet
-        warnings.warn(f"no encoder ({type(err).__name__}: {err}); E rows left out")
-        E = None
-    return cfg, G, E, D
-
-
-def try_call(fn) -> str | None:
-    """``None`` when ``fn()`` runs, else the error as text."""
-    try:
-        fn()
-        return None
-    except Exception as err:  # noqa: BLE001
-        return f"{type(err).__name__}: {err}"
-
-
-# ---------------------------------------------------------------------------
-# The measured calls
-# ---------------------------------------------------------------------------
-
-
-def make_calls(cfg, G, E, D, label, inst, real):
-    crit = INADELoss(cfg, use_vgg=False)
-    noise = torch.randn(1, int(inst.max()) + 1, 2, cfg.noise_nc, device=real.device)
-    z = torch.randn(1, cfg.z_dim, device=real.device)
-
-    def g_inference():
-        G.eval()
-        with torch.no_grad():
-            return G(label, inst, noise=noise, z=z)
-
-    def eg_inference():
-        G.eval()
-        E.eval()
-        with torch.no_grad():
-            return G(label, inst, noise=noise, z=z, remap=E(real, inst))
-
-    def clear_grads():  # before each step, untimed: its frees would blur the memory trace
-        for m in (G, E, D):
-            if m is not None:
-                m.zero_grad(set_to_none=True)
-
-    def train_step():
-        for m in (G, E, D):
-            if m is not None:
-                m.train()
-        enc = E(real, inst) if E is not None else None
-        fake = G(label, inst, noise=noise, z=z, remap=enc)
-        g_losses = crit.generator_losses(D, label, inst, fake, real, enc)
-        sum(g_losses.values()).backward()
-        d_losses = crit.discriminator_losses(D, label, inst, fake, real)
-        sum(d_losses.values()).backward()
-        return fake
-
-    calls = {"G inference": (None, g_inference), "train step": (clear_grads, train_step)}
-    if E is not None:
-        calls["E+G inference"] = (None, eg_inference)
-    return calls
 
 
 def interleaved_medians(fns: dict[str, object], device: torch.device, min_run_time: float,
@@ -220,92 +147,146 @@ def _official(fn):
     return call
 
 
-def measure(calls: dict, official: dict, device: torch.device, min_run_time: float) -> list[dict]:
-    """Rows of median time and peak extra memory per call and path (``official`` holds the calls that
-    run on the official-style path)."""
+# ---------------------------------------------------------------------------
+# The two generators and their calls
+# ---------------------------------------------------------------------------
+
+
+def build_public(code_dir, cfg, seed: int = 0):
+    """The public generator (xavier init, as its ``init_weights``) or ``(None, reason)``."""
+    try:
+        module, stubbed = official_style.import_public_code(code_dir)
+        torch.manual_seed(seed)
+        G = module.SPADEGenerator(official_style.public_options(cfg))
+        G.init_weights("xavier", cfg.init_variance)
+        return G, stubbed
+    except Exception as err:  # noqa: BLE001
+        return None, f"{type(err).__name__}: {err}"
+
+
+def generator_calls(G, forward) -> dict:
+    """``{call: (setup, fn)}`` for one generator; ``forward()`` runs it once on the inputs."""
+
+    def infer():
+        G.eval()
+        with torch.no_grad():
+            return forward()
+
+    def infer_bf16():
+        G.eval()
+        with torch.no_grad(), torch.autocast(next(G.parameters()).device.type, dtype=torch.bfloat16):
+            return forward()
+
+    def train():
+        G.train()
+        y = forward()
+        y.float().square().mean().backward()
+        return y
+
+    def clear():
+        G.zero_grad(set_to_none=True)
+
+    return {"G inference fp32": (None, infer), "G inference bf16": (None, infer_bf16),
+            "G train fwd+bwd": (clear, train)}
+
+
+def measure(ours: dict, base: dict, base_path: str, device, min_run_time: float) -> list[dict]:
+    """Rows of median time and peak extra memory for every call of ``ours`` (and of ``base``)."""
     rows = []
-    for name, (setup, fn) in calls.items():
+    for name, (setup, fn) in ours.items():
         paths = {"ours": fn}
-        if name in official:
-            paths["official-style"] = _official(fn)
-        medians = interleaved_medians(paths, device, min_run_time, setup=setup)
+        if name in base:
+            paths[base_path] = base[name][1]
+        both = (lambda s1, s2: (lambda: (s1 and s1(), s2 and s2())))(setup, base.get(name, (None,))[0])
+        load = os.getloadavg()[0]
+        medians = interleaved_medians(paths, device, min_run_time, min_samples=3, setup=both)
         for path, call in paths.items():
-            if setup:
-                setup()
+            both()
             peak = common.peak_extra_bytes(call, device)
-            rows.append({"call": name, "path": path, "median_ms": medians[path], "peak_extra_MB": peak / 2**20})
-            print(f"  {name:14s} {path:15s} {medians[path]:9.1f} ms  {peak / 2**20:8.1f} MB", flush=True)
+            rows.append({"call": name, "path": path, "median_ms": medians[path], "peak_extra_MB": peak / 2**20,
+                         "load_1min": round((load + os.getloadavg()[0]) / 2, 2)})
+            print(f"  {name:18s} {path:15s} {medians[path]:9.1f} ms  {peak / 2**20:8.1f} MB", flush=True)
     return rows
 
 
-def output_gap(G, label, inst) -> float:
-    """Max absolute difference between G's outputs on the two paths (same weights, noise, z)."""
-    G.eval()
-    noise = torch.randn(1, int(inst.max()) + 1, 2, G.cfg.noise_nc, device=label.device)
-    z = torch.randn(1, G.cfg.z_dim, device=label.device)
-    with torch.no_grad():
-        ours = G(label, inst, noise=noise, z=z)
-        with official_style_ops():
-            off = G(label, inst, noise=noise, z=z)
-    return float((ours - off).abs().max())
+def compare(rows: list[dict], base_path: str) -> None:
+    """Speed-up and memory ratio of each 'ours' row against the baseline in float32 for
+    inference (the public code runs in float32) and the same call otherwise."""
+    by = {(r["call"], r["path"]): r for r in rows}
+    for r in rows:
+        if r["path"] != "ours":
+            continue
+        ref_call = "G inference fp32" if r["call"].startswith("G inference") else r["call"]
+        b = by.get((ref_call, base_path))
+        if b is not None:
+            r["vs"] = f"{base_path} {ref_call.split()[-1]}"
+            r["speedup"] = b["median_ms"] / r["median_ms"]
+            r["memory_ours_over_baseline"] = r["peak_extra_MB"] / max(b["peak_extra_MB"], 1e-9)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ngf", type=int, default=16)
+    p.add_argument("--official-code", metavar="DIR", help="a checkout of tzt101/INADE to compare with")
+    p.add_argument("--ngf", type=int, default=64)
     p.add_argument("--size", type=int, default=256, help="output size (crop_size), square")
     p.add_argument("--instances", type=int, default=10)
-    p.add_argument("--min-run-time", type=float, default=3.0, help="seconds of timing per measurement")
-    p.add_argument("--no-official", action="store_true", help="skip the official-style path")
+    p.add_argument("--min-run-time", type=float, default=3.0, help="seconds of timing per path and call")
     p.add_argument("--name", default="model_speed", help="results file name")
     args = p.parse_args(argv)
 
     device = common.default_device()
-    cfg, G, E, D = build(args.ngf, args.size, device)
+    cfg = inade.config("celeba", ngf=args.ngf, crop_size=args.size)
     label, inst = (t.to(device) for t in face_layout(args.size, args.instances, cfg.label_nc))
-    real = (torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1)) * 2 - 1).to(device)
     L = int(inst.max()) + 1
-    notes = [
-        f"CelebAMask-HQ config with ngf={args.ngf} (paper 64), {args.size}x{args.size}, B=1, {L} instances; "
-        f"train step = {'E+G+D' if E is not None else 'G+D (no encoder available)'} forward/backward with GAN, "
-        "feature-matching and KL losses, then D on the detached fake: forward/backward; no VGG loss, no "
-        "optimizer update (gradients cleared untimed before each step). Median of alternating single-call samples.",
-        f"ops: {inade.ops.resolve(device)} backend for 'ours'; official-style = bench/official_style.py functions "
-        "swapped in for the three ops (same modules, weights, inputs).",
-    ]
-    calls = make_calls(cfg, G, E, D, label, inst, real)
-    print(f"device {common.device_name(device)}, ngf {args.ngf}, {args.size}x{args.size}, L={L}")
-    official = {}
-    if not args.no_official:
-        missing = sorted({"instance_modulation", "instance_avg_pool", "instance_conv2d"} - set(official_replacements()))
-        if missing:
-            notes.append(f"no official-style baseline for {missing} in bench/official_style.py: the "
-                         "official-style rows run our op there")
-        for name, (_, fn) in calls.items():
-            err = try_call(_official(fn))
-            if err is None:
-                official[name] = fn
-            else:
-                notes.append(f"official-style '{name}' not measured ({err}); missing baselines: {missing}")
-        notes.append(f"max |ours - official-style| of G's output: {output_gap(G, label, inst):.2e}")
-    load_before = os.getloadavg()
-    rows = measure(calls, official, device, args.min_run_time)
-    notes.append(f"load average (1 min) before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} "
-                 f"on {os.cpu_count()} cores (the machine is shared; paths were timed alternately)")
-    by = {(r["call"], r["path"]): r for r in rows}
-    for r in rows:
-        o = by.get((r["call"], "official-style"))
-        if r["path"] == "ours" and o is not None:
-            r["speedup_vs_official"] = o["median_ms"] / r["median_ms"]
-            r["memory_ratio_official_over_ours"] = o["peak_extra_MB"] / max(r["peak_extra_MB"], 1e-9)
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(1, L, 2, cfg.noise_nc, generator=g).to(device)
+    z = torch.randn(1, cfg.z_dim, generator=g).to(device)
+    notes = [f"CelebAMask-HQ config, ngf={args.ngf}, {args.size}x{args.size}, B=1, {L} instances; "
+             f"ops: {inade.ops.resolve(device)} backend; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"]
 
+    public, info = build_public(args.official_code, cfg) if args.official_code else (None, "no --official-code")
+    G = inade.Generator(cfg)
+    if public is not None:
+        public = public.to(device)
+        inade.load_official(G, public.state_dict())
+        seg, onehot = official_style.public_generator_inputs(label, inst, cfg)
+        base_path = "public code"
+        base = generator_calls(public, lambda: public(seg, input_instances=onehot, noise=noise, noise_ins=z))
+        notes.append(f"baseline: the public code at {args.official_code} (stubbed imports: {info or 'none'}), "
+                     "same weights via inade.load_official, its one-hot inputs built untimed")
+    else:
+        base_path = "official-style"
+        notes.append(f"baseline: official-style re-implementation (public code not run: {info})")
+    G = G.to(device)
+    ours = generator_calls(G, lambda: G(label, inst, noise=noise, z=z))
+    if public is None:
+        base = {name: (setup, _official(fn)) for name, (setup, fn) in ours.items()}
+
+    with torch.no_grad():
+        G.eval()
+        y32 = G(label, inst, noise=noise, z=z)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            y16 = G(label, inst, noise=noise, z=z).float()
+        yb = base["G inference fp32"][1]().float()
+    notes.append(f"max |ours - {base_path}| of the float32 image: {(y32 - yb).abs().max():.2e}")
+    notes.append(f"bfloat16 autocast image error vs float32 (images in [-1, 1]): max {(y16 - y32).abs().max():.3f}, "
+                 f"mean {(y16 - y32).abs().mean():.4f}")
+    print(f"device {common.device_name(device)}, ngf {args.ngf}, {args.size}x{args.size}, L={L}, "
+          f"baseline {base_path}", flush=True)
+    load_before = os.getloadavg()
+    rows = measure(ours, base, base_path, device, args.min_run_time)
+    notes.append(f"load average (1 min) before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} on "
+                 f"{os.cpu_count()} cores (shared machine; load_1min per row; paths timed alternately)")
+    compare(rows, base_path)
     for r in rows:
         r.update(ngf=args.ngf, size=args.size, batch=1, instances=L, config="celeba")
     path = common.write_results(args.name, rows, device, notes="\n".join(notes))
-    table = common.markdown_table(rows, ["call", "path", "median_ms", "peak_extra_MB", "speedup_vs_official",
-                                         "memory_ratio_official_over_ours"])
+    table = common.markdown_table(rows, ["call", "path", "median_ms", "peak_extra_MB", "vs", "speedup",
+                                         "memory_ours_over_baseline", "load_1min"])
     text = f"# Model speed ({common.device_name(device)})\n\n{table}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
-    path.with_suffix(".md").write_text(text)
+    from inade.utils.files import write_text_atomic  # noqa: PLC0415
+
+    write_text_atomic(path.with_suffix(".md"), text)
     print("\n" + text)
     print(f"wrote {path} and {path.with_suffix('.md').name}")
 

@@ -83,3 +83,68 @@ def inade_norm_layer(norm, x, seg_onehot, inst_onehot, noise):
         n = torch.einsum("blc,blhw->bchw", mapped[:, :, k], inst_onehot)
         maps.append(a * n + b)
     return maps[0] * normalized + maps[1]
+
+
+# ---------------------------------------------------------------------------
+# The public code itself, where it is available (a checkout passed by path)
+# ---------------------------------------------------------------------------
+
+
+def _stub_unused_imports() -> list[str]:
+    """Stand-ins for modules the public code imports but its generator and encoder never use
+    (torchvision for the VGG loss, dill for option pickling), where they do not import here."""
+    import importlib  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    stubbed = []
+    for name in ("torchvision", "dill"):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - torchvision fails beside a local torch build
+            module = types.ModuleType(name)
+            module.models = types.SimpleNamespace()
+            sys.modules[name] = module
+            stubbed.append(name)
+    return stubbed
+
+
+def import_public_code(path):
+    """``(generator_module, stubbed)``: ``models.networks.generator`` of a tzt101/INADE checkout
+    at ``path`` (never part of this project), and the names of the modules stubbed to import it."""
+    import importlib  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    root = Path(path).resolve()
+    if not (root / "models" / "networks" / "normalization.py").is_file():
+        raise FileNotFoundError(f"{root} is not a checkout of tzt101/INADE (no models/networks/normalization.py)")
+    stubbed = _stub_unused_imports()
+    sys.path.insert(0, str(root))
+    return importlib.import_module("models.networks.generator"), stubbed
+
+
+def public_options(cfg, **overrides):
+    """The public code's option namespace for an :func:`inade.config` (generator and encoder)."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    opt = dict(
+        netG="spade", norm_mode="inade", norm_G=cfg.norm_G, ngf=cfg.ngf, z_dim=cfg.z_dim, noise_nc=cfg.noise_nc,
+        label_nc=cfg.label_nc, contain_dontcare_label=cfg.contain_dontcare_label, no_instance=cfg.no_instance,
+        semantic_nc=cfg.semantic_nc, crop_size=cfg.crop_size, aspect_ratio=cfg.aspect_ratio,
+        num_upsampling_layers=cfg.num_upsampling_layers, use_vae=False, add_sketch=cfg.add_sketch,
+    )
+    return SimpleNamespace(**{**opt, **overrides})
+
+
+def public_generator_inputs(label, inst, cfg, dtype=torch.float32):
+    """What the public code's ``preprocess_input`` hands its generator: the one-hot label map
+    with the instance-edge channel last ``[B, semantic_nc, H, W]``, and the one-hot instance
+    map ``[B, inst.max() + 1, H, W]``."""
+    from inade.models.discriminator import instance_edges  # noqa: PLC0415
+
+    seg = torch.zeros(label.shape[0], cfg.num_classes, *label.shape[1:], dtype=dtype, device=label.device)
+    seg.scatter_(1, label[:, None].long(), 1.0)
+    seg = torch.cat([seg, instance_edges(inst, dtype)], 1)
+    onehot = torch.zeros(inst.shape[0], int(inst.max()) + 1, *inst.shape[1:], dtype=dtype, device=inst.device)
+    return seg, onehot.scatter_(1, inst[:, None].long(), 1.0)

@@ -5,15 +5,15 @@ counter that reports them beside the convolutions and linear layers.
 convolutions (FLOPs = 2 · MACs) but knows nothing of our custom ops; the formulas
 below give each one the arithmetic its kernels do, per element:
 
-* ``modulation_stats``: Σx and Σx² per channel — 3 FLOPs (add, multiply, add).
-* ``modulation_apply``: ``(x − mean)·invstd·γ + β`` — 4 FLOPs.
-* ``modulation_backward_reduce``: x̂ (2), ``dy·x̂`` (1) and two sums (2) — 5 FLOPs.
-* ``modulation_backward_dx``: x̂ (2), ``dy·γ`` (1), two subtractions, one multiply,
+* ``instance_modulation_stats``: Σx and Σx² per channel — 3 FLOPs (add, multiply, add).
+* ``instance_modulation_apply``: ``(x − mean)·invstd·γ + β`` — 4 FLOPs.
+* ``instance_modulation_backward_reduce``: x̂ (2), ``dy·x̂`` (1) and two sums (2) — 5 FLOPs.
+* ``instance_modulation_backward_dx``: x̂ (2), ``dy·γ`` (1), two subtractions, one multiply,
   one scale — 6 FLOPs (3 without batch statistics: ``dy·γ·invstd``).
-* ``avg_pool_forward``: one add per input element, one divide per output.
-* ``avg_pool_backward``: one divide per output element.
+* ``instance_avg_pool_forward``: one add per input element, one divide per output.
+* ``instance_avg_pool_backward``: one divide per output element.
 * ``instance_classes`` (the model's instance → class table and input checks): 0.
-* ``conv2d_forward`` (instance-aware convolution): the dense convolution's
+* ``instance_conv2d_forward`` (instance-aware convolution): the dense convolution's
   ``2·MACs`` plus one compare per tap and output pixel (the instance test);
   ``conv2d_backward_input`` and ``conv2d_backward_weight``: ``2·MACs`` each.
 
@@ -51,14 +51,12 @@ def _modulation_backward_dx(dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_d
     return (6 if batch_stats else 3) * _numel(x)
 
 
-def _avg_pool_forward(xs, inst, num_instances, *args, out_shape=None, **kwargs) -> int:
-    B = inst[0]
-    return sum(_numel(x) + B * num_instances * x[1] for x in xs)
+def _avg_pool_forward(x, inst, num_instances, *args, out_shape=None, **kwargs) -> int:
+    return _numel(x) + x[0] * num_instances * x[1]
 
 
-def _avg_pool_backward(grads, inst, *args, out_shape=None, **kwargs) -> int:
-    hw = inst[1] * inst[2]
-    return sum(g[0] * g[2] * hw for g in grads)
+def _avg_pool_backward(dy, inst, *args, out_shape=None, **kwargs) -> int:
+    return dy[0] * dy[2] * inst[1] * inst[2]
 
 
 def conv_macs(x_shape, weight_shape, out_shape) -> int:
@@ -82,20 +80,18 @@ def _conv2d_backward_weight(dy, x, inst, kernel_size, *args, out_shape=None, **k
 
 # op name -> formula; an op that does not exist (yet) is skipped.
 FORMULAS = {
-    "modulation_stats": _modulation_stats,
-    "modulation_apply": _modulation_apply,
-    "modulation_backward_reduce": _modulation_backward_reduce,
-    "modulation_backward_dx": _modulation_backward_dx,
-    "avg_pool_forward": _avg_pool_forward,
-    "avg_pool_backward": _avg_pool_backward,
-    "conv2d_forward": _conv2d_forward,
-    "conv2d_backward_input": _conv2d_backward_input,
-    "conv2d_backward_weight": _conv2d_backward_weight,
+    "instance_modulation_stats": _modulation_stats,
+    "instance_modulation_apply": _modulation_apply,
+    "instance_modulation_backward_reduce": _modulation_backward_reduce,
+    "instance_modulation_backward_dx": _modulation_backward_dx,
+    "instance_avg_pool_forward": _avg_pool_forward,
+    "instance_avg_pool_backward": _avg_pool_backward,
+    "instance_conv2d_forward": _conv2d_forward,
+    "instance_conv2d_backward_input": _conv2d_backward_input,
+    "instance_conv2d_backward_weight": _conv2d_backward_weight,
     # bookkeeping of the model (the class of each instance, input checks): no arithmetic
     "instance_classes": lambda *args, out_shape=None, **kwargs: 0,
 }
-# The agreed op names are inade::instance_<op>_<pass>; count both spellings.
-FORMULAS.update({f"instance_{name}": f for name, f in list(FORMULAS.items()) if not name.startswith("instance_")})
 
 
 def register() -> list[str]:

@@ -671,18 +671,20 @@ def test_generator_refuses_empty_batches_extra_noise_rows_and_other_sizes():
 # ---------------------------------------------------------------------------
 
 
-def test_spectral_norm_conv_trains_exactly_like_torch_spectral_norm():
-    """Same random draws, same outputs, u/v and gradients over optimiser steps; then eval."""
+@pytest.mark.parametrize("cin, cout, H, W", [(5, 7, 9, 11), (20, 30, 3, 2)], ids=["weight-scaled", "output-scaled"])
+def test_spectral_norm_conv_trains_exactly_like_torch_spectral_norm(cin, cout, H, W):
+    """Same random draws, same outputs, u/v and gradients over optimiser steps; then eval.
+    (Large weights on small maps divide the output by σ instead of the weight.)"""
     torch.manual_seed(3)
-    ours = inade.nn.SpectralNormConv2d(5, 7, 3, padding=1).double()
+    ours = inade.nn.SpectralNormConv2d(cin, cout, 3, padding=1).double()
     torch.manual_seed(3)
-    theirs = torch.nn.utils.spectral_norm(torch.nn.Conv2d(5, 7, 3, padding=1)).double()
+    theirs = torch.nn.utils.spectral_norm(torch.nn.Conv2d(cin, cout, 3, padding=1)).double()
     assert list(ours.state_dict()) == list(theirs.state_dict())  # bias, weight_orig, weight_u, weight_v
     for key, value in theirs.state_dict().items():
         assert torch.equal(ours.state_dict()[key], value), key
     opt_a = torch.optim.SGD(ours.parameters(), lr=0.5)
     opt_b = torch.optim.SGD(theirs.parameters(), lr=0.5)
-    x = torch.randn(2, 5, 9, 11, dtype=torch.float64)
+    x = torch.randn(2, cin, H, W, dtype=torch.float64)
     for _ in range(3):
         ya, yb = ours(x), theirs(x)
         torch.testing.assert_close(ya, yb, rtol=1e-12, atol=1e-12)

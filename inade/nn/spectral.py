@@ -19,7 +19,8 @@ class SpectralNormConv2d(nn.Module):
 
     Training mode: one power iteration per forward (``u``, ``v`` updated in place), then
     ``W = W_orig / σ`` with ``σ = uᵀ W_orig v`` — exactly what ``spectral_norm`` does
-    (``eps = 1e-12``, ``dim = 0``), gradients through σ included.
+    (``eps = 1e-12``, ``dim = 0``), gradients through σ included; where the output is
+    smaller than the weight the output is divided by σ instead (the same function).
     Eval mode: ``W_orig / σ`` from the stored ``u``, ``v``, computed once and reused
     until ``weight_orig``, ``weight_u`` or ``weight_v`` is modified (an optimiser step,
     ``load_state_dict``, ``.to()``, an in-place edit) or the module goes back to
@@ -74,13 +75,30 @@ class SpectralNormConv2d(nn.Module):
         return (self.weight_u.clone(memory_format=torch.contiguous_format),
                 self.weight_v.clone(memory_format=torch.contiguous_format))
 
-    def compute_weight(self, power_iteration: bool) -> Tensor:
-        """``W_orig / (uᵀ W_orig v)`` ``[out, in, k, k]``, after one power iteration if asked."""
+    def sigma(self, power_iteration: bool) -> Tensor:
+        """``σ = uᵀ W_orig v`` (a scalar with gradient to ``weight_orig``), after one power
+        iteration if asked."""
         w = self.weight_orig
         mat = w.reshape(w.shape[0], -1)
         u, v = self._power_iteration(mat) if power_iteration else (self.weight_u, self.weight_v)
-        sigma = torch.dot(u, torch.mv(mat, v))
-        return w / sigma
+        return torch.dot(u, torch.mv(mat, v))
+
+    def compute_weight(self, power_iteration: bool) -> Tensor:
+        """``W_orig / σ`` ``[out, in, k, k]``, after one power iteration if asked."""
+        return self.weight_orig / self.sigma(power_iteration)
+
+    def _scaled_conv(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """``conv(x, W_orig / σ) + bias``, dividing whichever is smaller — the weight or the output
+        (``conv(x, W) / σ`` is the same function: the conv is linear in ``W``). The generator's wide
+        low-resolution layers have weights ~100× larger than their outputs."""
+        w = self.weight_orig
+        h = x.shape[2] + 2 * self.padding - self.kernel_size + 1
+        wd = x.shape[3] + 2 * self.padding - self.kernel_size + 1
+        if w.numel() <= x.shape[0] * self.out_channels * h * wd:
+            return F.conv2d(x, w / sigma, self.bias, padding=self.padding)
+        y = F.conv2d(x, w, None, padding=self.padding)
+        y = y / sigma.to(y.dtype)
+        return y if self.bias is None else y + self.bias.to(y.dtype)[:, None, None]
 
     def _key(self) -> tuple:
         ts = (self.weight_orig, self.weight_u, self.weight_v)
@@ -110,12 +128,10 @@ class SpectralNormConv2d(nn.Module):
         """``x [B, C_in, H, W] -> [B, C_out, H', W']``."""
         if self.training:
             self._cache = None
-            weight = self.compute_weight(power_iteration=True)
-        elif torch.compiler.is_compiling():
-            weight = self.compute_weight(power_iteration=False)
-        else:
-            weight = self._eval_weight()
-        return F.conv2d(x, weight, self.bias, padding=self.padding)
+            return self._scaled_conv(x, self.sigma(power_iteration=True))
+        if torch.compiler.is_compiling() or torch.is_grad_enabled():
+            return self._scaled_conv(x, self.sigma(power_iteration=False))
+        return F.conv2d(x, self._eval_weight(), self.bias, padding=self.padding)
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, padding={self.padding}"
