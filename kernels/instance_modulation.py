@@ -200,8 +200,11 @@ def _backward_dx_kernel(
 # inade.ops.instance_modulation before they get here.
 # ---------------------------------------------------------------------------
 
-_BLOCK_C, _BLOCK_HW = 32, 128
-_REDUCE_BLOCK_C, _REDUCE_BLOCK_HW = 32, 64
+# Tile sizes and warps from the static resource report (bench/results/aot): 8 elements
+# per thread in the streaming kernels (no spill, >= 50 % H100 occupancy, 16-byte
+# accesses); the tensor-core reduction at the largest tile that does not spill.
+_BLOCK_C, _BLOCK_HW, _NUM_WARPS = 32, 64, 8
+_REDUCE_BLOCK_C, _REDUCE_BLOCK_HW, _REDUCE_NUM_WARPS = 16, 32, 4
 
 
 def stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,6 +218,7 @@ def stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     part_m2 = torch.empty_like(part_mean)
     _stats_kernel[(c_blocks, B, n_chunks)](
         x, part_mean, part_m2, C, hw, *_launch.strides_chw(x), tiles_per_prog, BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW,
+        num_warps=_NUM_WARPS,
     )
     # Chan's parallel-variance merge of the chunks (tiny: [P, C]).
     counts = torch.full((n_chunks,), float(tiles_per_prog * _BLOCK_HW), device=x.device, dtype=acc)
@@ -234,7 +238,7 @@ def apply(x, inst, gamma, beta, mean, invstd) -> torch.Tensor:
     grid = (triton.cdiv(hw, _BLOCK_HW), triton.cdiv(C, _BLOCK_C), B)
     _apply_kernel[grid](
         x, inst, gamma, beta, mean, invstd, y, C, hw, gamma.shape[1], *_launch.strides_chw(x), *_launch.strides_chw(y),
-        BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW,
+        BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW, num_warps=_NUM_WARPS,
     )
     return y
 
@@ -254,7 +258,7 @@ def backward_reduce(dy, x, inst, mean, invstd, num_instances: int) -> tuple[torc
     _backward_reduce_kernel[(c_blocks * l_blocks, B, n_chunks)](
         dy, x, inst, mean, invstd, part_dgamma, part_dbeta, C, hw, num_instances, *_launch.strides_chw(dy),
         *_launch.strides_chw(x), tiles_per_prog, BLOCK_C=_REDUCE_BLOCK_C, BLOCK_HW=_REDUCE_BLOCK_HW,
-        BLOCK_L=block_l, DOT_PRECISION=_launch.dot_precision(mean.dtype, x.device),
+        BLOCK_L=block_l, DOT_PRECISION=_launch.dot_precision(mean.dtype, x.device), num_warps=_REDUCE_NUM_WARPS,
     )
     return part_dgamma.sum(1), part_dbeta.sum(1)
 
@@ -268,6 +272,7 @@ def backward_dx(dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, b
     _backward_dx_kernel[grid](
         dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, dx, C, hw, gamma.shape[1],
         *_launch.strides_chw(dy), *_launch.strides_chw(x), *_launch.strides_chw(dx), BATCH_STATS=batch_stats, BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW,
+        num_warps=_NUM_WARPS,
     )
     return dx
 

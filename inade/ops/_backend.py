@@ -1,20 +1,28 @@
-"""Backend choice shared by every op: ``auto | reference | triton | cpp | cuda``.
+"""Backend choice and dispatch shared by every op: ``auto | reference | triton | cpp | cuda``.
 
 ``INADE_BACKEND`` (read at each call) or :func:`use_backend` forces one backend
 for all ops; ``auto`` picks the fastest verified backend for the tensor's device:
 ``cpp`` on CPU, ``triton`` on CUDA. When the extension ``inade._C`` was not
-built, ``cpp`` falls back to ``reference`` with one warning.
+built, ``cpp`` falls back to ``reference`` with one warning. ``cuda`` is a name
+DESIGN reserves for CUDA kernels in ``inade._C``; none are built, so asking for
+it is one clear error.
+
+:func:`run_pass` is the one place that maps a pass of an op to its implementation
+on the chosen backend (see its docstring for the names).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import importlib.util
 import os
 import threading
 import warnings
 
 import torch
+
+from inade.ops import reference
 
 BACKENDS = ("auto", "reference", "triton", "cpp", "cuda")
 _local = threading.local()
@@ -69,12 +77,10 @@ def use_backend(name: str):
         _local.backend = previous
 
 
-def resolve(device: torch.device, has_cuda_kernel: bool = False) -> str:
-    """The backend that will run an op on ``device`` (never ``auto``).
+def resolve(device: torch.device) -> str:
+    """The backend that will run an op on ``device``: ``reference``, ``triton`` or ``cpp`` (never ``auto``).
 
-    Args:
-        device: device of the op's main input.
-        has_cuda_kernel: whether this op has a verified CUDA kernel in ``inade._C``.
+    Raises ``RuntimeError`` when the requested backend cannot run on ``device``.
     """
     name = requested_backend()
     if name == "auto":
@@ -95,9 +101,38 @@ def resolve(device: torch.device, has_cuda_kernel: bool = False) -> str:
             )
         return "triton"
     if name == "cuda":
-        if device.type != "cuda":
-            raise RuntimeError(f"backend 'cuda' runs on CUDA tensors, got a tensor on {device}")
-        if not has_cuda_kernel or extension() is None or not hasattr(extension(), "has_cuda"):
-            raise RuntimeError("backend 'cuda' is not available for this op: use 'triton' or 'auto'")
-        return "cuda"
+        raise RuntimeError(
+            "backend 'cuda' is not built: inade._C has CPU kernels only; on a GPU use 'triton' (or 'auto')"
+        )
     return name
+
+
+def run_pass(op: str, pass_name: str, device: torch.device, *args):
+    """Run one pass of one op on the backend :func:`resolve` picks for ``device``.
+
+    The implementation of pass ``<pass>`` of op ``<op>`` (e.g. ``modulation``, ``stats``) is
+
+    * ``cpp``: ``inade._C.instance_<op>_<pass>``,
+    * ``triton``: ``inade.kernels.instance_<op>.<pass>`` (the launcher),
+    * ``reference``: ``inade.ops.reference.instance_<op>_<pass>``,
+
+    all taking ``args`` and returning what the custom op ``inade::instance_<op>_<pass>`` returns.
+    """
+    backend = resolve(device)
+    name = f"instance_{op}_{pass_name}"
+    if backend == "cpp":
+        return getattr(extension(), name)(*args)
+    if backend == "triton":
+        return getattr(importlib.import_module(f"inade.kernels.instance_{op}"), pass_name)(*args)
+    return getattr(reference, name)(*args)
+
+
+def forbid_double_backward(op: str, custom_ops) -> None:
+    """Register on each of ``custom_ops`` (passes of ``op``) an autograd formula that raises:
+    double backward is not implemented, and saying so beats a silently wrong gradient."""
+
+    def backward(ctx, *grads):
+        raise NotImplementedError(f"double backward of {op} is not implemented")
+
+    for custom_op in custom_ops:
+        custom_op.register_autograd(backward)

@@ -1,6 +1,10 @@
-"""Input validation shared by the ops. Every op checks its inputs here before any
-kernel runs, so that a bad shape, dtype, device or instance id becomes an error a
-user can act on instead of an out-of-bounds read."""
+"""What the ops share on the Python side: input validation, and the dtypes and
+layouts the kernels receive.
+
+Every op checks its inputs here before any kernel runs, so that a bad shape,
+dtype, device or instance id becomes an error a user can act on instead of an
+out-of-bounds read.
+"""
 from __future__ import annotations
 
 import torch
@@ -58,8 +62,9 @@ def check_same_dtype(x: torch.Tensor, t: torch.Tensor, name: str) -> None:
         raise TypeError(f"{name} has dtype {t.dtype} but x has {x.dtype}: use one dtype for both")
 
 
-def check_ids_in_range(inst: torch.Tensor, num_instances: int, name: str = "inst") -> None:
-    """Every id of ``inst`` lies in ``[0, num_instances)``.
+def check_ids_in_range(inst: torch.Tensor, num_instances: int | None, name: str = "inst") -> None:
+    """Every id of ``inst`` lies in ``[0, num_instances)`` (``num_instances=None``: any id >= 0,
+    for ops where only equality of ids matters).
 
     This reads the values (one reduction and, on GPU, one synchronisation); the ops
     call it inside their custom-op bodies, which run on real tensors even under
@@ -69,8 +74,9 @@ def check_ids_in_range(inst: torch.Tensor, num_instances: int, name: str = "inst
         return
     lo, hi = (int(v) for v in torch.aminmax(inst))
     if lo < 0:
-        raise ValueError(f"{name} has a negative id ({lo}): instance ids must be 0 ... {num_instances - 1}")
-    if hi >= num_instances:
+        valid = ">= 0" if num_instances is None else f"0 ... {num_instances - 1}"
+        raise ValueError(f"{name} has a negative id ({lo}): instance ids must be {valid}")
+    if num_instances is not None and hi >= num_instances:
         raise ValueError(
             f"{name} has id {hi} but num_instances is {num_instances}: make ids compact "
             "(0 ... L-1 per batch) with inade.data.compact_ids, or pass tables with more rows"
@@ -92,3 +98,25 @@ def flattenable_hw(x: torch.Tensor) -> torch.Tensor:
     if x.stride(2) == x.shape[3] * x.stride(3) or x.shape[2] == 1:
         return x
     return x.contiguous()
+
+
+def dense(x: torch.Tensor) -> torch.Tensor:
+    """``x`` if it is contiguous or channels-last, else a contiguous copy (what 4-stride kernels read)."""
+    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return x.contiguous()
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is channels-last and not also contiguous (as when ``C`` or ``H·W`` is 1)."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """The memory format an output that follows ``x`` gets: channels-last where :func:`is_channels_last`."""
+    return torch.channels_last if is_channels_last(x) else torch.contiguous_format
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype every op accumulates in: float64 for float64, float32 for the others."""
+    return torch.float64 if dtype == torch.float64 else torch.float32

@@ -11,43 +11,22 @@ as partial convolution does; the bias is never rescaled. The op never builds an
 ``m`` on the fly from the ids.
 
 Pieces (the same for every op of this package):
-    * three ``torch.library`` custom ops (``inade::conv2d_*``) with fake kernels:
-      the forward pass, the input gradient and the weight gradient, each
-      dispatching to the chosen backend (the bias gradient is ``Σ dy``);
+    * three ``torch.library`` custom ops (``inade::instance_conv2d_<pass>``) with fake
+      kernels: the forward pass, the input gradient and the weight gradient, each
+      run by ``_backend.run_pass`` on the chosen backend (the bias gradient is ``Σ dy``);
     * :class:`InstanceConv2dFunction`, the autograd wrapper that wires them;
     * :func:`instance_conv2d`, the public function: input checks, backend choice.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from inade.ops import _backend, _checks, reference
 
 # ---------------------------------------------------------------------------
-# Backend dispatch of each pass
+# The passes as custom ops (each runs on the backend _backend.run_pass picks)
 # ---------------------------------------------------------------------------
-
-
-def _kernels():
-    from inade.kernels import instance_conv2d as k  # noqa: PLC0415  (triton is optional)
-
-    return k
-
-
-def _memory_format(x: Tensor) -> torch.memory_format:
-    """channels-last for a channels-last (and not also contiguous) ``x``, else contiguous."""
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def _dense(t: Tensor) -> Tensor:
-    """``t`` if it is contiguous or channels-last, else a contiguous copy (what the kernels read)."""
-    if t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last):
-        return t
-    return t.contiguous()
 
 
 def output_size(size: int, kernel_size: int, stride: int, padding: int) -> int:
@@ -55,99 +34,59 @@ def output_size(size: int, kernel_size: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel_size) // stride + 1
 
 
-def _check_ids_nonnegative(inst: Tensor, name: str = "inst") -> None:
-    """Only equality of ids matters here, so any id >= 0 is valid; negative ids are rejected
-    (they are never valid instance ids). Reads the values: called inside the op body."""
-    if inst.numel() and int(inst.min()) < 0:
-        raise ValueError(f"{name} has a negative id ({int(inst.min())}): instance ids must be >= 0")
-
-
-def _use_kernel(backend: str, x: Tensor) -> bool:
-    """Triton has no float64 ``tl.dot``; float64 on the triton backend takes the reference path."""
-    return backend == "cpp" or (backend == "triton" and x.dtype != torch.float64)
-
-
-@torch.library.custom_op("inade::conv2d_forward", mutates_args=())
-def conv2d_forward(
+@torch.library.custom_op("inade::instance_conv2d_forward", mutates_args=())
+def instance_conv2d_forward(
     x: Tensor, inst: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int, renorm: bool
 ) -> Tensor:
     """``y [B, C_out, Ho, Wo]``, dtype and layout (contiguous / channels-last) of ``x``.
 
-    The ids are checked (>= 0) here, in the op's body, because only the body sees
-    real values (also under ``torch.compile``).
+    The ids are checked (>= 0; only equality matters) here, in the op's body,
+    because only the body sees real values (also under ``torch.compile``).
     """
-    _check_ids_nonnegative(inst)
-    backend = _backend.resolve(x.device)
-    if backend == "cpp":
-        return _backend.extension().conv2d_forward(x, inst, weight, bias, stride, padding, renorm)
-    if _use_kernel(backend, x):
-        return _kernels().forward(x, inst, weight, bias, stride, padding, renorm)
-    y = reference.instance_conv2d(x, inst, weight, bias, stride, padding, renorm)
-    return y.contiguous(memory_format=_memory_format(x))
+    _checks.check_ids_in_range(inst, None)
+    return _backend.run_pass("conv2d", "forward", x.device, x, inst, weight, bias, stride, padding, renorm)
 
 
-@conv2d_forward.register_fake
+@instance_conv2d_forward.register_fake
 def _(x, inst, weight, bias, stride, padding, renorm):
     k = weight.shape[-1]
     shape = (x.shape[0], weight.shape[0], output_size(x.shape[2], k, stride, padding),
              output_size(x.shape[3], k, stride, padding))
-    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_checks.memory_format_of(x))
 
 
-@torch.library.custom_op("inade::conv2d_backward_input", mutates_args=())
-def conv2d_backward_input(
+@torch.library.custom_op("inade::instance_conv2d_backward_input", mutates_args=())
+def instance_conv2d_backward_input(
     dy: Tensor, x: Tensor, inst: Tensor, weight: Tensor, stride: int, padding: int, renorm: bool
 ) -> Tensor:
     """Gradient of ``x``: ``[B, C_in, H, W]``, dtype and layout of ``x`` (only ``x``'s shape,
     dtype and layout are read). ``dy: [B, C_out, Ho, Wo]``, contiguous or channels-last."""
-    backend = _backend.resolve(x.device)
-    if backend == "cpp":
-        return _backend.extension().conv2d_backward_input(dy, x, inst, weight, stride, padding, renorm)
-    if _use_kernel(backend, x):
-        return _kernels().backward_input(dy, x, inst, weight, stride, padding, renorm)
-    k = weight.shape[-1]
-    taps = reference.instance_tap_weights(inst, k, stride, padding, renorm, x.dtype)
-    cols = torch.einsum("ok,bop->bkp", weight.reshape(weight.shape[0], -1), dy.flatten(2))
-    cols = (cols.view(x.shape[0], x.shape[1], k * k, -1) * taps[:, None]).flatten(1, 2)
-    dx = F.fold(cols, x.shape[2:], k, padding=padding, stride=stride)
-    return dx.contiguous(memory_format=_memory_format(x))
+    return _backend.run_pass("conv2d", "backward_input", x.device, dy, x, inst, weight, stride, padding, renorm)
 
 
-@conv2d_backward_input.register_fake
+@instance_conv2d_backward_input.register_fake
 def _(dy, x, inst, weight, stride, padding, renorm):
-    return torch.empty_like(x, memory_format=_memory_format(x))
+    return torch.empty_like(x, memory_format=_checks.memory_format_of(x))
 
 
-@torch.library.custom_op("inade::conv2d_backward_weight", mutates_args=())
-def conv2d_backward_weight(
+@torch.library.custom_op("inade::instance_conv2d_backward_weight", mutates_args=())
+def instance_conv2d_backward_weight(
     dy: Tensor, x: Tensor, inst: Tensor, kernel_size: int, stride: int, padding: int, renorm: bool
 ) -> Tensor:
     """Gradient of the weight: ``[C_out, C_in, k, k]`` contiguous, dtype of ``x`` (float32
     accumulation). ``dy: [B, C_out, Ho, Wo]``, contiguous or channels-last."""
-    backend = _backend.resolve(x.device)
-    if backend == "cpp":
-        return _backend.extension().conv2d_backward_weight(dy, x, inst, kernel_size, stride, padding, renorm)
-    if _use_kernel(backend, x):
-        return _kernels().backward_weight(dy, x, inst, kernel_size, stride, padding, renorm)
-    k = kernel_size
-    B, C = x.shape[:2]
-    taps = reference.instance_tap_weights(inst, k, stride, padding, renorm, x.dtype)
-    cols = F.unfold(x, k, padding=padding, stride=stride).view(B, C, k * k, -1) * taps[:, None]
-    dw = torch.einsum("bop,bkp->ok", dy.flatten(2), cols.flatten(1, 2))
-    return dw.reshape(dy.shape[1], C, k, k).contiguous()
+    args = (dy, x, inst, kernel_size, stride, padding, renorm)
+    return _backend.run_pass("conv2d", "backward_weight", x.device, *args)
 
 
-@conv2d_backward_weight.register_fake
+@instance_conv2d_backward_weight.register_fake
 def _(dy, x, inst, kernel_size, stride, padding, renorm):
     return x.new_empty(dy.shape[1], x.shape[1], kernel_size, kernel_size)
 
 
-def _no_double_backward(ctx, *grads):
-    raise NotImplementedError("double backward of instance_conv2d is not implemented")
-
-
-for _op in (conv2d_forward, conv2d_backward_input, conv2d_backward_weight):
-    _op.register_autograd(_no_double_backward)
+_backend.forbid_double_backward("instance_conv2d", (
+    instance_conv2d_forward, instance_conv2d_backward_input, instance_conv2d_backward_weight,
+))
 
 
 # ---------------------------------------------------------------------------
@@ -161,7 +100,7 @@ class InstanceConv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, inst, weight, bias, stride, padding, renorm):
-        y = conv2d_forward(x, inst, weight, bias, stride, padding, renorm)
+        y = instance_conv2d_forward(x, inst, weight, bias, stride, padding, renorm)
         ctx.save_for_backward(x, inst, weight)
         ctx.conv = (stride, padding, renorm)
         return y
@@ -170,15 +109,14 @@ class InstanceConv2dFunction(torch.autograd.Function):
     def backward(ctx, dy):
         x, inst, weight = ctx.saved_tensors
         stride, padding, renorm = ctx.conv
-        dy = _dense(dy)
+        dy = _checks.dense(dy)
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dx = conv2d_backward_input(dy, x, inst, weight, stride, padding, renorm)
+            dx = instance_conv2d_backward_input(dy, x, inst, weight, stride, padding, renorm)
         if ctx.needs_input_grad[2]:
-            dw = conv2d_backward_weight(dy, x, inst, weight.shape[-1], stride, padding, renorm)
+            dw = instance_conv2d_backward_weight(dy, x, inst, weight.shape[-1], stride, padding, renorm)
         if ctx.needs_input_grad[3]:
-            acc = torch.float64 if dy.dtype == torch.float64 else torch.float32
-            db = dy.sum((0, 2, 3), dtype=acc).to(dy.dtype)
+            db = dy.sum((0, 2, 3), dtype=_checks.acc_dtype(dy.dtype)).to(dy.dtype)
         return dx, None, dw, db, None, None, None
 
 
@@ -220,14 +158,13 @@ def instance_conv2d(
         dtype and layout of ``x``. Accumulation is in float32 (float64 for float64).
     """
     _check_inputs(x, inst, weight, bias, stride, padding, renorm)
-    x = _dense(x)
+    x = _checks.dense(x)
     inst = _checks.index_map_for_kernel(inst)
     weight = weight.contiguous()
     bias = bias.contiguous() if bias is not None else None
     if _backend.requested_backend() == "reference":
-        _check_ids_nonnegative(inst)
-        y = reference.instance_conv2d(x, inst, weight, bias, stride, padding, renorm)
-        return y.contiguous(memory_format=_memory_format(x))
+        _checks.check_ids_in_range(inst, None)
+        return reference.instance_conv2d(x, inst, weight, bias, stride, padding, renorm)
     return InstanceConv2dFunction.apply(x, inst, weight, bias, stride, padding, renorm)
 
 

@@ -6,8 +6,9 @@
 one-hot map: each pixel gathers its instance's row of the ``[B, L, C]`` tables.
 
 Pieces (the same for every op of this package):
-    * four ``torch.library`` custom ops (``inade::modulation_*``) with fake kernels,
-      each a forward or backward pass that dispatches to the chosen backend;
+    * four ``torch.library`` custom ops (``inade::instance_modulation_<pass>``) with
+      fake kernels, each a forward or backward pass run by ``_backend.run_pass`` on
+      the chosen backend (``reference`` runs ``reference.instance_modulation_<pass>``);
     * :class:`InstanceModulationFunction`, the autograd wrapper that wires them and
       all-reduces statistics over a ``process_group`` (synchronised batch norm);
     * :func:`instance_modulation`, the public function: input checks, running
@@ -21,97 +22,59 @@ from torch import Tensor
 from inade.ops import _backend, _checks, reference
 
 # ---------------------------------------------------------------------------
-# Backend dispatch of each pass
+# The passes as custom ops (each runs on the backend _backend.run_pass picks)
 # ---------------------------------------------------------------------------
 
 
-def _kernels():
-    from inade.kernels import instance_modulation as k  # noqa: PLC0415  (triton is optional)
-
-    return k
-
-
-def _acc_dtype(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-@torch.library.custom_op("inade::modulation_stats", mutates_args=())
-def modulation_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+@torch.library.custom_op("inade::instance_modulation_stats", mutates_args=())
+def instance_modulation_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     """Per-channel ``(mean, biased variance)`` of ``x [B, C, H, W]`` over ``(B, H, W)``.
 
     Returns two ``[C]`` tensors, float32 (float64 for float64 ``x``).
     """
-    backend = _backend.resolve(x.device)
-    if backend == "cpp":
-        return tuple(_backend.extension().modulation_stats(x))
-    if backend == "triton" and x.dtype != torch.float64:
-        return _kernels().stats(x)
-    var, mean = torch.var_mean(x.to(_acc_dtype(x)), dim=(0, 2, 3), correction=0)
-    return mean, var
+    return _backend.run_pass("modulation", "stats", x.device, x)
 
 
-@modulation_stats.register_fake
+@instance_modulation_stats.register_fake
 def _(x):
-    c = x.shape[1]
-    return x.new_empty(c, dtype=_acc_dtype(x)), x.new_empty(c, dtype=_acc_dtype(x))
+    c, acc = x.shape[1], _checks.acc_dtype(x.dtype)
+    return x.new_empty(c, dtype=acc), x.new_empty(c, dtype=acc)
 
 
-@torch.library.custom_op("inade::modulation_apply", mutates_args=())
-def modulation_apply(x: Tensor, inst: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, invstd: Tensor) -> Tensor:
+@torch.library.custom_op("inade::instance_modulation_apply", mutates_args=())
+def instance_modulation_apply(x: Tensor, inst: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor,
+                              invstd: Tensor) -> Tensor:
     """``y = (x - mean) · invstd · γ[inst] + β[inst]``: ``[B, C, H, W]``, dtype and layout of ``x``.
 
     The instance ids are range-checked here, in the op's body, because only the
     body sees real values (also under ``torch.compile``).
     """
     _checks.check_ids_in_range(inst, gamma.shape[1])
-    backend = _backend.resolve(x.device)
-    if backend == "cpp":
-        return _backend.extension().modulation_apply(x, inst, gamma, beta, mean, invstd)
-    if backend == "triton" and x.dtype != torch.float64:
-        return _kernels().apply(x, inst, gamma, beta, mean, invstd)
-    x_hat = (x.to(mean.dtype) - mean[:, None, None]) * invstd[:, None, None]
-    g = reference.gather_instance_rows(gamma, inst)
-    b = reference.gather_instance_rows(beta, inst)
-    return (x_hat * g + b).to(x.dtype)
+    return _backend.run_pass("modulation", "apply", x.device, x, inst, gamma, beta, mean, invstd)
 
 
-@modulation_apply.register_fake
+@instance_modulation_apply.register_fake
 def _(x, inst, gamma, beta, mean, invstd):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("inade::modulation_backward_reduce", mutates_args=())
-def modulation_backward_reduce(
+@torch.library.custom_op("inade::instance_modulation_backward_reduce", mutates_args=())
+def instance_modulation_backward_reduce(
     dy: Tensor, x: Tensor, inst: Tensor, mean: Tensor, invstd: Tensor, num_instances: int
 ) -> tuple[Tensor, Tensor]:
     """Per-instance sums ``(Σ dy·x̂, Σ dy)`` over each instance's pixels: ``[B, L, C]`` each,
     float32 (float64 for float64 ``x``). They are the gradients of γ and β."""
-    backend = _backend.resolve(x.device)
-    if backend == "cpp":
-        return tuple(_backend.extension().modulation_backward_reduce(dy, x, inst, mean, invstd, num_instances))
-    if backend == "triton" and x.dtype != torch.float64:
-        return _kernels().backward_reduce(dy, x, inst, mean, invstd, num_instances)
-    acc = mean.dtype
-    x_hat = (x.to(acc) - mean[:, None, None]) * invstd[:, None, None]
-    return _segment_sum(dy.to(acc) * x_hat, inst, num_instances), _segment_sum(dy.to(acc), inst, num_instances)
+    return _backend.run_pass("modulation", "backward_reduce", x.device, dy, x, inst, mean, invstd, num_instances)
 
 
-def _segment_sum(v: Tensor, inst: Tensor, num_instances: int) -> Tensor:
-    """``out[b, l, c] = Σ_{inst[b]==l} v[b, c]`` for ``v [B, C, H, W]``."""
-    B, C = v.shape[:2]
-    out = v.new_zeros(B, num_instances, C)
-    index = inst.long().flatten(1)[:, :, None].expand(-1, -1, C)
-    return out.scatter_add_(1, index, v.flatten(2).transpose(1, 2))
-
-
-@modulation_backward_reduce.register_fake
+@instance_modulation_backward_reduce.register_fake
 def _(dy, x, inst, mean, invstd, num_instances):
-    shape = (x.shape[0], num_instances, x.shape[1])
-    return x.new_empty(shape, dtype=_acc_dtype(x)), x.new_empty(shape, dtype=_acc_dtype(x))
+    shape, acc = (x.shape[0], num_instances, x.shape[1]), _checks.acc_dtype(x.dtype)
+    return x.new_empty(shape, dtype=acc), x.new_empty(shape, dtype=acc)
 
 
-@torch.library.custom_op("inade::modulation_backward_dx", mutates_args=())
-def modulation_backward_dx(
+@torch.library.custom_op("inade::instance_modulation_backward_dx", mutates_args=())
+def instance_modulation_backward_dx(
     dy: Tensor,
     x: Tensor,
     inst: Tensor,
@@ -124,31 +87,19 @@ def modulation_backward_dx(
 ) -> Tensor:
     """Gradient of ``x``: ``invstd·(dy·γ[inst] − mean_dxhat − x̂·mean_dxhat_xhat)`` with batch
     statistics, ``invstd·dy·γ[inst]`` with fixed ones. ``[B, C, H, W]``, dtype and layout of ``x``."""
-    backend = _backend.resolve(x.device)
     args = (dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, batch_stats)
-    if backend == "cpp":
-        return _backend.extension().modulation_backward_dx(*args)
-    if backend == "triton" and x.dtype != torch.float64:
-        return _kernels().backward_dx(*args)
-    col = lambda v: v[:, None, None]  # noqa: E731
-    dx_hat = dy.to(mean.dtype) * reference.gather_instance_rows(gamma, inst).to(mean.dtype)
-    if batch_stats:
-        x_hat = (x.to(mean.dtype) - col(mean)) * col(invstd)
-        dx_hat = dx_hat - col(mean_dxhat) - x_hat * col(mean_dxhat_xhat)
-    return (dx_hat * col(invstd)).to(x.dtype)
+    return _backend.run_pass("modulation", "backward_dx", x.device, *args)
 
 
-@modulation_backward_dx.register_fake
+@instance_modulation_backward_dx.register_fake
 def _(dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, batch_stats):
     return torch.empty_like(x)
 
 
-def _no_double_backward(ctx, *grads):
-    raise NotImplementedError("double backward of instance_modulation is not implemented")
-
-
-for _op in (modulation_stats, modulation_apply, modulation_backward_reduce, modulation_backward_dx):
-    _op.register_autograd(_no_double_backward)
+_backend.forbid_double_backward("instance_modulation", (
+    instance_modulation_stats, instance_modulation_apply, instance_modulation_backward_reduce,
+    instance_modulation_backward_dx,
+))
 
 
 # ---------------------------------------------------------------------------
@@ -165,7 +116,7 @@ class InstanceModulationFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, inst, gamma, beta, mean, invstd, batch_stats, count, process_group):
-        y = modulation_apply(x, inst, gamma, beta, mean, invstd)
+        y = instance_modulation_apply(x, inst, gamma, beta, mean, invstd)
         ctx.save_for_backward(x, inst, gamma, mean, invstd)
         ctx.batch_stats, ctx.count, ctx.process_group = batch_stats, count, process_group
         return y
@@ -174,7 +125,7 @@ class InstanceModulationFunction(torch.autograd.Function):
     def backward(ctx, dy):
         x, inst, gamma, mean, invstd = ctx.saved_tensors
         dy = _checks.flattenable_hw(dy)
-        dgamma, dbeta = modulation_backward_reduce(dy, x, inst, mean, invstd, gamma.shape[1])
+        dgamma, dbeta = instance_modulation_backward_reduce(dy, x, inst, mean, invstd, gamma.shape[1])
         mean_dxhat = mean_dxhat_xhat = mean.new_zeros(0)
         if ctx.batch_stats and ctx.needs_input_grad[0]:
             # Σ dy·γ[inst] and Σ dy·γ[inst]·x̂ per channel follow from the per-instance sums.
@@ -185,7 +136,7 @@ class InstanceModulationFunction(torch.autograd.Function):
             mean_dxhat, mean_dxhat_xhat = (sums / ctx.count).unbind(0)
         dx = None
         if ctx.needs_input_grad[0]:
-            dx = modulation_backward_dx(dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, ctx.batch_stats)
+            dx = instance_modulation_backward_dx(dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, ctx.batch_stats)
         return dx, None, dgamma.to(gamma.dtype), dbeta.to(gamma.dtype), None, None, None, None, None
 
 
@@ -245,14 +196,14 @@ def instance_modulation(
         if running_mean is not None:
             _update_running_stats(running_mean, running_var, mean, var, count, momentum)
     else:
-        mean, var = running_mean.to(_acc_dtype(x)), running_var.to(_acc_dtype(x))
+        mean, var = running_mean.to(_checks.acc_dtype(x.dtype)), running_var.to(_checks.acc_dtype(x.dtype))
     invstd = torch.rsqrt(var + eps)
     return InstanceModulationFunction.apply(x, inst, gamma, beta, mean, invstd, training, count, process_group)
 
 
 def _batch_statistics(x: Tensor, process_group) -> tuple[Tensor, Tensor, int]:
     """Per-channel mean and biased variance over the (global) batch, and the pixel count."""
-    mean, var = modulation_stats(x)
+    mean, var = instance_modulation_stats(x)
     count = x.numel() // x.shape[1]
     if process_group is None:
         if count <= 1:
