@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from inade.data import split_mixed_instances
 from inade.metrics.lpips import LPIPS
 
 # A distance turns images [M, 3, H, W] and pair indices (i, j) into maps [P, 1, H, W].
@@ -129,6 +130,7 @@ def instance_diversity(synth, layouts: Iterable, distance: PairMaps = l1_pair_ma
     n_layouts = 0
     for k, (label, inst) in enumerate(_layouts(layouts)):
         label, inst = label.to(like.device).long(), inst.to(like.device).long()
+        inst = split_mixed_instances(inst[None], label[None])[0]  # what the Synthesizer does
         M = samples
         base = synth.random(label[None], inst[None], seed=seed * 1_000_003 + 2 * k)
         lab_m, inst_m = label.expand(M, -1, -1), inst.expand(M, -1, -1)

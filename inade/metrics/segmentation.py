@@ -19,6 +19,7 @@ network's own input statistics is the network's job.
 from __future__ import annotations
 
 import importlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,9 @@ def load_segmenter(spec: str, device="cpu") -> nn.Module:
         if not path.is_file():
             raise MetricsError(f"segmentation network file not found: {path}")
         try:
-            net = torch.jit.load(str(path), map_location=device)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 marks TorchScript deprecated
+                net = torch.jit.load(str(path), map_location=device)
         except Exception as e:  # noqa: BLE001
             raise MetricsError(f"{path}: not a TorchScript file ({type(e).__name__}); save it with "
                                "torch.jit.save(torch.jit.script(net), path), or pass module:function") from None
