@@ -97,3 +97,40 @@ def one_hot_segment_sum(acc, v, ids, lanes, DOT_PRECISION: tl.constexpr):
     if v.dtype == tl.float16:
         return acc + tl.dot(v, hit.to(tl.float16), input_precision=DOT_PRECISION)
     return acc + tl.dot(v.to(acc.dtype), hit.to(acc.dtype), input_precision=DOT_PRECISION)
+
+
+@triton.jit
+def pixel_program(C, HW, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """The tile of a map ``[B, C, HW]`` an elementwise program owns, grid ``(HW blocks, C blocks, B)``:
+    ``(b, c, hw, c_mask, hw_mask, mask)`` with ``b`` and ``hw`` int64, ``mask`` ``[BLOCK_C, BLOCK_HW]``."""
+    pid_hw, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    hw = pid_hw * BLOCK_HW + tl.arange(0, BLOCK_HW)
+    c_mask, hw_mask = c < C, hw < HW
+    return b.to(tl.int64), c, hw.to(tl.int64), c_mask, hw_mask, c_mask[:, None] & hw_mask[None, :]
+
+
+@triton.jit
+def segment_program(C, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
+    """What a segment-sum program owns, grid ``(C blocks · L blocks, B, chunks)``:
+    ``(b, chunk, pid_c, c, c_mask, lanes)`` (``b`` int64; ``lanes``: its ``BLOCK_L`` instance ids)."""
+    pid, b, chunk = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    n_c_blocks = tl.cdiv(C, BLOCK_C)
+    pid_c = pid % n_c_blocks
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    lanes = (pid // n_c_blocks) * BLOCK_L + tl.arange(0, BLOCK_L)
+    return b.to(tl.int64), chunk, pid_c, c, c < C, lanes
+
+
+@triton.jit
+def chunk_tile(chunk, t, tiles_per_prog, HW, BLOCK_HW: tl.constexpr):
+    """Pixels of tile ``t`` of pixel chunk ``chunk``: ``(hw as int64, hw < HW)``."""
+    hw = (chunk * tiles_per_prog + t) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+    return hw.to(tl.int64), hw < HW
+
+
+@triton.jit
+def offsets_chw(b, c, hw, s_b, s_c, s_hw):
+    """Offsets ``[BLOCK_C, BLOCK_HW]`` of channels ``c`` at pixels ``hw`` of image ``b`` in a map
+    with strides ``(s_b, s_c, s_hw)`` (int64 arithmetic: ``b`` and ``hw`` are int64)."""
+    return b * s_b + c.to(tl.int64)[:, None] * s_c + hw[None, :] * s_hw

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from inade.kernels import _launch
-from inade.kernels._launch import one_hot_segment_sum
+from inade.kernels._launch import chunk_tile, offsets_chw, one_hot_segment_sum, pixel_program, segment_program
 from inade.ops import _checks
 
 
@@ -39,23 +39,15 @@ def _forward_kernel(
 ):
     # Grid: (C blocks * L blocks, B, chunks). Each program sums a chunk of pixels
     # of one image for BLOCK_C channels and BLOCK_L instances: acc += x_tile @ one_hot.
-    pid, b, chunk = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    n_c_blocks = tl.cdiv(C, BLOCK_C)
-    pid_c, pid_l = pid % n_c_blocks, pid // n_c_blocks
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    lane = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
-    c_mask = c < C
-    b64, c64 = b.to(tl.int64), c.to(tl.int64)
+    b64, chunk, pid_c, c, c_mask, lane = segment_program(C, BLOCK_C, BLOCK_L)
     acc_t = part_sum_ptr.dtype.element_ty
     acc = tl.zeros([BLOCK_C, BLOCK_L], dtype=acc_t)
     count = tl.zeros([BLOCK_L], dtype=acc_t)
     for t in range(0, tiles_per_prog):
-        hw = (chunk * tiles_per_prog + t) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-        hw_mask = hw < HW
-        hw64 = hw.to(tl.int64)
+        hw64, hw_mask = chunk_tile(chunk, t, tiles_per_prog, HW, BLOCK_HW)
         ids = tl.load(inst_ptr + b64 * HW + hw64, mask=hw_mask, other=-1)
-        x = tl.load(x_ptr + b64 * s_b + c64[:, None] * s_c + hw64[None, :] * s_hw,
-                    mask=c_mask[:, None] & hw_mask[None, :], other=0.0)
+        x = tl.load(x_ptr + offsets_chw(b64, c, hw64, s_b, s_c, s_hw), mask=c_mask[:, None] & hw_mask[None, :],
+                    other=0.0)
         # bfloat16 goes through a float32 product (exact in one TF32 pass; the
         # interpreter mishandles bfloat16 tl.dot anyway).
         acc = one_hot_segment_sum(acc, x, ids, lane, DOT_PRECISION)
@@ -64,7 +56,7 @@ def _forward_kernel(
     prog = b64 * tl.num_programs(2) + chunk
     lane64 = lane.to(tl.int64)
     l_mask = lane < L
-    tl.store(part_sum_ptr + (prog * L + lane64[None, :]) * C + c64[:, None], acc,
+    tl.store(part_sum_ptr + (prog * L + lane64[None, :]) * C + c.to(tl.int64)[:, None], acc,
              mask=c_mask[:, None] & l_mask[None, :])
     if pid_c == 0:
         tl.store(part_count_ptr + prog * L + lane64, count, mask=l_mask)
@@ -81,19 +73,13 @@ def _backward_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_HW: tl.constexpr,
 ):
-    pid_hw, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    hw = pid_hw * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    c_mask, hw_mask = c < C, hw < HW
-    mask = c_mask[:, None] & hw_mask[None, :]
-    b64, c64, hw64 = b.to(tl.int64), c.to(tl.int64), hw.to(tl.int64)
+    b64, c, hw64, c_mask, hw_mask, mask = pixel_program(C, HW, BLOCK_C, BLOCK_HW)
     row = b64 * L + tl.load(inst_ptr + b64 * HW + hw64, mask=hw_mask, other=0).to(tl.int64)
     # Every pixel's own instance has count >= 1; masked lanes divide by 1.
     n = tl.load(count_ptr + row, mask=hw_mask, other=1.0)
-    dy = tl.load(dy_ptr + row[None, :] * C + c64[:, None], mask=mask, other=0.0).to(count_ptr.dtype.element_ty)
-    dx = dy / n[None, :]
-    tl.store(dx_ptr + b64 * sx_b + c64[:, None] * sx_c + hw64[None, :] * sx_hw, dx.to(dx_ptr.dtype.element_ty),
-             mask=mask)
+    dy = tl.load(dy_ptr + row[None, :] * C + c.to(tl.int64)[:, None], mask=mask, other=0.0)
+    dx = dy.to(count_ptr.dtype.element_ty) / n[None, :]
+    tl.store(dx_ptr + offsets_chw(b64, c, hw64, sx_b, sx_c, sx_hw), dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 # ---------------------------------------------------------------------------
@@ -101,8 +87,9 @@ def _backward_kernel(
 # inade.ops.instance_avg_pool before they get here.
 # ---------------------------------------------------------------------------
 
-# Forward tile from the static resource report (bench/results/aot): no spill, 16-byte loads,
-# >= 50 % H100 occupancy up to 32 instances per block (25 % at 64).
+# Forward tile from the static resource report (bench/results/aot): no spill, 16-byte loads
+# (the pixel tile doubles for 16-bit inputs), >= 50 % H100 occupancy up to 32 instances per
+# block (25 % at 64).
 _BLOCK_C, _BLOCK_HW, _MAX_BLOCK_L = 32, 16, 64
 _BWD_BLOCK_C, _BWD_BLOCK_HW = 32, 128
 
@@ -119,13 +106,14 @@ def forward(x: torch.Tensor, inst: torch.Tensor, num_instances: int) -> tuple[to
     acc = _checks.acc_dtype(x.dtype)
     block_l = _block_l(num_instances)
     programs = triton.cdiv(C, _BLOCK_C) * triton.cdiv(num_instances, block_l)
-    n_chunks, tiles_per_prog = _launch.split_reduction(triton.cdiv(hw, _BLOCK_HW), B * programs, x.device)
+    block_hw = 2 * _BLOCK_HW if x.element_size() == 2 else _BLOCK_HW
+    n_chunks, tiles_per_prog = _launch.split_reduction(triton.cdiv(hw, block_hw), B * programs, x.device)
     part_sum = torch.empty(B, n_chunks, num_instances, C, device=x.device, dtype=acc)
     part_count = torch.empty(B, n_chunks, num_instances, device=x.device, dtype=acc)
     operands = torch.float16 if x.dtype == torch.float16 else acc
     _forward_kernel[(programs, B, n_chunks)](
         x, inst, part_sum, part_count, C, hw, num_instances, *_launch.strides_chw(x), tiles_per_prog,
-        BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW, BLOCK_L=block_l,
+        BLOCK_C=_BLOCK_C, BLOCK_HW=block_hw, BLOCK_L=block_l,
         DOT_PRECISION=_launch.dot_precision(operands, x.device, exact_in_tf32=x.dtype == torch.bfloat16),
     )
     counts = part_count.sum(1)

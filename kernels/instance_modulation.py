@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from inade.kernels import _launch
-from inade.kernels._launch import one_hot_segment_sum
+from inade.kernels._launch import chunk_tile, offsets_chw, one_hot_segment_sum, pixel_program, segment_program
 from inade.ops import _checks
 
 
@@ -84,23 +84,18 @@ def _apply_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_HW: tl.constexpr,
 ):
-    pid_hw, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    hw = pid_hw * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    c_mask, hw_mask = c < C, hw < HW
-    mask = c_mask[:, None] & hw_mask[None, :]
-    b64, c64, hw64 = b.to(tl.int64), c.to(tl.int64), hw.to(tl.int64)
+    b64, c, hw64, c_mask, hw_mask, mask = pixel_program(C, HW, BLOCK_C, BLOCK_HW)
     ids = tl.load(inst_ptr + b64 * HW + hw64, mask=hw_mask, other=0).to(tl.int64)
-    row = (b64 * L + ids[None, :]) * C + c64[:, None]
+    row = (b64 * L + ids[None, :]) * C + c.to(tl.int64)[:, None]
     acc_t = mean_ptr.dtype.element_ty
     g = tl.load(gamma_ptr + row, mask=mask, other=0.0).to(acc_t)
     t = tl.load(beta_ptr + row, mask=mask, other=0.0).to(acc_t)
     mean = tl.load(mean_ptr + c, mask=c_mask, other=0.0)
     invstd = tl.load(invstd_ptr + c, mask=c_mask, other=0.0)
-    x = tl.load(x_ptr + b64 * s_b + c64[:, None] * s_c + hw64[None, :] * s_hw, mask=mask, other=0.0)
+    x = tl.load(x_ptr + offsets_chw(b64, c, hw64, s_b, s_c, s_hw), mask=mask, other=0.0)
     x_hat = (x.to(acc_t) - mean[:, None]) * invstd[:, None]
     y = x_hat * g + t
-    tl.store(y_ptr + b64 * sy_b + c64[:, None] * sy_c + hw64[None, :] * sy_hw, y.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(y_ptr + offsets_chw(b64, c, hw64, sy_b, sy_c, sy_hw), y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -123,31 +118,22 @@ def _backward_reduce_kernel(
 ):
     # Grid: (C blocks * L blocks, B, chunks). The segment sums over instances are
     # one_hot_segment_sum's matrix products; DOT_PRECISION keeps them float32-exact.
-    pid, b, chunk = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    n_c_blocks = tl.cdiv(C, BLOCK_C)
-    pid_c, pid_l = pid % n_c_blocks, pid // n_c_blocks
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    lane = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
-    c_mask = c < C
-    b64, c64 = b.to(tl.int64), c.to(tl.int64)
+    b64, chunk, _, c, c_mask, lane = segment_program(C, BLOCK_C, BLOCK_L)
     mean = tl.load(mean_ptr + c, mask=c_mask, other=0.0)
     invstd = tl.load(invstd_ptr + c, mask=c_mask, other=0.0)
     acc_t = mean_ptr.dtype.element_ty
     acc_g = tl.zeros([BLOCK_C, BLOCK_L], dtype=acc_t)
     acc_b = tl.zeros([BLOCK_C, BLOCK_L], dtype=acc_t)
     for t in range(0, tiles_per_prog):
-        hw = (chunk * tiles_per_prog + t) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-        hw_mask = hw < HW
+        hw64, hw_mask = chunk_tile(chunk, t, tiles_per_prog, HW, BLOCK_HW)
         mask = c_mask[:, None] & hw_mask[None, :]
-        hw64 = hw.to(tl.int64)
         ids = tl.load(inst_ptr + b64 * HW + hw64, mask=hw_mask, other=-1)
-        dy = tl.load(dy_ptr + b64 * sd_b + c64[:, None] * sd_c + hw64[None, :] * sd_hw, mask=mask, other=0.0)
-        x = tl.load(x_ptr + b64 * s_b + c64[:, None] * s_c + hw64[None, :] * s_hw, mask=mask, other=0.0)
-        dy = dy.to(acc_t)
+        dy = tl.load(dy_ptr + offsets_chw(b64, c, hw64, sd_b, sd_c, sd_hw), mask=mask, other=0.0).to(acc_t)
+        x = tl.load(x_ptr + offsets_chw(b64, c, hw64, s_b, s_c, s_hw), mask=mask, other=0.0)
         x_hat = (x.to(acc_t) - mean[:, None]) * invstd[:, None]
         acc_g = one_hot_segment_sum(acc_g, dy * x_hat, ids, lane, DOT_PRECISION)
         acc_b = one_hot_segment_sum(acc_b, dy, ids, lane, DOT_PRECISION)
-    part = ((b64 * tl.num_programs(2) + chunk) * L + lane[None, :].to(tl.int64)) * C + c64[:, None]
+    part = ((b64 * tl.num_programs(2) + chunk) * L + lane[None, :].to(tl.int64)) * C + c.to(tl.int64)[:, None]
     out_mask = c_mask[:, None] & (lane[None, :] < L)
     tl.store(part_dgamma_ptr + part, acc_g, mask=out_mask)
     tl.store(part_dbeta_ptr + part, acc_b, mask=out_mask)
@@ -172,27 +158,22 @@ def _backward_dx_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_HW: tl.constexpr,
 ):
-    pid_hw, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    hw = pid_hw * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    c_mask, hw_mask = c < C, hw < HW
-    mask = c_mask[:, None] & hw_mask[None, :]
-    b64, c64, hw64 = b.to(tl.int64), c.to(tl.int64), hw.to(tl.int64)
+    b64, c, hw64, c_mask, hw_mask, mask = pixel_program(C, HW, BLOCK_C, BLOCK_HW)
     ids = tl.load(inst_ptr + b64 * HW + hw64, mask=hw_mask, other=0).to(tl.int64)
     acc_t = invstd_ptr.dtype.element_ty
-    g = tl.load(gamma_ptr + (b64 * L + ids[None, :]) * C + c64[:, None], mask=mask, other=0.0).to(acc_t)
+    g = tl.load(gamma_ptr + (b64 * L + ids[None, :]) * C + c.to(tl.int64)[:, None], mask=mask, other=0.0).to(acc_t)
     invstd = tl.load(invstd_ptr + c, mask=c_mask, other=0.0)
-    dy = tl.load(dy_ptr + b64 * sd_b + c64[:, None] * sd_c + hw64[None, :] * sd_hw, mask=mask, other=0.0)
+    dy = tl.load(dy_ptr + offsets_chw(b64, c, hw64, sd_b, sd_c, sd_hw), mask=mask, other=0.0)
     dx_hat = dy.to(acc_t) * g
     if BATCH_STATS:
         mean = tl.load(mean_ptr + c, mask=c_mask, other=0.0)
         m1 = tl.load(mean_dxhat_ptr + c, mask=c_mask, other=0.0)
         m2 = tl.load(mean_dxhat_xhat_ptr + c, mask=c_mask, other=0.0)
-        x = tl.load(x_ptr + b64 * s_b + c64[:, None] * s_c + hw64[None, :] * s_hw, mask=mask, other=0.0)
+        x = tl.load(x_ptr + offsets_chw(b64, c, hw64, s_b, s_c, s_hw), mask=mask, other=0.0)
         x_hat = (x.to(acc_t) - mean[:, None]) * invstd[:, None]
         dx_hat = dx_hat - m1[:, None] - x_hat * m2[:, None]
     dx = dx_hat * invstd[:, None]
-    tl.store(dx_ptr + b64 * sx_b + c64[:, None] * sx_c + hw64[None, :] * sx_hw, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+    tl.store(dx_ptr + offsets_chw(b64, c, hw64, sx_b, sx_c, sx_hw), dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 # ---------------------------------------------------------------------------
@@ -202,7 +183,8 @@ def _backward_dx_kernel(
 
 # Tile sizes and warps from the static resource report (bench/results/aot): 8 elements
 # per thread in the streaming kernels (no spill, >= 50 % H100 occupancy, 16-byte
-# accesses); the tensor-core reduction at the largest tile that does not spill.
+# accesses); the tensor-core reduction at the largest tile that does not spill (its pixel
+# tile doubles for 16-bit inputs, to keep 16-byte loads).
 _BLOCK_C, _BLOCK_HW, _NUM_WARPS = 32, 64, 8
 _REDUCE_BLOCK_C, _REDUCE_BLOCK_HW, _REDUCE_NUM_WARPS = 16, 32, 4
 
@@ -250,14 +232,13 @@ def backward_reduce(dy, x, inst, mean, invstd, num_instances: int) -> tuple[torc
     block_l = max(16, min(64, triton.next_power_of_2(num_instances)))
     c_blocks = triton.cdiv(C, _REDUCE_BLOCK_C)
     l_blocks = triton.cdiv(num_instances, block_l)
-    n_chunks, tiles_per_prog = _launch.split_reduction(
-        triton.cdiv(hw, _REDUCE_BLOCK_HW), B * c_blocks * l_blocks, x.device
-    )
+    block_hw = 2 * _REDUCE_BLOCK_HW if x.element_size() == 2 else _REDUCE_BLOCK_HW
+    n_chunks, tiles_per_prog = _launch.split_reduction(triton.cdiv(hw, block_hw), B * c_blocks * l_blocks, x.device)
     part_dgamma = torch.empty(B, n_chunks, num_instances, C, device=x.device, dtype=mean.dtype)
     part_dbeta = torch.empty_like(part_dgamma)
     _backward_reduce_kernel[(c_blocks * l_blocks, B, n_chunks)](
         dy, x, inst, mean, invstd, part_dgamma, part_dbeta, C, hw, num_instances, *_launch.strides_chw(dy),
-        *_launch.strides_chw(x), tiles_per_prog, BLOCK_C=_REDUCE_BLOCK_C, BLOCK_HW=_REDUCE_BLOCK_HW,
+        *_launch.strides_chw(x), tiles_per_prog, BLOCK_C=_REDUCE_BLOCK_C, BLOCK_HW=block_hw,
         BLOCK_L=block_l, DOT_PRECISION=_launch.dot_precision(mean.dtype, x.device), num_warps=_REDUCE_NUM_WARPS,
     )
     return part_dgamma.sum(1), part_dbeta.sum(1)

@@ -143,6 +143,14 @@ def gradcheck(fn, inputs) -> bool:
     return torch.autograd.gradcheck(fn, inputs, fast_mode=fast)
 
 
+def assert_double_backward_raises(y: torch.Tensor, x: torch.Tensor, dy: torch.Tensor) -> None:
+    """The gradient of ``y`` w.r.t. ``x`` (with ``create_graph``) cannot be differentiated again:
+    a clear error, not a silently wrong second derivative."""
+    (gx,) = torch.autograd.grad(y, x, dy, create_graph=True)
+    with pytest.raises((NotImplementedError, RuntimeError), match="double backward|not implemented|does not require grad"):
+        gx.sum().backward()
+
+
 def assert_compiled_matches_eager(fn, inputs, grad_outputs) -> None:
     """``torch.compile(fn, fullgraph=True)`` (with :data:`COMPILE_BACKEND`) gives eager's outputs
     and input gradients. ``fn(*inputs)`` returns a tensor or a tuple matching ``grad_outputs``."""

@@ -12,6 +12,7 @@ from conftest import (
     SHAPES,
     assert_close,
     assert_compiled_matches_eager,
+    assert_double_backward_raises,
     assert_within_twice_torch_error,
     degenerate_map,
     gradcheck,
@@ -92,7 +93,7 @@ def test_layouts(backend, layout):
 
 def test_concatenated_maps_equal_one_at_a_time(backend):
     """Several maps pooled as one (concatenated along C, as the encoder pools its heads) give
-    each map's own result, bit for bit."""
+    each map's own result (to rounding: a map's channels sit in other rows of the kernels' tiles)."""
     B, H, W, L = 2, 6, 11, 7
     maps = [make_inputs((B, c, H, W, L), seed=seed)[0] for c, seed in ((5, 1), (18, 2), (3, 3))]
     inst = degenerate_map("empty-instances", B, H, W)[0]
@@ -101,8 +102,8 @@ def test_concatenated_maps_equal_one_at_a_time(backend):
     sizes = [m.shape[1] for m in maps]
     for m, dy, part, part_dx in zip(maps, dys, out.split(sizes, 2), dx.split(sizes, 1)):
         alone, alone_dx = run(backend, m, inst, L, dy)
-        torch.testing.assert_close(part, alone, atol=0, rtol=0)
-        torch.testing.assert_close(part_dx, alone_dx, atol=0, rtol=0)
+        assert_close(part, alone, torch.float32)
+        assert_close(part_dx, alone_dx, torch.float32)
 
 
 def test_one_instance_is_global_average_pooling(backend):
@@ -163,8 +164,10 @@ def test_gradcheck_float64(backend):
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_poisoned_outputs_are_overwritten(backend, poisoned_memory, layout):
     """With every allocation full of NaN, outputs and gradients come back without NaN: every
-    element is written, and no scratch is read before it is written."""
-    x, inst, dy = make_inputs((2, 37, 5, 29, 6), layout=layout, kind="regions")
+    element is written (also the rows of instances without pixels), and no scratch is read
+    before it is written."""
+    x, _, dy = make_inputs((2, 37, 5, 29, 6), layout=layout)
+    inst = index_map(2, 5, 29, 6, "regions", high=4)  # ids 4 and 5 have no pixel
     for t in run(backend, x, inst, 6, dy):
         assert not t.isnan().any()
 
@@ -227,9 +230,7 @@ def test_double_backward_raises(backend):
     x.requires_grad_()
     with use_backend(backend):
         out = instance_avg_pool(x, inst, 3)
-        (gx,) = torch.autograd.grad(out, x, dy, create_graph=True)
-        with pytest.raises((NotImplementedError, RuntimeError), match="double backward|not implemented|does not require grad"):
-            gx.sum().backward()
+        assert_double_backward_raises(out, x, dy)
 
 
 def test_opcheck_custom_ops():
