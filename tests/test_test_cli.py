@@ -1,0 +1,84 @@
+"""python -m inade.test: our checkpoint and the public code's files, the output layout, --samples,
+batch-size independence, and one-line errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import inade
+from inade.test import main
+
+CFG = inade.config("synthetic", ngf=4, noise_nc=4, z_dim=8, crop_size=32)
+
+
+@pytest.fixture(scope="module")
+def ckpt_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    G, E = inade.Generator(CFG), inade.NoiseEncoder(CFG)
+    exp = d / "exp"
+    exp.mkdir()
+    torch.save({"G": G.state_dict(), "E": E.state_dict(), "config": CFG.to_dict(), "options": {"seed": 0}},
+               exp / "latest.pt")
+    torch.save(G.state_dict(), exp / "7_net_G.pth")
+    torch.save(E.state_dict(), exp / "7_net_E.pth")
+    return d
+
+
+def _run(ckpt_dir, tmp_path, *args):
+    return main(["--name", "exp", "--checkpoints_dir", str(ckpt_dir), "--results_dir", str(tmp_path / "res"),
+                 "--how_many", "3", "--synthetic_size", "5", "--no_progress", *args])
+
+
+def test_writes_the_public_layout_and_styles(ckpt_dir, tmp_path, capsys):
+    assert _run(ckpt_dir, tmp_path, "--samples", "2", "--batchSize", "2") == 0
+    out = tmp_path / "res" / "exp" / "test_latest"
+    names = ["00000.png", "00001.png", "00002.png"]
+    for sub in ("synthesized_image", "synthesized_image_1", "real_image", "input_label"):
+        assert sorted(p.name for p in (out / sub).iterdir()) == names, sub
+    assert (out / "index.html").read_text().count("<tr>") == 4 and (out / "grid.png").is_file()
+    a = np.asarray(Image.open(out / "synthesized_image" / "00000.png"))
+    b = np.asarray(Image.open(out / "synthesized_image_1" / "00000.png"))
+    assert a.shape == (32, 32, 3) and not np.array_equal(a, b)  # two styles differ
+    label = np.asarray(Image.open(out / "input_label" / "00000.png"))
+    assert label.ndim == 2 and label.max() < CFG.label_nc
+    meta = json.loads((out / "test_run.json").read_text())
+    assert meta["images"] == 6 and meta["layouts"] == 3 and meta["images_per_second"] > 0
+    assert "images/s" in capsys.readouterr().err
+    # batch size does not change any image (beyond float rounding: one grey level)
+    assert _run(ckpt_dir, tmp_path / "b1", "--samples", "2", "--batchSize", "1") == 0
+    out1 = tmp_path / "b1" / "res" / "exp" / "test_latest"
+    for n in names:
+        x = np.asarray(Image.open(out / "synthesized_image_1" / n)).astype(int)
+        y = np.asarray(Image.open(out1 / "synthesized_image_1" / n)).astype(int)
+        assert np.abs(x - y).max() <= 1
+
+
+def test_public_files_and_use_vae(ckpt_dir, tmp_path):
+    """<which_epoch>_net_G.pth + _net_E.pth with the model options on the command line."""
+    model = ["--config", "synthetic", "--ngf", "4", "--noise_nc", "4", "--z_dim", "8", "--crop_size", "32"]
+    assert _run(ckpt_dir, tmp_path, "--which_epoch", "7", "--use_vae", *model) == 0
+    out = tmp_path / "res" / "exp" / "test_7"
+    meta = json.loads((out / "test_run.json").read_text())
+    assert meta["checkpoint"].endswith("7_net_G.pth") and meta["encoder"].endswith("7_net_E.pth")
+    assert len(list((out / "synthesized_image").iterdir())) == 3
+    # the same weights through our checkpoint give the same images without the encoder
+    assert _run(ckpt_dir, tmp_path / "p", "--which_epoch", "7", *model) == 0
+    assert _run(ckpt_dir, tmp_path / "o") == 0
+    a = np.asarray(Image.open(tmp_path / "p" / "res" / "exp" / "test_7" / "synthesized_image" / "00001.png"))
+    b = np.asarray(Image.open(tmp_path / "o" / "res" / "exp" / "test_latest" / "synthesized_image" / "00001.png"))
+    np.testing.assert_array_equal(a, b)
+    # without the model options the preset (ngf 16) does not fit: one-line error
+    assert _run(ckpt_dir, tmp_path / "q", "--which_epoch", "7", "--config", "synthetic") == 2
+
+
+def test_errors_are_one_line(ckpt_dir, tmp_path, capsys):
+    assert _run(ckpt_dir, tmp_path, "--which_epoch", "99") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "99_net_G.pth" in err and "\n" not in err
+    assert main(["--name", "nothere", "--checkpoints_dir", str(tmp_path)]) == 2
+    assert "no such experiment folder" in capsys.readouterr().err
