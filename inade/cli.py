@@ -198,6 +198,12 @@ def run(args) -> Path:
     inst_np, raw_of = read_instances(inst_path, label_np)
     label = torch.from_numpy(label_np)[None].to(args.device)
     inst = torch.from_numpy(inst_np)[None].to(args.device)
+    if args.sketch:
+        sketch_np = read_index_map(args.sketch)
+        if sketch_np.shape != label_np.shape:
+            raise UserError(f"--sketch {args.sketch} is {sketch_np.shape[0]}x{sketch_np.shape[1]} but the label map "
+                            f"is {label_np.shape[0]}x{label_np.shape[1]}")
+        synth.sketch = (torch.from_numpy(sketch_np).float() / 255)[None, None].to(args.device)
     try:
         if args.command == "random":
             sample = synth.random(label, inst, args.seed)
@@ -257,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--encoder", help="public-code encoder checkpoint (*_net_E.pth)")
     common.add_argument("--label", required=True, help="label map (PNG: class id per pixel)")
     common.add_argument("--inst", help="instance map (PNG: id per pixel); default: the label map")
+    common.add_argument("--sketch", help="edge map (greyscale PNG, 0 ... 255) for a model trained with --add_sketch")
     common.add_argument("--out", required=True, help="output image (.png, or .jpg)")
     common.add_argument("--seed", type=int, default=0, help="seed of the new draws")
     common.add_argument("--save-latents", help="also write the noise and z used (.pt) for later commands")

@@ -82,6 +82,7 @@ class Synthesizer:
         self.G = G.eval()
         self.E = E.eval() if E is not None else None
         self.cfg = cfg if cfg is not None else G.cfg
+        self.sketch: Tensor | None = None  # [1, 1, H, W] edge map for models with add_sketch
 
     # -- drawing --------------------------------------------------------------------
     @property
@@ -105,7 +106,8 @@ class Synthesizer:
     @torch.no_grad()
     def _run(self, label: Tensor, inst: Tensor, noise: Tensor, z: Tensor) -> Sample:
         # The table may keep rows of ids the map no longer has (edit); the generator takes the map's rows.
-        image = self.G(label, inst, noise=noise[:, : self._num_instances(inst)], z=z)
+        sketch = None if self.sketch is None else self.sketch.expand(label.shape[0], -1, -1, -1)
+        image = self.G(label, inst, noise=noise[:, : self._num_instances(inst)], z=z, sketch=sketch)
         return Sample(image=image, noise=noise, z=z)
 
     def random(self, label: Tensor, inst: Tensor, seed: int = 0) -> Sample:

@@ -759,3 +759,47 @@ def test_compiled_generator_matches_eager(mode, backend):
             torch.testing.assert_close(c, b, rtol=1e-4, atol=1e-6, msg=f"buffer {name}")
     with pytest.raises(Exception, match="under torch.compile pass noise"):  # Dynamo wraps the ValueError
         compiled(label, inst, z=z)
+
+
+# ---------------------------------------------------------------------------
+# The sketch input (--add_sketch) from files to the generator
+# ---------------------------------------------------------------------------
+
+
+def test_sketches_load_beside_the_labels_and_drive_the_generator(tmp_path):
+    import numpy as np  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    from inade.data import DatasetError, build_dataset  # noqa: PLC0415
+    from inade.synthesis import Synthesizer  # noqa: PLC0415
+
+    for d in ("images", "labels", "sketches"):
+        (tmp_path / d).mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        label = np.zeros((32, 32), np.uint8)
+        label[8:20, 4:30] = 2
+        Image.fromarray(label).save(tmp_path / "labels" / f"{name}.png")
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "images" / f"{name}.png")
+        edges = np.zeros((32, 32), np.uint8)
+        edges[8, :], edges[:, 4] = 255, 128
+        Image.fromarray(edges).save(tmp_path / "sketches" / f"{name}.png")
+    cfg = tiny_config(add_sketch=True, dataset_mode="folder", preprocess_mode="none", no_flip=True)
+    data = build_dataset(cfg, tmp_path)
+    item = data[0]
+    assert item["sketch"].shape == (1, 32, 32) and item["sketch"].dtype == torch.float32
+    assert item["sketch"][0, 8, 5:].eq(1).all() and torch.isclose(item["sketch"][0, 0, 4], torch.tensor(128 / 255))
+    G = inade.Generator(cfg).eval()
+    batch = torch.utils.data.default_collate([data[0], data[1]])
+    with torch.no_grad():
+        a = G(batch["label"], batch["instance"], noise=torch.zeros(2, 2, 2, cfg.noise_nc), z=torch.zeros(2, 7),
+              sketch=batch["sketch"])
+        b = G(batch["label"], batch["instance"], noise=torch.zeros(2, 2, 2, cfg.noise_nc), z=torch.zeros(2, 7),
+              sketch=torch.zeros_like(batch["sketch"]))
+    assert not torch.equal(a, b), "the sketch does not reach the output"
+    synth = Synthesizer(G, cfg=cfg)
+    synth.sketch = batch["sketch"][:1]
+    assert synth.random(batch["label"][:1], batch["instance"][:1]).image.shape == (1, 3, 32, 32)
+    (tmp_path / "sketches" / "b.png").unlink()
+    with pytest.raises(DatasetError, match="no sketch .*labels/b.png"):
+        build_dataset(cfg, tmp_path)

@@ -50,7 +50,7 @@ def build_dataset(cfg, dataroot=None, phase: str = "train", *, synthetic_size: i
         return SyntheticScenes(synthetic_size, crop_size=w, aspect_ratio=w / h, seed=seed, phase=phase)
     if dataroot is None:
         raise ValueError(f"dataset_mode {cfg.dataset_mode!r} needs a dataroot (the dataset's folder)")
-    files = dataset_files(mode, dataroot, phase)[:max_dataset_size]
+    files = dataset_files(mode, dataroot, phase, add_sketch=getattr(cfg, "add_sketch", False))[:max_dataset_size]
     if getattr(cfg, "no_instance", False):  # one instance per class present, as without instance files
         files = [dataclasses.replace(f, instance=None) for f in files]
     train = phase == "train"

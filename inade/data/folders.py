@@ -45,6 +45,7 @@ class Sample:
     label: Path
     image: Path
     instance: Path | None
+    sketch: Path | None = None  # edge map of the public code's --add_sketch (see attach_sketches)
 
 
 class PairedDataset(torch.utils.data.Dataset):
@@ -94,9 +95,9 @@ class PairedDataset(torch.utils.data.Dataset):
                                shift_labels=self.shift_labels)
         image = read_image(s.image)
         inst = read_index_map(s.instance) if s.instance is not None else None
-        for name, arr in (("image", image), ("instance map", inst)):
+        sketch = read_index_map(s.sketch) if s.sketch is not None else None
+        for name, arr, path in (("image", image, s.image), ("instance map", inst, s.instance), ("sketch", sketch, s.sketch)):
             if arr is not None and arr.shape[:2] != label.shape:
-                path = s.image if name == "image" else s.instance
                 raise DatasetError(f"{name} {path} is {arr.shape[0]}x{arr.shape[1]} but its label map {s.label} is {label.shape[0]}x{label.shape[1]}")
         g = plan_geometry(
             label.shape, self.preprocess_mode, self.size, self.load_size, self.flip,
@@ -105,13 +106,16 @@ class PairedDataset(torch.utils.data.Dataset):
         label = apply_to_index_map(label, g)
         inst = label if inst is None else apply_to_index_map(inst, g)
         ids, _ = compact_ids(inst, label)
-        return {
+        out = {
             "label": torch.from_numpy(label),
             "instance": torch.from_numpy(ids),
             "image": apply_to_image(image, g),
             "index": int(index),
             "path": str(s.image),
         }
+        if sketch is not None:  # [1, H, W] float32 in [0, 1], resampled like the label (nearest)
+            out["sketch"] = torch.from_numpy(apply_to_index_map(sketch, g)).float()[None] / 255
+        return out
 
 
 def index_seed(index: int) -> int:
@@ -236,11 +240,46 @@ LAYOUTS = {
 SHIFT_LABELS = {"ade20k"}
 
 
-def dataset_files(dataset_mode: str, dataroot, phase: str = "train") -> list[Sample]:
-    """The (label, image, instance) files of ``dataset_mode`` under ``dataroot``."""
+def sketch_candidates(label: Path) -> list[Path]:
+    """Where the public code's datasets keep the edge map of ``label`` (its ``--add_sketch``):
+    Cityscapes ``*_edgeD.png`` beside ``*_labelIds.png``; ``<p>_edgeD/`` beside ``<p>_label/``
+    (DeepFashion); an ``edgesD/`` folder beside ``labels/`` (CelebAMask-HQ) or beside
+    ``annotations/`` with the split inside (ADE20K); ``sketches/`` beside ``labels/``."""
+    name = label.stem + ".png"
+    up, up2 = label.parent.parent, label.parent.parent.parent
+    out = []
+    if label.name.endswith("_labelIds.png"):
+        out.append(label.with_name(label.name[: -len("labelIds.png")] + "edgeD.png"))
+    if label.parent.name.endswith("_label"):
+        out.append(up / (label.parent.name[: -len("_label")] + "_edgeD") / name)
+    out += [up / d / name for d in ("edgesD", "edgeD", "sketches")]
+    out += [up2 / d / label.parent.name / name for d in ("edgesD", "edgeD")]
+    return out
+
+
+def attach_sketches(samples: list[Sample]) -> list[Sample]:
+    """``samples`` with their edge maps (greyscale PNGs, 0 … 255), found by :func:`sketch_candidates`.
+
+    Raises:
+        DatasetError: a label map without an edge map, naming the places looked at.
+    """
+    out = []
+    for s in samples:
+        tried = sketch_candidates(s.label)
+        found = next((q for q in tried if q.is_file()), None)
+        if found is None:
+            raise DatasetError(f"no sketch (edge map) for label map {s.label} (--add_sketch); looked for "
+                               + ", ".join(str(q) for q in tried[:4]))
+        out.append(Sample(s.label, s.image, s.instance, found))
+    return out
+
+
+def dataset_files(dataset_mode: str, dataroot, phase: str = "train", add_sketch: bool = False) -> list[Sample]:
+    """The (label, image, instance[, sketch]) files of ``dataset_mode`` under ``dataroot``."""
     if dataset_mode not in LAYOUTS:
         raise ValueError(f"dataset_mode must be one of synthetic, {', '.join(LAYOUTS)}; got {dataset_mode!r}")
     root = Path(os.path.expanduser(str(dataroot)))
     if not root.is_dir():
         raise DatasetError(f"dataroot {root} is not a folder (dataset_mode={dataset_mode!r})")
-    return LAYOUTS[dataset_mode](root, phase)
+    samples = LAYOUTS[dataset_mode](root, phase)
+    return attach_sketches(samples) if add_sketch else samples

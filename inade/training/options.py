@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--contain_dontcare_label", action="store_true", default=S)
     g.add_argument("--output_nc", type=int, default=S)
     g.add_argument("--no_instance", action="store_true", default=S)
+    g.add_argument("--add_sketch", action="store_true", default=S,
+                   help="every norm also reads an edge map beside the label (the public code's 2021-12 update)")
     g.add_argument("--no_flip", action="store_true", default=S)
     g.add_argument("--serial_batches", action="store_true", help="take samples in order (no shuffling)")
     g.add_argument("--nThreads", type=int, default=S, help="data loading worker processes")

@@ -181,12 +181,12 @@ class Trainer:
                                 seed=self.opt.seed, step=self.step, which=which)
         return noise.to(self.device, non_blocking=True), z.to(self.device, non_blocking=True)
 
-    def generator_step(self, label, inst, real, noise, z) -> dict:
+    def generator_step(self, label, inst, real, noise, z, sketch=None) -> dict:
         """Update ``G`` (and ``E``) on the GAN, feature-matching, VGG and KL losses; ``D`` frozen."""
         self.D.requires_grad_(False)
         with self.autocast():
             enc = self.E_train(real, inst, noise.shape[1]) if self.E is not None else None
-            fake = self.G_train(label, inst, noise=noise, z=z, remap=enc)
+            fake = self.G_train(label, inst, noise=noise, z=z, remap=enc, sketch=sketch)
             enc32 = tuple(t.float() for t in enc) if enc is not None else None
             losses = self.crit.generator_losses(self.D_frozen, label, inst, fake, real, enc32)
         if "KLD" in losses and self.dist.enabled:
@@ -199,11 +199,11 @@ class Trainer:
         self.D.requires_grad_(True)
         return {k: v.detach() for k, v in losses.items()}
 
-    def discriminator_step(self, label, inst, real, noise, z) -> dict:
+    def discriminator_step(self, label, inst, real, noise, z, sketch=None) -> dict:
         """Update ``D`` on the hinge loss of a fresh fake (from the updated ``G``) and the real image."""
         with torch.no_grad(), self.autocast():
             enc = self.E_fake(real, inst, noise.shape[1]) if self.E is not None else None
-            fake = self.G_fake(label, inst, noise=noise, z=z, remap=enc)
+            fake = self.G_fake(label, inst, noise=noise, z=z, remap=enc, sketch=sketch)
         with self.autocast():
             losses = self.crit.discriminator_losses(self.D_train, label, inst, fake, real)
         self.opt_D.zero_grad(set_to_none=True)
@@ -217,6 +217,7 @@ class Trainer:
         label = batch["label"].to(self.device, non_blocking=True)
         inst = batch["instance"].to(self.device, non_blocking=True)
         real = batch["image"].to(self.device, non_blocking=True)
+        sketch = batch["sketch"].to(self.device, non_blocking=True) if "sketch" in batch else None  # --add_sketch
         indices = batch["index"].tolist()
         num_instances = int(batch["instance"].max()) + 1
         factor = lr_factor(self.step, self.steps_per_epoch, self.opt.niter, self.opt.niter_decay)
@@ -225,8 +226,10 @@ class Trainer:
                 group["lr"] = base * factor
         losses = {}
         if self.step % self.opt.D_steps_per_G == 0:
-            losses.update(self.generator_step(label, inst, real, *self.latents(indices, num_instances, G_PASS)))
-        losses.update(self.discriminator_step(label, inst, real, *self.latents(indices, num_instances, D_PASS)))
+            losses.update(self.generator_step(label, inst, real, *self.latents(indices, num_instances, G_PASS),
+                                              sketch=sketch))
+        losses.update(self.discriminator_step(label, inst, real, *self.latents(indices, num_instances, D_PASS),
+                                              sketch=sketch))
         self.step += 1
         return losses
 
@@ -363,8 +366,10 @@ class Trainer:
             source = self.dataset
         return torch.utils.data.default_collate([source[(i, 0)] for i in range(k)])
 
-    def write_grid(self) -> Path:
+    def write_grid(self) -> Path | None:
         self.last_grid_step = self.step
+        if getattr(self.cfg, "add_sketch", False):  # the grids' Synthesizer draws no sketches
+            return None
         b = self.grid_batch
         path = self.folder / "samples" / f"step_{self.step:07d}.png"
         with self.autocast():
