@@ -85,11 +85,17 @@ def fused_backends() -> list[str]:
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 
 
-@pytest.fixture(params=fused_backends())
-def backend(request):
-    """Each fused backend in turn, active for the test's duration."""
-    with _backend.use_backend(request.param):
-        yield request.param
+@pytest.fixture(params=[*fused_backends(), "fallback"])
+def backend(request, monkeypatch):
+    """Each fused backend in turn, active for the test's duration; then ``fallback``: the
+    custom ops running the reference passes (``reference.instance_<op>_<pass>``), as they do
+    without ``inade._C`` or Triton. The value is the backend name to pass to ``use_backend``."""
+    name = request.param
+    if name == "fallback":
+        monkeypatch.setattr(_backend, "resolve", lambda device: "reference")
+        name = "auto"  # not "reference", which runs the whole-op oracle instead of the custom ops
+    with _backend.use_backend(name):
+        yield name
 
 
 @pytest.fixture
