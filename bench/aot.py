@@ -12,8 +12,8 @@ runs. So the specs here are *derived from real launches*, in two steps:
    interpreter's launch records each kernel's bound arguments (tensors as dtype,
    16-byte alignment and size; ints; constexprs) and launch options, and returns
    without running the kernel (outputs stay uninitialised; nothing reads them).
-   While capturing, tensors report ``is_cuda`` and the device reports an H100's 132
-   SMs, so the launchers take their GPU choices (``tl.dot`` precision, grid split);
+   While capturing, the launchers take their GPU choices (``tl.dot`` precision,
+   upcasts, the grid split for an H100's 132 SMs; see ``_pretend_gpu``);
    autotuned kernels are recorded once per config.
 2. **compile** (a subprocess without the interpreter): each distinct launch is
    rebuilt from stand-ins and passed through Triton's own binder
@@ -167,11 +167,41 @@ class _Recorder:
 
         interpreter.InterpretedFunction.run = interpreted_run
         autotuner.Autotuner.run = autotuned_run
-        # The launchers' GPU choices: every tensor is "on CUDA", the device an H100.
-        torch.Tensor.is_cuda = property(lambda self: True)
-        props = type("Props", (), {"multi_processor_count": H100_SMS, "name": "H100 (assumed for capture)",
-                                   "major": 9, "minor": 0})()
-        torch.cuda.get_device_properties = lambda *a, **k: props
+        _pretend_gpu()
+
+
+def _pretend_gpu() -> None:
+    """Make the launchers take their GPU choices while the tensors stay on the CPU: the
+    device-dependent helpers of ``inade.kernels._launch`` (every function with a ``device``
+    parameter: dot precision, upcast, SM count, reduction split) are asked about a CUDA
+    device, ``Tensor.is_cuda`` is true, and the device reports an H100's 132 SMs."""
+    import importlib  # noqa: PLC0415
+    import inspect  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    props = type("Props", (), {"multi_processor_count": H100_SMS, "name": "H100 (assumed for capture)",
+                               "major": 9, "minor": 0, "total_memory": 80 * 2**30})()
+    torch.cuda.get_device_properties = lambda *a, **k: props
+    torch.Tensor.is_cuda = property(lambda self: True)
+    try:
+        launch = importlib.import_module("inade.kernels._launch")
+    except ImportError:
+        return
+    cuda = torch.device("cuda", 0)
+    for name, fn in list(vars(launch).items()):
+        if not inspect.isfunction(fn) or fn.__module__ != launch.__name__:
+            continue
+        sig = inspect.signature(fn)
+        if "device" not in sig.parameters:
+            continue
+
+        def on_cuda(*args, _fn=fn, _sig=sig, **kwargs):
+            bound = _sig.bind(*args, **kwargs)
+            bound.arguments["device"] = cuda
+            return _fn(*bound.args, **bound.kwargs)
+
+        setattr(launch, name, on_cuda)
 
 
 def _capture_main(ops_, quick: bool) -> None:
@@ -247,7 +277,7 @@ def _stand_in(arg):
     if "tensor" in arg:
         return _TensorStandIn(getattr(torch, arg["tensor"]), arg["ptr_mod16"])
     if "tl_dtype" in arg:
-        return getattr(tl, arg["tl_dtype"])
+        return tl.dtype(arg["tl_dtype"])
     return arg["value"]
 
 
@@ -300,7 +330,12 @@ def ptxas_usage(ptx: str, arch: int) -> dict:
                               capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         raise RuntimeError(f"ptxas failed: {proc.stderr[-2000:]}")
-    text = proc.stderr + proc.stdout
+    return _parse_ptxas_log(proc.stderr + proc.stdout)
+
+
+def _parse_ptxas_log(text: str) -> dict:
+    import re  # noqa: PLC0415
+
     regs = re.search(r"Used (\d+) registers", text)
     stack = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", text)
     return {"registers": int(regs.group(1)) if regs else None,
@@ -358,10 +393,15 @@ def _read_lines(path: str) -> list[str]:
 
 
 def _compile_one(launch, arch: int, with_usage: bool) -> dict:
+    import contextlib  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
     import triton  # noqa: PLC0415
 
     src, options, target = specialise(launch, arch)
-    compiled = triton.compile(src, target=target, options=options)
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):  # Triton's own ptxas -v log (TRITON_DUMP_PTXAS_LOG), on a cache miss
+        compiled = triton.compile(src, target=target, options=options)
     if not compiled.asm.get("cubin"):
         raise RuntimeError(f"{launch['kernel']}: no cubin for sm_{arch}")
     result = {"arch": arch, "num_warps": compiled.metadata.num_warps,
@@ -370,7 +410,8 @@ def _compile_one(launch, arch: int, with_usage: bool) -> dict:
               "constants": _named_constants(src),
               "divisible_by_16": sorted(_named_attrs(src))}
     if with_usage:
-        result.update(ptxas_usage(compiled.asm["ptx"], arch))
+        usage = _parse_ptxas_log(log.getvalue())
+        result.update(usage if usage["registers"] is not None else ptxas_usage(compiled.asm["ptx"], arch))
         result["accesses"] = global_accesses(compiled.asm["llir"])
     return result
 
@@ -411,6 +452,8 @@ def compile_launches(launches: list[dict], archs=ARCHS, with_usage: bool = True)
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH", "")) if p)
+    if with_usage:  # registers and spills from the ptxas run that makes the cubin: compile, never a cache hit
+        env.update(TRITON_DUMP_PTXAS_LOG="1", TRITON_ALWAYS_COMPILE="1")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "launches.json")
         with open(path, "w") as f:
