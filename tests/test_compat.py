@@ -22,6 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import inade
 from inade import compat
+from test_models import official_norm
 
 REFERENCE = Path(__file__).resolve().parent / "data"
 
@@ -46,18 +47,16 @@ class RestatedILADE(nn.Module):
             self.merge_conv = nn.Conv2d(2 * norm_nc, norm_nc, kernel_size=1, bias=False)
 
     def forward(self, x, segmap, input_instances=None, noise=None, sketch=None):
-        normalized = self.param_free_norm(x)
-        segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")[:, :-1]
-        instances = F.interpolate(input_instances, size=x.shape[2:], mode="nearest")
-        B, K, two, nc = noise.shape
-        mapped = self.fc_noise(noise.reshape(-1, nc)).view(B, K, two, -1)
-        maps = []
-        for k in range(2):
-            a = torch.einsum("ic,nihw->nchw", self.weight[..., k], segmap)
-            b = torch.einsum("ic,nihw->nchw", self.bias[..., k], segmap)
-            n = torch.einsum("nic,nihw->nchw", mapped[:, :, k], instances)
-            maps.append(a * n + b)
-        out = maps[0] * normalized + maps[1]
+        # The edge channel (last) is dropped; the dense maps are tests/test_models.py's restatement.
+        norm, training = self, self.training
+        if isinstance(self.param_free_norm, nn.InstanceNorm2d):  # normalise here; identity statistics there
+            ones = torch.ones(x.shape[1], dtype=x.dtype)
+            stats = SimpleNamespace(running_mean=ones * 0, running_var=ones - 1e-5)
+            norm = SimpleNamespace(param_free_norm=stats, weight=self.weight, bias=self.bias, fc_noise=self.fc_noise)
+            x, training = F.instance_norm(x), False
+        elif training:
+            self.param_free_norm.num_batches_tracked += 1
+        out = official_norm(norm, x, segmap[:, :-1], input_instances, noise, training)
         if self.add_sketch:
             s = self.sketch_conv(F.interpolate(sketch, size=x.shape[2:], mode="nearest"))
             out = self.merge_conv(torch.cat([out, s], 1))
@@ -169,14 +168,13 @@ class PublicEncoder(nn.Module):
         ids = torch.argmax(input_instances, 1, keepdim=True).float()
         block = lambda layer, t: F.leaky_relu(F.instance_norm(layer(t, ids)), 0.2)  # noqa: E731
         up = lambda t: F.interpolate(t, scale_factor=2, mode="bilinear")  # noqa: E731
-        x1 = block(self.layer1, x)
-        x2 = block(self.layer2, x1)
-        x3 = block(self.layer3, x2)
-        x4 = block(self.layer4, x3)
-        y = up(block(self.middle, x4))
-        y = up(block(self.up1, torch.cat([y, x3], 1)))
-        y = up(block(self.up2, torch.cat([y, x2], 1)))
-        y = up(block(self.up3, torch.cat([y, x1], 1)))
+        skips = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):  # stride-2 downs
+            x = block(layer, x)
+            skips.append(x)
+        y = up(block(self.middle, x))
+        for layer, skip in zip((self.up1, self.up2, self.up3), reversed(skips[:-1])):  # ups with skips
+            y = up(block(layer, torch.cat([y, skip], 1)))
         return tuple(self.pool(getattr(self, h)(y, ids), input_instances) for h in self.heads)
 
 
