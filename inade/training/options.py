@@ -50,7 +50,7 @@ SYNTHETIC_CONFIG_DEFAULTS = dict(lr=0.002)
 # Public options accepted for compatibility; they change nothing here.
 IGNORED = (
     "model", "norm_E", "netG", "nef", "display_winsize", "load_from_opt_file", "cache_filelist_write",
-    "cache_filelist_read", "no_html", "tf_log", "train_eval", "eval_dims", "eval_epoch_freq",
+    "cache_filelist_read", "no_html", "tf_log",
     "no_pairing_check", "coco_no_portraits", "debug", "optimizer", "netD_subarch",
 )
 
@@ -133,6 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save_latest_freq", type=int, default=S, help="checkpoint every this many images")
     g.add_argument("--save_epoch_freq", type=int, default=S, help="keep <epoch>_net_*.pth every this many epochs (0: never)")
     g.add_argument("--no_progress", action="store_true", help="plain log lines instead of a progress bar")
+    g = p.add_argument_group("evaluation during training (inade.metrics.train_eval)")
+    g.add_argument("--train_eval", action="store_true", help="FID on the test split every --eval_epoch_freq epochs; "
+                   "keeps best_net_G.pth and best.pt for the best FID")
+    g.add_argument("--eval_epoch_freq", type=int, default=10, help="epochs between FID evaluations")
+    g.add_argument("--eval_dims", type=int, default=2048, choices=(2048,), help="Inception features (pool3 only)")
+    g.add_argument("--eval_stats", type=str, default=None,
+                   help="reference statistics: .npz (mu, sigma) or a folder with m.npy, s.npy "
+                        "(default datasets/train_mu_si/<dataset_mode>, the public code's)")
+    g.add_argument("--inception_weights", type=str, default=None,
+                   help="pt_inception-2015-12-05-6726825d.pth (default $INADE_INCEPTION_WEIGHTS)")
+    g.add_argument("--eval_how_many", type=int, default=None, help="test images per evaluation (default all)")
+    g.add_argument("--eval_method", type=str, default="sqrtm", choices=("sqrtm", "eigh"),
+                   help="matrix square root of the FID (sqrtm = pytorch-fid)")
     for name in IGNORED:
         p.add_argument(f"--{name}", default=S, nargs="?", const=True, help=argparse.SUPPRESS)
     return p

@@ -167,6 +167,11 @@ class Trainer:
         self.step = 0
         self.last_grid_step = None
         self.grid_batch = self._grid_layouts() if self.dist.is_main else None
+        self.fid_tracker = None
+        if getattr(opt, "train_eval", False) and self.dist.is_main:
+            from inade.metrics.train_eval import FIDTracker  # noqa: PLC0415
+
+            self.fid_tracker = FIDTracker(opt, cfg, self.folder, self.device, self.log)
 
     # ------------------------------------------------------------------------------
     # One iteration
@@ -291,6 +296,11 @@ class Trainer:
             keep = opt.save_epoch_freq > 0 and (epoch % opt.save_epoch_freq == 0 or epoch == self.epochs)
             if keep and self.dist.is_main:
                 ckpt.save_public(self.folder, str(epoch), self.G, self.D, self.E)
+            if getattr(self.opt, "train_eval", False) and epoch % self.opt.eval_epoch_freq == 0:
+                if self.fid_tracker is not None:
+                    self.fid_tracker.evaluate(self, epoch)
+                if self.dist.enabled:
+                    torch.distributed.barrier()
 
     # ------------------------------------------------------------------------------
     # Checkpoints and samples

@@ -1,0 +1,74 @@
+"""--train_eval / --eval_epoch_freq: FID every N epochs, the best checkpoints kept, the curve written."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inade.metrics import Statistics, save_statistics
+from inade.metrics import train_eval
+from inade.training.options import parse_options
+from inade.training.trainer import Trainer
+from inade.utils.errors import UserError
+
+TINY = ["--crop_size", "32", "--ngf", "4", "--noise_nc", "4", "--z_dim", "8", "--ndf", "4", "--batchSize", "2",
+        "--synthetic_size", "4", "--niter", "1", "--niter_decay", "1", "--nThreads", "0", "--no_progress",
+        "--gpu_ids", "-1"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks: one thread is faster and steadier on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class PixelFeatures(torch.nn.Module):
+    """Stands in for the 2048-d Inception net (its 2048x2048 square root is slow on 2 cores)."""
+
+    def forward(self, x):
+        return torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
+
+
+def test_fid_every_epoch_keeps_the_best(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    save_statistics(tmp_path / "ref.npz", Statistics(rng.random(12), np.eye(12) * 0.01))
+    monkeypatch.setattr(train_eval, "load_inception", lambda path, device: PixelFeatures())
+    opt, cfg, _ = parse_options(TINY + ["--checkpoints_dir", str(tmp_path), "--name", "run", "--train_eval",
+                                        "--eval_epoch_freq", "1", "--eval_stats", str(tmp_path / "ref.npz"),
+                                        "--eval_how_many", "3"])
+    lines = []
+    tr = Trainer(opt, cfg, log=lines.append)
+    tr.run()
+    run = tmp_path / "run"
+    rec = json.loads((run / "fid.json").read_text())
+    assert [h["epoch"] for h in rec["history"]] == [1, 2] and rec["images"] == 3
+    assert rec["best_fid"] == min(h["fid"] for h in rec["history"]) and np.isfinite(rec["best_fid"])
+    assert (run / "best_net_G.pth").is_file() and (run / "best.pt").is_file()
+    best = torch.load(run / "best.pt", weights_only=False)
+    assert best["step"] == rec["history"][int(np.argmin([h["fid"] for h in rec["history"]]))]["step"]
+    assert Image.open(run / "fid_curve.png").size == (480, 300)
+    assert any("epoch 2: FID" in str(x) for x in lines)
+
+
+def test_missing_files_fail_before_training(tmp_path, monkeypatch):
+    monkeypatch.delenv("INADE_INCEPTION_WEIGHTS", raising=False)
+    save_statistics(tmp_path / "ref.npz", Statistics(np.zeros(4), np.eye(4)))
+    base = TINY + ["--checkpoints_dir", str(tmp_path), "--name", "run", "--train_eval"]
+    opt, cfg, _ = parse_options(base + ["--eval_stats", str(tmp_path / "ref.npz")])
+    with pytest.raises(UserError, match=r"--train_eval: .*pt_inception-2015-12-05-6726825d\.pth"):
+        Trainer(opt, cfg, log=lambda *a: None)
+    opt, cfg, _ = parse_options(base + ["--inception_weights", str(tmp_path / "x.pth")])
+    with pytest.raises(UserError, match=r"train_mu_si/synthetic"):
+        Trainer(opt, cfg, log=lambda *a: None)
+
+
+def test_curve_plot(tmp_path):
+    p = train_eval.plot_curve(tmp_path / "c.png", [{"epoch": e, "fid": f} for e, f in ((1, 90.0), (2, 70.0), (3, 75.0))])
+    a = np.asarray(Image.open(p))
+    assert a.shape == (300, 480, 3) and (a != 255).any()
