@@ -224,6 +224,28 @@ def compare(rows: list[dict], base_path: str) -> None:
             r["memory_ours_over_baseline"] = r["peak_extra_MB"] / max(b["peak_extra_MB"], 1e-9)
 
 
+def op_summary(device) -> list[dict]:
+    """The fused ops' float32 forward+backward rows from the op benchmarks' committed JSON
+    (``bench/results/<device>/instance_*.json``), with the speed-up over the official-style
+    path and, where the same shape was measured at ``L = 1``, the time relative to it."""
+    import json  # noqa: PLC0415
+    import re  # noqa: PLC0415
+
+    rows = []
+    for path in sorted((common.RESULTS / common.device_name(device)).glob("instance_*.json")):
+        fused = [r for r in json.loads(path.read_text())["rows"]
+                 if r.get("backend") == common.fused_backend(device) and r.get("dtype") == "float32"
+                 and "fwd_bwd_ms" in r]
+        key = lambda r, shape: (r["op"], shape, r.get("layout"), r.get("maps"))  # noqa: E731
+        by = {key(r, r["shape"]): r for r in fused}
+        for r in fused:
+            base = by.get(key(r, re.sub(r"-L\d+", "-L1", r["shape"])))
+            rows.append({"op": r["op"], "shape": r["shape"] + (f" {r['layout']}" if r.get("layout") else ""),
+                         "fwd_bwd_ms": r["fwd_bwd_ms"], "x_vs_official": r.get("x_vs_official"),
+                         "vs_L1": r["fwd_bwd_ms"] / base["fwd_bwd_ms"] if base is not None and base is not r else None})
+    return rows
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--official-code", metavar="DIR", help="a checkout of tzt101/INADE to compare with")
@@ -284,6 +306,10 @@ def main(argv=None) -> None:
     table = common.markdown_table(rows, ["call", "path", "median_ms", "peak_extra_MB", "vs", "speedup",
                                          "memory_ours_over_baseline", "load_1min"])
     text = f"# Model speed ({common.device_name(device)})\n\n{table}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    ops = op_summary(device)
+    if ops:
+        text += ("\n## The ops, forward+backward (float32, from the op benchmarks' JSON)\n\n"
+                 + common.markdown_table(ops, ["op", "shape", "fwd_bwd_ms", "x_vs_official", "vs_L1"]) + "\n")
     from inade.utils.files import write_text_atomic  # noqa: PLC0415
 
     write_text_atomic(path.with_suffix(".md"), text)
