@@ -68,6 +68,8 @@ async function post(url, body) {
 }
 
 // Queue a user action; `needsState`: it reads the current maps (so pending strokes go first).
+// `extra` may be a function, called when the request is sent: ids are read after the strokes
+// before it have been renumbered.
 function request(action, extra = {}, { needsState = true, seeds = 1 } = {}) {
   S.queue.push({ action, extra, needsState, seeds });
   pump();
@@ -87,8 +89,9 @@ async function send(job, isEdit) {
   const sentVersion = S.version;
   const snap = isEdit ? { label: S.label.slice(), inst: S.inst.slice(), L: S.latents.L } : null;
   if (isEdit) S.dirty = false;
+  const extra = typeof job.extra === "function" ? job.extra() : job.extra;
   const body = { action: job.action, client: S.client, seq: ++S.seq, seed: takeSeed(job.seeds),
-    locked: [...S.locked], supersedable: isEdit, ...job.extra };
+    locked: [...S.locked], supersedable: isEdit, ...extra };
   if (job.needsState) body.state = stateJSON();
   try {
     const r = await post("/api/act", body);
@@ -462,8 +465,8 @@ function wire() {
   });
   $("load-example").onclick = () => request("example", { name: $("example").value }, { needsState: false });
   $("upload").onclick = upload;
-  $("redraw-instance").onclick = () => needSelection() && request("redraw_instance", { instance: S.selected });
-  $("redraw-class").onclick = () => request("redraw_class", { class: S.selected >= 0 ? classOf(S.selected) : S.cls });
+  $("redraw-instance").onclick = () => needSelection() && request("redraw_instance", () => ({ instance: S.selected }));
+  $("redraw-class").onclick = () => request("redraw_class", () => ({ class: S.selected >= 0 ? classOf(S.selected) : S.cls }));
   $("redraw-all").onclick = () => request("redraw_all");
   $("new-picture").onclick = () => { S.locked.clear(); request("random"); };
   $("lock").onclick = () => {
@@ -474,7 +477,7 @@ function wire() {
   $("variations").onclick = () => {
     if (!needSelection()) return;
     const n = Math.min(S.info.max_variations, Math.max(1, parseInt($("var-count").value, 10) || 4));
-    request("variations", { instance: S.selected, count: n }, { seeds: n });
+    request("variations", () => ({ instance: S.selected, count: n }), { seeds: n });
   };
   $("ref-load").onclick = loadReference;
   $("ref-view").addEventListener("click", onReferenceClick);
@@ -482,8 +485,8 @@ function wire() {
     if (!S.reference) return say("open a reference image and its instance map first", true);
     if (!S.refPoint) return say("click the reference instance whose style to copy", true);
     if (!needSelection()) return;
-    request("copy_style", { reference: refPayload(), ref_point: S.refPoint, instance: S.selected,
-      strength: parseFloat($("strength").value), sample: $("ref-sample").checked });
+    const strength = parseFloat($("strength").value), sample = $("ref-sample").checked;
+    request("copy_style", () => ({ reference: refPayload(), ref_point: S.refPoint, instance: S.selected, strength, sample }));
   };
   $("export").onclick = exportZip;
   document.addEventListener("keydown", (e) => {
