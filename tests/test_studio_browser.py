@@ -314,3 +314,44 @@ def test_tools_lock_variations_reference_and_history_in_chromium(browser, artifa
         assert np.array_equal(_picture(page), first)
         assert not errors, errors
         page.close()
+
+
+def test_strokes_made_while_the_picture_is_drawn_are_kept(browser):
+    from inade.studio import Studio
+    from inade.studio.server import serving
+
+    from _studio import tiny_models
+
+    class SlowEdits(Studio):
+        edits = 0
+
+        def _act_edit(self, req):
+            import time
+
+            self.edits += 1
+            time.sleep(1.5)
+            return super()._act_edit(req)
+
+    studio = SlowEdits(*tiny_models())
+    with serving(studio) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(url)
+        _idle(page)
+        L0 = page.evaluate("studio.latents.L")
+        page.click("#palette button[data-class='3']")
+        page.click("[data-tool='instance']")
+        for x in (5, 25, 45):  # three new discs; the second and third while the first edit runs
+            page.mouse.move(*_page_point(page, "#label-canvas", x, 4))
+            page.mouse.down()
+            page.mouse.move(*_page_point(page, "#label-canvas", x + 3, 4))
+            page.mouse.up()
+            assert x == 5 or page.evaluate("studio.busy")
+        _idle(page)
+        label, inst = _maps(page)
+        assert page.evaluate("studio.latents.L") == L0 + 3 == int(inst.max()) + 1
+        assert (label[4, [6, 26, 46]] == 3).all() and len({inst[4, 6], inst[4, 26], inst[4, 46]}) == 3
+        assert np.unique(inst).tolist() == list(range(L0 + 3))
+        # Two edits went out, not three: the strokes made during the first were sent together,
+        # and the history has one entry for all three (the example's is the other).
+        assert studio.edits == 2 and page.evaluate("studio.history.length") == 2
+        page.close()
