@@ -3,8 +3,9 @@
 Load an example layout, paint a stroke (the picture changes), click an instance
 in the picture (its pixels change, pixels 8 or more away do not), undo twice (the
 picture and the maps come back), export (the zip's image is the one on screen),
-and get visible messages for a non-PNG upload and a click outside any instance.
-Screenshots go to ``$INADE_TEST_ARTIFACTS/studio`` (default ``outputs/test-artifacts/studio``);
+and get visible messages for a non-PNG upload, an oversized one and a click outside
+any instance; then every tool, a lock, variations, a reference style and the
+history; and strokes painted while a picture is being drawn. Screenshots go to ``$INADE_TEST_ARTIFACTS/studio`` (default ``outputs/test-artifacts/studio``);
 the test prints the folder.
 
 Needs Chromium (``apt-get install chromium``; or ``INADE_CHROMIUM=/path``) and the

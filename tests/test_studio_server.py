@@ -388,3 +388,23 @@ def test_a_public_generator_file_opens_with_its_config(tmp_path):
     assert studio.info()["encoder"] and studio.info()["classes"] == list(CLASS_NAMES)
     with pytest.raises(StartError, match="--config"):
         _load(build_parser().parse_args(["--checkpoint", str(tmp_path / "latest_net_G.pth")]))
+
+
+@pytest.mark.parametrize("preset", ["synthetic", "cityscapes", "ade20k", "celeba", "deepfashion", "cocostuff"])
+def test_every_preset_has_named_classes_and_valid_example_layouts(preset):
+    import inade
+    from inade.studio.presets import class_colors, class_names, examples
+
+    cfg = inade.config(preset)
+    names = class_names(cfg)
+    assert len(names) == len(class_colors(cfg)) == cfg.num_classes and len(set(class_colors(cfg))) == cfg.num_classes
+    assert (names[-1] == "don't care") == cfg.contain_dontcare_label
+    layouts = examples(cfg)
+    assert layouts
+    for label, inst in layouts.values():
+        assert label.shape == inst.shape == cfg.output_size and label.max() < cfg.num_classes
+        L = int(inst.max()) + 1
+        assert np.unique(inst).tolist() == list(range(L)) and L >= 3
+        classes = np.zeros(L, np.int64)
+        classes[inst.ravel()] = label.ravel()
+        assert np.array_equal(classes[inst], label)  # one class per instance
