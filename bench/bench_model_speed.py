@@ -19,7 +19,8 @@ ours with :func:`inade.load_official`) and the same inputs:
 Rows: ``G inference`` (eval, ``torch.no_grad``) in float32 and under
 ``torch.autocast(dtype=bfloat16)`` — ours in bfloat16 is compared with the baseline in
 float32 (as published) and its image error against our float32 image is stated —
-and ``G train fwd+bwd`` (train mode: batch statistics, one power iteration; loss
+``E+G inference`` (encode a reference image, generate with its per-instance styles;
+float32) and ``G train fwd+bwd`` (train mode: batch statistics, one power iteration; loss
 ``mean(y²)``, backward; gradients cleared untimed). Times are medians of alternating
 single calls (ours, baseline, ours, ...), so both paths see the same machine load.
 
@@ -153,15 +154,42 @@ def _official(fn):
 
 
 def build_public(code_dir, cfg, seed: int = 0):
-    """The public generator (xavier init, as its ``init_weights``) or ``(None, reason)``."""
+    """``((G, E), stubbed)``: the public generator and encoder (xavier init, as their
+    ``init_weights``), or ``(None, reason)``."""
     try:
-        module, stubbed = official_style.import_public_code(code_dir)
+        gen, stubbed = official_style.import_public_code(code_dir)
+        enc, _ = official_style.import_public_code(code_dir, "models.networks.encoder")
         torch.manual_seed(seed)
-        G = module.SPADEGenerator(official_style.public_options(cfg))
-        G.init_weights("xavier", cfg.init_variance)
-        return G, stubbed
+        G = gen.SPADEGenerator(official_style.public_options(cfg))
+        E = enc.instanceAdaptiveEncoder(official_style.public_options(cfg))
+        for m in (G, E):
+            m.init_weights("xavier", cfg.init_variance)
+        return (G, E), stubbed
     except Exception as err:  # noqa: BLE001
         return None, f"{type(err).__name__}: {err}"
+
+
+def encoder_call(E, encode_then_generate) -> dict:
+    """``{"E+G inference fp32": (None, fn)}``: encode the reference, generate with its styles."""
+
+    def infer():
+        E.eval()
+        with torch.no_grad():
+            return encode_then_generate()
+
+    return {"E+G inference fp32": (None, infer)}
+
+
+def public_remapped(G, E, seg, onehot, real, noise, z):
+    """The public code's ``generate_fake`` with its encoder: ``z = [μ_γ, σ_γ, μ_β, σ_β]``."""
+    G.eval()
+    mu_g, logvar_g, mu_b, logvar_b = E(real, onehot)
+    G.opt.use_vae = True
+    try:
+        return G(seg, z=[mu_g, torch.exp(0.5 * logvar_g), mu_b, torch.exp(0.5 * logvar_b)], input_instances=onehot,
+                 noise=noise, noise_ins=z)
+    finally:
+        G.opt.use_vae = False
 
 
 def generator_calls(G, forward) -> dict:
@@ -216,7 +244,7 @@ def compare(rows: list[dict], base_path: str) -> None:
     for r in rows:
         if r["path"] != "ours":
             continue
-        ref_call = "G inference fp32" if r["call"].startswith("G inference") else r["call"]
+        ref_call = "G inference fp32" if r["call"].startswith("G inference") else r["call"]  # bf16 vs fp32
         b = by.get((ref_call, base_path))
         if b is not None:
             r["vs"] = f"{base_path} {ref_call.split()[-1]}"
@@ -266,21 +294,26 @@ def main(argv=None) -> None:
     notes = [f"CelebAMask-HQ config, ngf={args.ngf}, {args.size}x{args.size}, B=1, {L} instances; "
              f"ops: {inade.ops.resolve(device)} backend; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"]
 
-    public, info = build_public(args.official_code, cfg) if args.official_code else (None, "no --official-code")
-    G = inade.Generator(cfg)
-    if public is not None:
-        public = public.to(device)
+    models, info = build_public(args.official_code, cfg) if args.official_code else (None, "no --official-code")
+    G, E = inade.Generator(cfg), inade.NoiseEncoder(cfg)
+    real = (torch.rand(1, 3, args.size, args.size, generator=g) * 2 - 1).to(device)
+    public = None
+    if models is not None:
+        public, public_E = (m.to(device) for m in models)
         inade.load_official(G, public.state_dict())
+        inade.load_official(E, public_E.state_dict())
         seg, onehot = official_style.public_generator_inputs(label, inst, cfg)
         base_path = "public code"
         base = generator_calls(public, lambda: public(seg, input_instances=onehot, noise=noise, noise_ins=z))
+        base.update(encoder_call(public_E, lambda: public_remapped(public, public_E, seg, onehot, real, noise, z)))
         notes.append(f"baseline: the public code at {args.official_code} (stubbed imports: {info or 'none'}), "
                      "same weights via inade.load_official, its one-hot inputs built untimed")
     else:
         base_path = "official-style"
         notes.append(f"baseline: official-style re-implementation (public code not run: {info})")
-    G = G.to(device)
+    G, E = G.to(device), E.to(device)
     ours = generator_calls(G, lambda: G(label, inst, noise=noise, z=z))
+    ours.update(encoder_call(E, lambda: G.eval()(label, inst, noise=noise, z=z, remap=E(real, inst))))
     if public is None:
         base = {name: (setup, _official(fn)) for name, (setup, fn) in ours.items()}
 
@@ -290,9 +323,13 @@ def main(argv=None) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16):
             y16 = G(label, inst, noise=noise, z=z).float()
         yb = base["G inference fp32"][1]().float()
-    notes.append(f"max |ours - {base_path}| of the float32 image: {(y32 - yb).abs().max():.2e}")
-    notes.append(f"bfloat16 autocast image error vs float32 (images in [-1, 1]): max {(y16 - y32).abs().max():.3f}, "
-                 f"mean {(y16 - y32).abs().mean():.4f}")
+        eg = ours["E+G inference fp32"][1]().float() - base["E+G inference fp32"][1]().float()
+    notes.append(f"max |ours - {base_path}| of the float32 image: {(y32 - yb).abs().max():.2e} (G), "
+                 f"{eg.abs().max():.2e} (E+G)")
+    err = (y16 - y32).abs()
+    notes.append(f"bfloat16 autocast image error vs float32: max {err.max():.2e}, mean {err.mean():.2e}, i.e. "
+                 f"{err.max() / y32.abs().max():.2%} of the image's largest value {y32.abs().max():.3f} (the "
+                 "initialised weights give images near 0, so the absolute error is small)")
     print(f"device {common.device_name(device)}, ngf {args.ngf}, {args.size}x{args.size}, L={L}, "
           f"baseline {base_path}", flush=True)
     load_before = os.getloadavg()

@@ -109,9 +109,9 @@ def _stub_unused_imports() -> list[str]:
     return stubbed
 
 
-def import_public_code(path):
-    """``(generator_module, stubbed)``: ``models.networks.generator`` of a tzt101/INADE checkout
-    at ``path`` (never part of this project), and the names of the modules stubbed to import it."""
+def import_public_code(path, module: str = "models.networks.generator"):
+    """``(module, stubbed)``: ``module`` (default ``models.networks.generator``) of a tzt101/INADE
+    checkout at ``path`` (never part of this project), and the names of the modules stubbed to import it."""
     import importlib  # noqa: PLC0415
     import sys  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
@@ -120,8 +120,9 @@ def import_public_code(path):
     if not (root / "models" / "networks" / "normalization.py").is_file():
         raise FileNotFoundError(f"{root} is not a checkout of tzt101/INADE (no models/networks/normalization.py)")
     stubbed = _stub_unused_imports()
-    sys.path.insert(0, str(root))
-    return importlib.import_module("models.networks.generator"), stubbed
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module(module), stubbed
 
 
 def public_options(cfg, **overrides):
