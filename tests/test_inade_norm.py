@@ -91,3 +91,19 @@ def test_norm_rejects_noise_of_the_wrong_shape():
     x, inst, cls = torch.randn(1, 4, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long)
     with pytest.raises(ValueError, match="noise must be"):
         norm(x, inst, cls, torch.randn(1, 1, 3))
+
+
+def test_instance_classes_op_checks_values_inside_the_custom_op():
+    """The value checks run in inade::instance_classes (so torch.compile traces callers):
+    opcheck passes, and label range, id range and extra rows are refused there."""
+    label = torch.tensor([[[3, 3, 1], [3, 0, 1]]])
+    inst = torch.tensor([[[0, 0, 2], [0, 1, 2]]])
+    torch.library.opcheck(torch.ops.inade.instance_classes.default, (label, inst, 3, 4, True, ""))
+    assert instance_classes(label, inst, 3, num_classes=4, exact=True).tolist() == [[3, 0, 1]]
+    with pytest.raises(ValueError, match=r"label has classes in \[0, 3\] but the model has num_classes=3 \(hint\)"):
+        instance_classes(label, inst, 3, num_classes=3, hint=" (hint)")
+    with pytest.raises(ValueError, match="the noise has 5 instance rows but inst has ids 0 ... 2"):
+        instance_classes(label, inst, 5, exact=True)
+    assert instance_classes(label, inst, 5).shape == (1, 5)  # extra rows are fine without exact
+    with pytest.raises(ValueError, match="has id 2 but num_instances is 2"):
+        instance_classes(label, inst, 2)
