@@ -71,6 +71,9 @@ def _hint(problems: list[str]) -> str:
         hints.append("spectral-norm keys differ: the public generator uses norm_G='spectralspadesyncbatch3x3'")
     if "norm_0.weight" in text or "fc_noise" in text:
         hints.append("norm tables differ: check label_nc, contain_dontcare_label and noise_nc (8 for DeepFashion)")
+    if "sketch_conv" in text or "merge_conv" in text:
+        hints.append("sketch keys differ: the checkpoint was trained with --add_sketch iff it has sketch_conv / "
+                     "merge_conv (build the model with add_sketch to match)")
     if "fc.weight" in text:
         hints.append("fc differs: check crop_size, aspect_ratio, num_upsampling_layers, z_dim and ngf")
     return ("; hint: " + "; ".join(hints)) if hints else ""

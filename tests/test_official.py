@@ -129,3 +129,16 @@ def test_rejects_what_is_not_a_state_dict():
     G = inade.Generator(inade.config("synthetic", ngf=4))
     with pytest.raises(TypeError, match="path_or_state_dict must be a file path or a state dict"):
         inade.load_official(G, 42)
+
+
+def test_sketch_checkpoints_need_a_sketch_model_and_say_so():
+    """A public --add_sketch checkpoint has sketch_conv / merge_conv in every norm."""
+    with torch.device("meta"):
+        plain = inade.Generator(inade.config("synthetic", ngf=4))
+        sketch = inade.Generator(inade.config("synthetic", ngf=4, add_sketch=True))
+    state = {k: torch.empty(v.shape, device="meta") for k, v in sketch.state_dict().items()}
+    assert "head_0.norm_0.sketch_conv.weight" in state and "up_3.norm_1.merge_conv.weight" in state
+    assert tuple(state["up_3.norm_1.merge_conv.weight"].shape) == (4, 8, 1, 1)
+    inade.load_official(sketch, state)
+    with pytest.raises(ValueError, match="(?s)unexpected key .*sketch_conv.*hint: sketch keys differ"):
+        inade.load_official(plain, state)
