@@ -21,6 +21,8 @@ Two questions, on held-out synthetic scenes (``phase="test"``):
 
 Prints a table and writes JSON (``--json``, default ``eval_synthetic.json`` beside
 the checkpoint). The networks run in eval mode (running batch statistics).
+For any dataset and the paper's metrics (FID, LPIPS, mISD/mOID, mCSD/mOCD, mIoU) see
+``python -m inade.test`` and ``python -m inade.metrics all`` (docs/EVALUATION.md).
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ from pathlib import Path
 import torch
 
 from inade.data.synthetic import CLASS_NAMES, NUM_CLASSES, SyntheticScenes
+from inade.metrics.diversity import all_pairs, l1_pair_maps
+from inade.utils.files import write_text_atomic
 
 
 # ---------------------------------------------------------------------------
@@ -64,10 +68,9 @@ def compare_colors(gen: torch.Tensor, real: torch.Tensor) -> dict:
 
 
 def pair_distance(images: torch.Tensor) -> torch.Tensor:
-    """Mean over pairs ``i < j`` of ``|x_i - x_j|`` averaged over channels: ``[M, 3, H, W]`` -> ``[H, W]``."""
-    M = images.shape[0]
-    i, j = torch.triu_indices(M, M, offset=1)
-    return (images[i] - images[j]).abs().mean(1).mean(0)
+    """Mean over pairs ``i < j`` of ``|x_i - x_j|`` averaged over channels: ``[M, 3, H, W]`` -> ``[H, W]``
+    (the L1 map of :mod:`inade.metrics.diversity`, whose L1 mISD / mOID this evaluation reports)."""
+    return l1_pair_maps(images, *all_pairs(images.shape[0])).mean(0)[0]
 
 
 # ---------------------------------------------------------------------------
@@ -245,7 +248,7 @@ def main(argv=None) -> int:
     result = {"checkpoint": str(args.checkpoint), "step": step, **result}
     print(format_report(result))
     out = Path(args.json) if args.json else Path(args.checkpoint).with_name("eval_synthetic.json")
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     log(f"wrote {out}")
     return 0
 
