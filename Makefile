@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # torch is pinned so that pip takes the local CPU wheel instead of pulling a CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup train test bench studio clean
+.PHONY: setup train test bench studio gpu-check clean
 
 $(VENV)/.installed: setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cuda/*.cu)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ bench: setup
 # INADE Studio on http://127.0.0.1:8000/ (the `make train` checkpoint unless ARGS="--checkpoint C ...").
 studio: setup
 	$(PY) -m inade.studio $(ARGS)
+
+# The whole GPU verification in one call (bench/gpu_check.py), on a CUDA machine whose python3
+# already has torch and triton: no set-up, no registry. GPU_CHECK_OUT=DIR, ARGS=--quick | --dry-run.
+GPU_CHECK_OUT ?= gpu-check
+gpu-check:
+	PYTHONUNBUFFERED=1 $(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m bench.gpu_check --out $(GPU_CHECK_OUT) $(ARGS)
 
 clean:
 	rm -rf build *.egg-info inade/_C*.so

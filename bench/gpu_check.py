@@ -64,14 +64,18 @@ REL_TOL = {"float32": 1e-4, "bfloat16": 2e-2, "float16": 4e-3}
 
 
 def _write_json(path: str, obj) -> None:
-    text = json.dumps(obj, indent=1, default=str) + "\n"
+    _write_text(path, json.dumps(obj, indent=1, default=str) + "\n")
+
+
+def _write_text(path: str, text: str) -> None:
+    """Through ``inade.utils.files.write_text_atomic``; a plain temp file and rename where the
+    package does not import (the check still reports)."""
     try:
         from inade.utils.files import write_text_atomic  # noqa: PLC0415
-    except ImportError:  # the package does not import: still write, through a temp file
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
+    except ImportError:
+        with open(path + ".tmp", "w") as f:
             f.write(text)
-        os.replace(tmp, path)
+        os.replace(path + ".tmp", path)
         return
     write_text_atomic(path, text)
 
@@ -350,22 +354,29 @@ def stage_c(out: str, device, mode: str) -> None:
 
         common.compiled = lambda fn: None  # no torch.compile baseline on the CPU dry run (minutes of C++ builds)
     dtypes = [torch.float32] if mode != "full" else [torch.float32, torch.bfloat16]
+    modules = {}
     for name in _DRY_SHAPES:
         try:
-            module = importlib.import_module(name)
+            modules[name] = importlib.import_module(name)
         except Exception as err:  # noqa: BLE001
             stage.add(what="benchmark", module=name, ok=False, error=f"{type(err).__name__}: {err}"[:500])
-            continue
-        headline = [module.HEADLINE] if hasattr(module, "HEADLINE") else module.SHAPES[:1]
-        shapes = _DRY_SHAPES[name] if mode == "dry-run" else headline if mode == "quick" else \
-            headline + [s for s in module.SHAPES if s not in headline][:2]
-        for shape in shapes:
-            for dtype in dtypes:
-                def run(shape=shape, dtype=dtype, module=module):
-                    rows = module.run([shape], [dtype], device, 0.05 if mode == "dry-run" else 0.5)
-                    return {"ok": all("error" not in r for r in rows if r.get("backend") in ("triton", "cpp")),
-                            "rows": rows}
-                _attempt(stage, "benchmark", run, module=name, shape=shape[0], dtype=str(dtype).replace("torch.", ""))
+    # Breadth first, so a stage cut off at its budget still has every op's headline shape:
+    # (headline, float32) of each op, then (headline, bfloat16), then two more shapes of each.
+    plan = []
+    levels = [[(0, dtypes[0])]]
+    if mode == "full":
+        levels += [[(0, d) for d in dtypes[1:]], [(1, dtypes[0]), (2, dtypes[0])]]
+    for level in levels:
+        for name, module in modules.items():
+            headline = [module.HEADLINE] if hasattr(module, "HEADLINE") else module.SHAPES[:1]
+            shapes = _DRY_SHAPES[name] if mode == "dry-run" else headline + [s for s in module.SHAPES
+                                                                             if s not in headline]
+            plan += [(name, module, shapes[i], dtype) for i, dtype in level if i < len(shapes)]
+    for name, module, shape, dtype in plan:
+        def run(shape=shape, dtype=dtype, module=module):
+            rows = module.run([shape], [dtype], device, 0.05 if mode == "dry-run" else 0.5)
+            return {"ok": all("error" not in r for r in rows if r.get("backend") in ("triton", "cpp")), "rows": rows}
+        _attempt(stage, "benchmark", run, module=name, shape=shape[0], dtype=str(dtype).replace("torch.", ""))
     stage.finish()
 
 
@@ -430,8 +441,6 @@ def _graph_replay(fn):
 
 
 def stage_d(out: str, device, mode: str) -> None:
-    import contextlib  # noqa: PLC0415
-
     import torch  # noqa: PLC0415
 
     import inade  # noqa: PLC0415
@@ -446,6 +455,7 @@ def stage_d(out: str, device, mode: str) -> None:
     presets = [("cityscapes", 256, 512), ("celeba", 256, 256)]
     if dry:
         presets = [("celeba", 32, 32)]
+    late = []  # CUDA graphs and torch.compile (slow to build) run after every eager row
     for preset, H, W in presets:
         over = {"crop_size": W} if not dry else {"crop_size": W, "ngf": 4}
         if preset == "cityscapes":
@@ -457,50 +467,63 @@ def stage_d(out: str, device, mode: str) -> None:
         except Exception as err:  # noqa: BLE001
             stage.add(what="model", preset=preset, ok=False, error=f"{type(err).__name__}: {err}"[:800])
             continue
-        label, inst = _layout(1, H, W, cfg.label_nc, 10, device)
-        L = int(inst.max()) + 1
-        noise = torch.randn(1, L, 2, cfg.noise_nc, device=device)
-        z = torch.randn(1, cfg.z_dim, device=device)
-
-        def infer():
-            with torch.no_grad():
-                return G(label, inst, noise=noise, z=z)
-
-        def infer_bf16():
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
-                return G(label, inst, noise=noise, z=z)
-
-        variants = [("ours fp32", lambda: infer)] + ([] if dry else [("ours bf16 autocast", lambda: infer_bf16)])
+        infer, infer_bf16 = _inference_calls(G, cfg, H, W, device)
+        variants = [("ours fp32", lambda f=infer: f)]
+        if not dry:
+            variants.append(("ours bf16 autocast", lambda f=infer_bf16: f))
         if official_style_ops is not None:
             variants.append(("official-style fp32", None))
-        if device.type == "cuda":
-            variants.append(("ours fp32 CUDA graph", lambda: _graph_replay(infer)))
-        if not dry:
-            variants.append(("ours fp32 torch.compile", lambda: _compiled_call(G, label, inst, noise, z)))
         for name, build in variants:
-            def run(name=name, build=build):
-                if build is None:  # the official-style ops in place of ours, same modules and weights
-                    with official_style_ops():
-                        return {"ms": _time_ms(infer, device, dry), "peak_MB": _peak_mb(infer, device)}
-                fn = build()
-                return {"ms": _time_ms(fn, device, dry), "peak_MB": _peak_mb(fn, device)}
-            _attempt(stage, "G inference B=1", run, preset=preset, size=f"{H}x{W}", variant=name)
+            _inference_row(stage, preset, H, W, name, build, infer, device, dry, official_style_ops)
         _train_rows(stage, cfg, G, device, H, W, 1 if dry else 8, official_style_ops, dry)
-        del G
         if device.type == "cuda":
-            torch.cuda.empty_cache()
+            late.append((preset, H, W, "ours fp32 CUDA graph", lambda f=infer: _graph_replay(f), infer))
+        if not dry:
+            late.append((preset, H, W, "ours fp32 torch.compile", lambda f=infer, G=G: _compiled_call(G, f), infer))
+    for preset, H, W, name, build, infer in late:
+        _inference_row(stage, preset, H, W, name, build, infer, device, dry, official_style_ops)
     stage.finish()
 
 
-def _compiled_call(G, label, inst, noise, z):
+def _inference_calls(G, cfg, H, W, device):
+    """``G(label, inst)`` at B=1 on a synthetic layout, in float32 and under bfloat16 autocast."""
+    import torch  # noqa: PLC0415
+
+    label, inst = _layout(1, H, W, cfg.label_nc, 10, device)
+    L = int(inst.max()) + 1
+    noise = torch.randn(1, L, 2, cfg.noise_nc, device=device)
+    z = torch.randn(1, cfg.z_dim, device=device)
+
+    def infer(model=G):
+        with torch.no_grad():
+            return model(label, inst, noise=noise, z=z)
+
+    def infer_bf16():
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+            return G(label, inst, noise=noise, z=z)
+
+    return infer, infer_bf16
+
+
+def _inference_row(stage, preset, H, W, name, build, infer, device, dry, official_style_ops) -> None:
+    def run():
+        if build is None:  # the official-style ops in place of ours, same modules and weights
+            with official_style_ops():
+                return {"ms": _time_ms(infer, device, dry), "peak_MB": _peak_mb(infer, device)}
+        fn = build()
+        return {"ms": _time_ms(fn, device, dry), "peak_MB": _peak_mb(fn, device)}
+    _attempt(stage, "G inference B=1", run, preset=preset, size=f"{H}x{W}", variant=name)
+
+
+def _compiled_call(G, infer):
+    """``infer`` with ``torch.compile(G)`` in place of ``G`` (compiled outside the timing)."""
     import torch  # noqa: PLC0415
 
     compiled = torch.compile(G)
 
     def call():
-        with torch.no_grad():
-            return compiled(label, inst, noise=noise, z=z)
-    call()  # compile outside the timing
+        return infer(compiled)
+    call()
     return call
 
 
@@ -636,17 +659,6 @@ def run_all(out: str, mode: str) -> int:
         _write_text(os.path.join(out, "summary.md"), summary_markdown(summary))
     print(summary_markdown({**summary, "details": {}}), flush=True)
     return 0
-
-
-def _write_text(path: str, text: str) -> None:
-    try:
-        from inade.utils.files import write_text_atomic  # noqa: PLC0415
-    except ImportError:
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
-        return
-    write_text_atomic(path, text)
 
 
 def _stage_main(out: str, key: str, mode: str) -> None:
