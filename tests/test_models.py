@@ -803,3 +803,27 @@ def test_sketches_load_beside_the_labels_and_drive_the_generator(tmp_path):
     (tmp_path / "sketches" / "b.png").unlink()
     with pytest.raises(DatasetError, match="no sketch .*labels/b.png"):
         build_dataset(cfg, tmp_path)
+
+
+def test_bfloat16_inference_keeps_casts_and_matches_autocast():
+    """Under autocast in eval mode the generator reuses its cast weights (fc, spectral-normed
+    convs) and gives what autocast gives with fresh casts; a weight change is seen."""
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    G = inade.Generator(cfg).eval()  # (randomize's tiny running variances would amplify bf16 rounding)
+    label, inst = scene(2, 32, 32, cfg.num_classes)
+    noise, z = torch.randn(2, int(inst.max()) + 1, 2, cfg.noise_nc), torch.randn(2, cfg.z_dim)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad():
+            first, again = G(label, inst, noise=noise, z=z), G(label, inst, noise=noise, z=z)
+            cached = G._fc_cast[1]
+            G(label, inst, noise=noise, z=z)
+            assert G._fc_cast[1] is cached
+        fresh = G(label, inst, noise=noise, z=z).detach()  # autograd on: no caches
+        assert first.dtype == torch.bfloat16 and torch.equal(first, again)
+        assert first.abs().max() > 1e-3
+        torch.testing.assert_close(first.float(), fresh.float(), rtol=2e-2, atol=2e-2 * first.abs().max().item())
+        with torch.no_grad():
+            G.fc.weight.mul_(2)
+            G(label, inst, noise=noise, z=z)
+            assert G._fc_cast[1] is not cached

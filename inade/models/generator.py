@@ -145,6 +145,7 @@ class Generator(nn.Module):
             self.up_4 = INADEResnetBlock(nf, nf // 2, cfg)
             final_nc = nf // 2
         self.conv_img = nn.Conv2d(final_nc, 3, kernel_size=3, padding=1)
+        self._fc_cast: tuple | None = None  # fc's weights in the autocast dtype (eval, no autograd)
         init_weights(self, cfg.init_variance)
 
     def blocks(self) -> list[tuple[INADEResnetBlock, bool]]:
@@ -195,7 +196,7 @@ class Generator(nn.Module):
         pyramid, sketches = IndexPyramid(inst), SketchPyramid(sketch)
 
         # Part 2. The main branch.
-        x = self.fc(z).view(B, 16 * self.cfg.ngf, self.sh, self.sw)
+        x = self._input_layer(z).view(B, 16 * self.cfg.ngf, self.sh, self.sw)
         if self.channels_last or (self.channels_last is None and x.device.type == "cuda"):
             x = x.contiguous(memory_format=torch.channels_last)
         for block, upsample in self.blocks():
@@ -205,6 +206,20 @@ class Generator(nn.Module):
             x = block(x, pyramid.at(size), cls, noise, sketches.at(size))
         x = self.conv_img(leaky_relu(x))
         return torch.tanh(x).contiguous()
+
+    def _input_layer(self, z: Tensor) -> Tensor:
+        """``fc(z)``; in inference under autocast its weights (a fifth of the model) are cast
+        once and kept until they change, instead of on every forward."""
+        device = z.device.type
+        if (self.training or torch.is_grad_enabled() or torch.compiler.is_compiling()
+                or not torch.is_autocast_enabled(device)):
+            return self.fc(z)
+        dtype = torch.get_autocast_dtype(device)
+        w, b = self.fc.weight, self.fc.bias
+        key = (w.data_ptr(), w._version, b.data_ptr(), b._version, dtype)
+        if self._fc_cast is None or self._fc_cast[0] != key:
+            self._fc_cast = (key, w.to(dtype), b.to(dtype))
+        return F.linear(z.to(dtype), self._fc_cast[1], self._fc_cast[2])
 
     # -- input checks (shapes, dtypes, devices: no value is read here) -------------
     def _check_maps(self, label: Tensor, inst: Tensor) -> int:
