@@ -14,18 +14,7 @@ from inade.training.options import parse_options
 from inade.training.trainer import Trainer
 from inade.utils.errors import UserError
 
-TINY = ["--crop_size", "32", "--ngf", "4", "--noise_nc", "4", "--z_dim", "8", "--ndf", "4", "--batchSize", "2",
-        "--synthetic_size", "4", "--niter", "1", "--niter_decay", "1", "--nThreads", "0", "--no_progress",
-        "--gpu_ids", "-1"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one thread is faster and steadier on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from test_train import TINY, one_thread  # noqa: F401 - the tiny run and its one-thread fixture
 
 
 class PixelFeatures(torch.nn.Module):

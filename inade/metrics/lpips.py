@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from inade.metrics.weights import ALEXNET, LPIPS_LIN, VGG16, load_weights
+from inade.models.vgg import _features as vgg_features
 
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
@@ -48,18 +49,6 @@ def _alex_layers() -> list[nn.Module]:
     return layers
 
 
-def _vgg_layers() -> list[nn.Module]:
-    layers: list[nn.Module] = []
-    cin = 3
-    for v in _VGG_CFG:
-        if v == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        else:
-            layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU()]
-            cin = v
-    return layers
-
-
 class Backbone(nn.Module):
     """AlexNet or VGG16 ``features`` (torchvision indices), returning the five ReLU maps lpips uses."""
 
@@ -68,7 +57,7 @@ class Backbone(nn.Module):
         if net not in CHANNELS:
             raise ValueError(f"net must be 'alex' or 'vgg', got {net!r}")
         self.net = net
-        self.features = nn.Sequential(*(_alex_layers() if net == "alex" else _vgg_layers()))
+        self.features = nn.Sequential(*_alex_layers()) if net == "alex" else vgg_features(_VGG_CFG)
         self.taps = _ALEX_TAPS if net == "alex" else _VGG_TAPS
 
     def forward(self, x: Tensor) -> list[Tensor]:

@@ -34,9 +34,11 @@ class VGGWeightsNotFound(FileNotFoundError):
     """No VGG19 weights where :func:`load_vgg19` looked."""
 
 
-def _features() -> nn.Sequential:
+def _features(layout=_LAYOUT) -> nn.Sequential:
+    """torchvision's VGG ``features`` for a conv-width / ``"M"`` layout (VGG19's by default;
+    LPIPS builds VGG16's with it)."""
     layers, in_c = [], 3
-    for v in _LAYOUT:
+    for v in layout:
         if v == "M":
             layers.append(nn.MaxPool2d(2, 2))
         else:
