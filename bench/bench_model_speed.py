@@ -169,11 +169,11 @@ def build_public(code_dir, cfg, seed: int = 0):
         return None, f"{type(err).__name__}: {err}"
 
 
-def encoder_call(E, encode_then_generate) -> dict:
+def encoder_call(E, G, encode_then_generate) -> dict:
     """``{"E+G inference fp32": (None, fn)}``: encode the reference, generate with its styles."""
 
     def infer():
-        E.eval()
+        E.eval(), G.eval()
         with torch.no_grad():
             return encode_then_generate()
 
@@ -181,8 +181,8 @@ def encoder_call(E, encode_then_generate) -> dict:
 
 
 def public_remapped(G, E, seg, onehot, real, noise, z):
-    """The public code's ``generate_fake`` with its encoder: ``z = [μ_γ, σ_γ, μ_β, σ_β]``."""
-    G.eval()
+    """The public code's ``generate_fake`` with its encoder: ``z = [μ_γ, σ_γ, μ_β, σ_β]``
+    (in the mode ``G`` is in)."""
     mu_g, logvar_g, mu_b, logvar_b = E(real, onehot)
     G.opt.use_vae = True
     try:
@@ -190,6 +190,54 @@ def public_remapped(G, E, seg, onehot, real, noise, z):
                  noise=noise, noise_ins=z)
     finally:
         G.opt.use_vae = False
+
+
+def check_compat_swap(code_dir, seed: int = 0) -> str:
+    """inade.compat swapped into the public code itself: its generator and encoder built with
+    ``ILADE``, ``InstanceAwareConv2d`` and ``instAvgPooling`` from :mod:`inade.compat`, loaded with
+    the unswapped models' state dicts, E+G forward and backward in float64 (CelebAMask-HQ config
+    at ngf 4, 64×64) in eval and train mode. Returns a one-line summary."""
+    from inade import compat  # noqa: PLC0415
+
+    cfg = inade.config("celeba", ngf=4, crop_size=64)
+    gen, _ = official_style.import_public_code(code_dir)
+    enc, _ = official_style.import_public_code(code_dir, "models.networks.encoder")
+    arch = sys.modules["models.networks.architecture"]
+    saved = (arch.ILADE, enc.InstanceAwareConv2d, enc.instanceAdaptiveEncoder.instAvgPooling)
+    torch.manual_seed(seed)
+    public = [gen.SPADEGenerator(official_style.public_options(cfg)),
+              enc.instanceAdaptiveEncoder(official_style.public_options(cfg))]
+    for m in public:
+        m.init_weights("xavier", 0.1)
+    arch.ILADE, enc.InstanceAwareConv2d = compat.ILADE, compat.InstanceAwareConv2d
+    enc.instanceAdaptiveEncoder.instAvgPooling = staticmethod(compat.instAvgPooling)
+    try:
+        swapped = [gen.SPADEGenerator(official_style.public_options(cfg)),
+                   enc.instanceAdaptiveEncoder(official_style.public_options(cfg))]
+    finally:
+        arch.ILADE, enc.InstanceAwareConv2d, enc.instanceAdaptiveEncoder.instAvgPooling = saved
+    problems = [str(m.load_state_dict(p.state_dict())) for m, p in zip(swapped, public)]
+    label, inst = face_layout(64, 10, cfg.label_nc)
+    seg, onehot = official_style.public_generator_inputs(label, inst, cfg, torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    real = torch.rand(1, 3, 64, 64, generator=g, dtype=torch.float64) * 2 - 1
+    noise = torch.randn(1, onehot.shape[1], 2, cfg.noise_nc, generator=g, dtype=torch.float64)
+    z = torch.randn(1, cfg.z_dim, generator=g, dtype=torch.float64)
+    worst = {}
+    for train in (False, True):
+        results = []
+        for G, E in (public, swapped):
+            G.double().train(train), E.double().train(train)
+            y = public_remapped(G.train(train), E, seg, onehot, real, noise, z)
+            params = list(G.parameters()) + list(E.parameters())
+            grads = torch.autograd.grad(y.square().sum(), params, allow_unused=True)
+            results.append((y, [t if t is not None else torch.zeros_like(p) for t, p in zip(grads, params)]))
+        (ya, ga), (yb, gb) = results
+        scale = max(t.abs().max().item() for t in ga)
+        worst["train" if train else "eval"] = ((ya - yb).abs().max().item(),
+                                               max((a - b).abs().max().item() for a, b in zip(ga, gb)) / scale)
+    return (f"inade.compat swapped into the public code (keys: {'; '.join(problems)}), float64 E+G: "
+            + ", ".join(f"{k} max |Δy| {a:.1e}, max |Δgrad| {b:.1e} of the largest" for k, (a, b) in worst.items()))
 
 
 def generator_calls(G, forward) -> dict:
@@ -305,7 +353,9 @@ def main(argv=None) -> None:
         seg, onehot = official_style.public_generator_inputs(label, inst, cfg)
         base_path = "public code"
         base = generator_calls(public, lambda: public(seg, input_instances=onehot, noise=noise, noise_ins=z))
-        base.update(encoder_call(public_E, lambda: public_remapped(public, public_E, seg, onehot, real, noise, z)))
+        base.update(encoder_call(public_E, public,
+                                 lambda: public_remapped(public, public_E, seg, onehot, real, noise, z)))
+        notes.append(check_compat_swap(args.official_code))
         notes.append(f"baseline: the public code at {args.official_code} (stubbed imports: {info or 'none'}), "
                      "same weights via inade.load_official, its one-hot inputs built untimed")
     else:
@@ -313,7 +363,7 @@ def main(argv=None) -> None:
         notes.append(f"baseline: official-style re-implementation (public code not run: {info})")
     G, E = G.to(device), E.to(device)
     ours = generator_calls(G, lambda: G(label, inst, noise=noise, z=z))
-    ours.update(encoder_call(E, lambda: G.eval()(label, inst, noise=noise, z=z, remap=E(real, inst))))
+    ours.update(encoder_call(E, G, lambda: G(label, inst, noise=noise, z=z, remap=E(real, inst))))
     if public is None:
         base = {name: (setup, _official(fn)) for name, (setup, fn) in ours.items()}
 
