@@ -474,7 +474,7 @@ def stage_d(out: str, device, mode: str) -> None:
             variants.append(("official-style fp32", None))
         for name, build in variants:
             _inference_row(stage, preset, H, W, name, build, infer, device, dry, official_style_ops)
-        _train_rows(stage, cfg, G, device, H, W, 1 if dry else 8, official_style_ops, dry)
+        _train_rows(stage, cfg, G, device, H, W, 2 if dry else 8, official_style_ops, dry)  # batch norm: B >= 2
         if not dry:
             late.append((preset, H, W, "ours fp32 torch.compile", lambda f=infer, G=G: _compiled_call(G, f), infer))
         if device.type == "cuda":  # last: a capture that fails on a host sync must not disturb other rows

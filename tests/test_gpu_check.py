@@ -33,6 +33,9 @@ def test_dry_run_reports_every_stage(tmp_path):
     correctness = [r for r in records if r["what"] == "correctness"]
     assert {r["op"] for r in correctness} == {"instance_modulation", "instance_avg_pool", "instance_conv2d"}
     assert all(r["ok"] for r in correctness), [r for r in correctness if not r["ok"]]
+    model = summary["details"]["d"]["records"]
+    assert {r["what"] for r in model} >= {"G inference B=1", "train step B=2"}
+    assert all(r["ok"] for r in model), [r for r in model if not r["ok"]]
     collected = next(r for r in records if r["what"] == "pytest")
     assert collected["ok"], collected["tail"]
     text = (out / "summary.md").read_text()
