@@ -148,7 +148,6 @@ class _Recorder:
         })
 
     def install(self):
-        import torch  # noqa: PLC0415
         from triton.runtime import autotuner, interpreter  # noqa: PLC0415
 
         recorder = self
@@ -318,7 +317,6 @@ def _ptxas(arch: int) -> str:
 
 def ptxas_usage(ptx: str, arch: int) -> dict:
     """Registers per thread and spill bytes of ``ptx`` from ``ptxas -v`` (Triton's own ptxas)."""
-    import re  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
     gpu = f"sm_{arch}a" if arch == 90 else f"sm_{arch}"

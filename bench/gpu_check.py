@@ -400,8 +400,6 @@ def _layout(B, H, W, label_nc, num_instances, device, seed=0):
 
 
 def _time_ms(fn, device, dry: bool) -> float:
-    import torch  # noqa: PLC0415
-
     if device.type == "cuda":
         import triton.testing  # noqa: PLC0415
 
