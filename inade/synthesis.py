@@ -106,8 +106,8 @@ class Synthesizer:
     @torch.no_grad()
     def _run(self, label: Tensor, inst: Tensor, noise: Tensor, z: Tensor) -> Sample:
         # The table may keep rows of ids the map no longer has (edit); the generator takes the map's rows.
-        sketch = None if self.sketch is None else self.sketch.expand(label.shape[0], -1, -1, -1)
-        image = self.G(label, inst, noise=noise[:, : self._num_instances(inst)], z=z, sketch=sketch)
+        extra = {} if self.sketch is None else {"sketch": self.sketch.expand(label.shape[0], -1, -1, -1)}
+        image = self.G(label, inst, noise=noise[:, : self._num_instances(inst)], z=z, **extra)
         return Sample(image=image, noise=noise, z=z)
 
     def random(self, label: Tensor, inst: Tensor, seed: int = 0) -> Sample:
