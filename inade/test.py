@@ -116,10 +116,12 @@ def load_generator(opt, device):
 
     g_path, e_path = resolve_checkpoint(opt)
     saved = load_checkpoint(g_path)
-    options = saved.get("options", {}) if isinstance(saved, dict) and "G" in saved else {}
+    ours = isinstance(saved, dict) and "G" in saved
+    options = dict(saved.get("options", {})) if ours else {}
+    options["_step"] = saved.get("step") if ours else None
     del saved
-    preset = opt.config or (opt.dataset_mode if not options else None)
-    overrides = model_overrides(opt) if not options else {}
+    preset = opt.config or (opt.dataset_mode if not ours else None)
+    overrides = model_overrides(opt) if not ours else {}
     G, E, cfg = load_models(g_path, preset, overrides, e_path, device)
     if opt.dataset_mode and opt.dataset_mode != cfg.dataset_mode:
         cfg = cfg.replace(dataset_mode=opt.dataset_mode)
@@ -213,7 +215,8 @@ def run(opt, log=print) -> Path:
     rate = done / seconds if seconds > 0 else float("inf")
     _write_index(out, names, folders, rows)
     meta = {
-        "checkpoint": str(g_path), "encoder": str(e_path) if e_path else None, "name": opt.name,
+        "checkpoint": str(g_path), "encoder": str(e_path) if e_path else None, "step": options.get("_step"),
+        "name": opt.name,
         "which_epoch": opt.which_epoch, "phase": opt.phase, "dataset_mode": cfg.dataset_mode, "dataroot": dataroot,
         "synthetic_size": opt.synthetic_size, "data_seed": int(options.get("seed", 0) or 0),
         "config": cfg.to_dict(), "samples": opt.samples, "seed": opt.seed, "use_vae": opt.use_vae,

@@ -298,7 +298,7 @@ def cmd_all(args, log) -> int:
 
 def format_markdown(out: dict) -> str:
     """The metrics as a Markdown table (skipped ones with the reason)."""
-    arrows = {"FID": "↓", "LPIPS": "↑", "mISD": "↑", "mOID": "↓", "mCSD": "↑", "mOCD": "↓", "mIoU": "↑", "accuracy": "↑"}
+    arrows = {"FID": "↓", "LPIPS": "↑", "diversity": "↑", "mISD": "↑", "mOID": "↓", "mCSD": "↑", "mOCD": "↓", "mIoU": "↑", "accuracy": "↑"}
     lines = [f"Metrics of `{out['results']}`", "", "| metric | value |", "| --- | ---: |"]
     for k, v in out["metrics"].items():
         arrow = arrows.get(k.split()[-1], "")
