@@ -7,7 +7,7 @@ loop, checkpoints)::
 
     from inade.compat import ILADE                 # models/networks/normalization.py
     from inade.compat import InstanceAwareConv2d   # models/networks/partialconv2d.py
-    instAvgPooling = inade.compat.instAvgPooling   # the encoder's pooling (a function here)
+    instAvgPooling = staticmethod(inade.compat.instAvgPooling)  # in instanceAdaptiveEncoder
 
 What changes is how they compute, not what: the one-hot maps the public code passes
 (``segmap`` ``[B, label_nc + 1, H, W]`` with the instance-edge channel last,
