@@ -14,6 +14,38 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+class _OutputScaledConv(torch.autograd.Function):
+    """``conv(x, W) / σ + b`` with ``σ = uᵀ W v`` (``u``, ``v`` constants), as one autograd node.
+
+    Backward: the conv's input and weight gradients of ``g / σ``, plus σ's rank-one term
+    ``(dL/dσ) · u vᵀ`` added into the weight gradient in place (``addr_``) — autograd would
+    build the outer product and add it in two more weight-sized passes.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, u, v, padding: int):
+        sigma = torch.dot(u, torch.mv(weight.reshape(weight.shape[0], -1), v))
+        y0 = F.conv2d(x, weight, None, padding=padding)
+        ctx.save_for_backward(x, weight, u, v, y0, sigma)
+        ctx.padding, ctx.has_bias = padding, bias is not None
+        y = y0 / sigma
+        return y if bias is None else y + bias[:, None, None]
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, u, v, y0, sigma = ctx.saved_tensors
+        p = ctx.padding
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        gx, gw, _ = torch.ops.aten.convolution_backward(
+            g / sigma, x, weight, None, [1, 1], [p, p], [1, 1], False, [0, 0], 1, [need_x, need_w, False])
+        if need_w:
+            gw = gw.contiguous()
+            dsigma = -(g * y0).sum() / (sigma * sigma)
+            gw.view(gw.shape[0], -1).addr_(u * dsigma, v)
+        gb = g.sum((0, 2, 3)) if need_b and ctx.has_bias else None
+        return gx, gw, gb, None, None, None
+
+
 class SpectralNormConv2d(nn.Module):
     """``nn.utils.spectral_norm(nn.Conv2d(...))``, the same computation, keys and random draws.
 
@@ -87,7 +119,7 @@ class SpectralNormConv2d(nn.Module):
         """``W_orig / σ`` ``[out, in, k, k]``, after one power iteration if asked."""
         return self.weight_orig / self.sigma(power_iteration)
 
-    def _scaled_conv(self, x: Tensor, sigma: Tensor) -> Tensor:
+    def _scaled_conv(self, x: Tensor, power_iteration: bool) -> Tensor:
         """``conv(x, W_orig / σ) + bias``, dividing whichever is smaller — the weight or the output
         (``conv(x, W) / σ`` is the same function: the conv is linear in ``W``). The generator's wide
         low-resolution layers have weights ~100× larger than their outputs."""
@@ -95,7 +127,14 @@ class SpectralNormConv2d(nn.Module):
         h = x.shape[2] + 2 * self.padding - self.kernel_size + 1
         wd = x.shape[3] + 2 * self.padding - self.kernel_size + 1
         if w.numel() <= x.shape[0] * self.out_channels * h * wd:
-            return F.conv2d(x, w / sigma, self.bias, padding=self.padding)
+            return F.conv2d(x, w / self.sigma(power_iteration), self.bias, padding=self.padding)
+        if power_iteration:
+            u, v = self._power_iteration(w.reshape(w.shape[0], -1))
+        else:
+            u, v = self.weight_u, self.weight_v
+        if not torch.is_autocast_enabled(x.device.type):
+            return _OutputScaledConv.apply(x, w, self.bias, u, v, self.padding)
+        sigma = torch.dot(u, torch.mv(w.reshape(w.shape[0], -1), v))
         y = F.conv2d(x, w, None, padding=self.padding)
         y = y / sigma.to(y.dtype)
         return y if self.bias is None else y + self.bias.to(y.dtype)[:, None, None]
@@ -128,9 +167,9 @@ class SpectralNormConv2d(nn.Module):
         """``x [B, C_in, H, W] -> [B, C_out, H', W']``."""
         if self.training:
             self._cache = None
-            return self._scaled_conv(x, self.sigma(power_iteration=True))
+            return self._scaled_conv(x, power_iteration=True)
         if torch.compiler.is_compiling() or torch.is_grad_enabled():
-            return self._scaled_conv(x, self.sigma(power_iteration=False))
+            return self._scaled_conv(x, power_iteration=False)
         return F.conv2d(x, self._eval_weight(), self.bias, padding=self.padding)
 
     def extra_repr(self) -> str:
