@@ -111,7 +111,10 @@ def screenshot(browser, G, cfg, path: str, title: str) -> None:
         page.wait_for_function(idle)
         H, W = cfg.output_size
         inst = np.array(page.evaluate("Array.from(studio.inst)")).reshape(H, W)
-        target = int(inst[H * 3 // 4, W // 2])
+        classes = page.evaluate("studio.classes")
+        sizes = np.bincount(inst.ravel(), minlength=len(classes))
+        # the largest ellipse (the synthetic class whose colour varies most), else the largest instance
+        target = int(max(range(len(classes)), key=lambda i: (classes[i] == 5, sizes[i])))
         page.click(f"#instances li[data-instance='{target}']")
         page.fill("#var-count", "8")
         page.click("#variations")
