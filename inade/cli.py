@@ -198,6 +198,8 @@ def run(args) -> Path:
     inst_np, raw_of = read_instances(inst_path, label_np)
     label = torch.from_numpy(label_np)[None].to(args.device)
     inst = torch.from_numpy(inst_np)[None].to(args.device)
+    if getattr(cfg, "add_sketch", False) and not args.sketch:
+        raise UserError(f"{args.checkpoint}: the model was trained with --add_sketch: pass --sketch EDGE_MAP.png")
     if args.sketch:
         sketch_np = read_index_map(args.sketch)
         if sketch_np.shape != label_np.shape:
