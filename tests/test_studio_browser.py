@@ -40,8 +40,9 @@ def _missing(what: str):
 def _chromium() -> str:
     path = os.environ.get("INADE_CHROMIUM") or next(
         (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-    if not path:
-        _missing("no Chromium found (apt-get install chromium, or INADE_CHROMIUM=/path/to/chrome)")
+    if not path or not os.access(path, os.X_OK):
+        _missing(f"no Chromium found{f' at {path}' if path else ''} (apt-get install chromium, "
+                 "or INADE_CHROMIUM=/path/to/chrome)")
     return path
 
 
