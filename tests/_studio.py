@@ -42,10 +42,10 @@ def write_checkpoint(path) -> None:
     torch.save({"G": G.state_dict(), "E": E.state_dict(), "config": cfg.to_dict()}, path)
 
 
-def post(url: str, body, *, raw: bytes | None = None, timeout: float = 60):
+def post(url: str, body, *, raw: bytes | None = None, timeout: float = 60, content_type: str = "application/json"):
     """``(status, parsed JSON or bytes)`` of a POST (errors included)."""
     data = raw if raw is not None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": content_type}, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             status, payload, kind = r.status, r.read(), r.headers.get("Content-Type", "")

@@ -278,6 +278,18 @@ def test_an_oversized_upload_is_refused_before_it_is_read(url):
     assert get(url + "api/info")[0] == 200
 
 
+def test_only_json_posts_and_local_host_names_are_served(url):
+    status, out = post(url + "api/act", None, raw=b"action=random", content_type="text/plain")
+    assert status == 415 and "application/json" in out["error"]
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    conn.request("GET", "/api/info", headers={"Host": "attacker.example"})  # a DNS-rebound name
+    r = conn.getresponse()
+    assert r.status == 400 and b"classes" not in r.read()
+    conn.close()
+    assert get(url.replace("127.0.0.1", "localhost") + "api/info")[0] == 200
+
+
 TRAVERSALS = [
     "/static/../engine.py", "/static/%2e%2e/engine.py", "/static/..%2fengine.py", "/static/%2e%2e%2f%2e%2e%2fcli.py",
     "/static/..%5cengine.py", "/static//etc/passwd", "/static/%2fetc%2fpasswd", "/static/....//engine.py",

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     """Load the model, bind, print the address, serve until Ctrl-C; 2 on a user error."""
     args = build_parser().parse_args(argv)
     try:
-        from inade.studio.server import bind, make_server, url_of  # noqa: PLC0415
+        from inade.studio.server import allowed_hosts, bind, make_server, url_of  # noqa: PLC0415
     except ImportError as err:
         print(f"error: the studio needs its extra dependencies ({err.name}): pip install 'inade[studio]'", file=sys.stderr)
         return 2
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"INADE Studio ({studio.cfg.name}, {studio.size[1]}×{studio.size[0]}) at {url_of(sock)}", flush=True)
     if sock.getsockname()[0] not in ("127.0.0.1", "::1"):
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the studio", flush=True)
-    make_server(studio).run(sockets=[sock])
+    make_server(studio, hosts=allowed_hosts(args.host)).run(sockets=[sock])
     return 0
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import anyio.to_thread
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -108,11 +110,27 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def create_app(studio: Studio, *, max_body: int = MAX_BODY) -> Starlette:
-    """The ASGI app serving ``studio`` (run it with uvicorn)."""
+LOOPBACK_NAMES = ["127.0.0.1", "localhost"]
+
+
+def allowed_hosts(host: str) -> list[str]:
+    """``Host`` headers to accept when bound to ``host``: the loopback names for 127.0.0.1
+    (so another site cannot reach the studio by DNS rebinding), anything otherwise
+    (Starlette's check cannot read an IPv6 ``Host`` header)."""
+    return LOOPBACK_NAMES if host in ("127.0.0.1", "localhost") else ["*"]
+
+
+def create_app(studio: Studio, *, max_body: int = MAX_BODY, hosts: list[str] | None = None) -> Starlette:
+    """The ASGI app serving ``studio`` (run it with uvicorn); ``hosts``: accepted ``Host`` headers.
+
+    POST bodies must be ``application/json``: a web page elsewhere can then not post to the
+    studio without a CORS preflight, which it never answers.
+    """
     scheduler = Scheduler()
 
     async def guarded(request: Request, fn, respond):
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            return _error(415, "requests must be JSON (Content-Type: application/json)")
         try:
             req = await _read_json(request, max_body)
             if not isinstance(req, dict):
@@ -152,7 +170,8 @@ def create_app(studio: Studio, *, max_body: int = MAX_BODY) -> Starlette:
         Route("/api/export", export, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes)
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)] if hosts else []
+    return Starlette(routes=routes, middleware=middleware)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -190,7 +209,7 @@ def serving(studio: Studio, host: str = "127.0.0.1", port: int = 0, **kw) -> Ite
     For tests and notebooks: ``with serving(Studio(G, E, cfg)) as url: ...``.
     """
     sock = bind(host, port)
-    server = make_server(studio, **kw)
+    server = make_server(studio, hosts=allowed_hosts(host), **kw)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
