@@ -107,3 +107,18 @@ def test_instance_classes_op_checks_values_inside_the_custom_op():
     assert instance_classes(label, inst, 5).shape == (1, 5)  # extra rows are fine without exact
     with pytest.raises(ValueError, match="has id 2 but num_instances is 2"):
         instance_classes(label, inst, 2)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 16, 1, 1), (1, 4, 8, 6)], ids=str)
+def test_upsample_nearest2x_is_interpolate(shape):
+    from inade.nn import upsample_nearest2x  # noqa: PLC0415
+
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    want = F.interpolate(x, scale_factor=2, mode="nearest")
+    got = upsample_nearest2x(x)
+    assert torch.equal(got, want)
+    dy = torch.randn_like(want)
+    torch.testing.assert_close(torch.autograd.grad(got, x, dy)[0], torch.autograd.grad(want, x, dy)[0],
+                               rtol=1e-15, atol=1e-15)  # the four terms add in another order
+    cl = x.detach().contiguous(memory_format=torch.channels_last)
+    assert upsample_nearest2x(cl).is_contiguous(memory_format=torch.channels_last) or shape[2] * shape[3] == 1

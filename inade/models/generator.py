@@ -34,7 +34,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from inade.config import Config
-from inade.nn import INADENorm, IndexPyramid, SpectralNormConv2d, init_weights, instance_classes, leaky_relu
+from inade.nn import (
+    INADENorm,
+    IndexPyramid,
+    SpectralNormConv2d,
+    init_weights,
+    instance_classes,
+    leaky_relu,
+    upsample_nearest2x,
+)
 
 
 def _conv(fin: int, fout: int, kernel_size: int, bias: bool, spectral: bool) -> nn.Module:
@@ -201,7 +209,7 @@ class Generator(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         for block, upsample in self.blocks():
             if upsample:
-                x = F.interpolate(x, scale_factor=2, mode="nearest")
+                x = upsample_nearest2x(x)
             size = x.shape[-2:]
             x = block(x, pyramid.at(size), cls, noise, sketches.at(size))
         x = self.conv_img(leaky_relu(x))

@@ -2,7 +2,7 @@
 spectral-norm conv with an eval-mode cache, and helpers for index maps."""
 from inade.nn.conv import InstanceConv2d
 from inade.nn.index_maps import IndexPyramid, instance_classes, resize_index_map
-from inade.nn.init import NEG_SLOPE, init_weights, leaky_relu
+from inade.nn.init import NEG_SLOPE, init_weights, leaky_relu, upsample_nearest2x
 from inade.nn.norm import INADENorm
 from inade.nn.spectral import SpectralNormConv2d
 
@@ -16,4 +16,5 @@ __all__ = [
     "instance_classes",
     "leaky_relu",
     "resize_index_map",
+    "upsample_nearest2x",
 ]
