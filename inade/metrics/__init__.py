@@ -20,6 +20,7 @@ from inade.metrics.fid import (
 from inade.metrics.inception import FIDInceptionV3, load_inception
 from inade.metrics.lpips import LPIPS
 from inade.metrics.weights import MetricsError, WeightsError
+from inade.metrics import diversity, segmentation  # noqa: E402 - submodules as attributes
 
 __all__ = [
     "FIDInceptionV3",
@@ -27,11 +28,13 @@ __all__ = [
     "MetricsError",
     "Statistics",
     "WeightsError",
+    "diversity",
     "fid",
     "frechet_distance",
     "inception_features",
     "load_inception",
     "load_statistics",
     "save_statistics",
+    "segmentation",
     "statistics",
 ]
