@@ -121,7 +121,9 @@ def test_real_key_layout_loads_and_parameter_count(weights):
     assert not any(k.startswith("AuxLogits") for k in state)
     n = load_inception(weights)
     params = sum(p.numel() for p in n.parameters())
-    assert params == 23_850_960  # torchvision Inception3 without aux, 1008-class fc
+    # torchvision's inception_v3 has 27,161,264 parameters (its weights table); minus AuxLogits
+    # (98,560 + 2,459,136 + 769,000) and with 1008 instead of 1000 classes (+8 x 2049):
+    assert params == 27_161_264 - 3_326_696 + 8 * 2049
     for k, v in n.state_dict().items():
         if not k.endswith("num_batches_tracked"):
             assert torch.equal(v, state[k]), k

@@ -96,6 +96,16 @@ def test_file_layout_and_strictness(files, tmp_path, monkeypatch):
         LPIPS("squeeze", pretrained=False)
 
 
+def test_backbone_parameter_counts_match_torchvision():
+    """torchvision: AlexNet 61,100,840 parameters, VGG16 138,357,544; their classifiers
+    (9216·4096+4096 + 4096·4096+4096 + 4096·1000+1000, and 25088·4096+4096 + ...) are not used."""
+    alex_cls = 9216 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 1000 + 1000
+    vgg_cls = 25088 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 1000 + 1000
+    for net, total, cls in (("alex", 61_100_840, alex_cls), ("vgg", 138_357_544, vgg_cls)):
+        lp = LPIPS(net, pretrained=False)
+        assert sum(p.numel() for p in lp.backbone.parameters()) == total - cls, net
+
+
 def test_vgg_backbone_layout():
     net = LPIPS("vgg", pretrained=False)
     keys = [k for k in mt.backbone_state("vgg") if k.startswith("features")]
