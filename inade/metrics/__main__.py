@@ -91,7 +91,14 @@ def _feature_kw(args) -> dict:
             "resize_ratio": args.resize_ratio, "progress": not args.no_progress and sys.stderr.isatty()}
 
 
+def _need(*paths) -> None:
+    for p in paths:
+        if not Path(p).exists():
+            raise MetricsError(f"not found: {p}")
+
+
 def cmd_fid(args, log) -> int:
+    _need(args.real, args.fake)
     start = time.perf_counter()
     net = load_inception(args.inception_weights, args.device)
     value = fid(args.real, args.fake, net=net, method=args.method, log=log, **_feature_kw(args))
@@ -103,6 +110,7 @@ def cmd_fid(args, log) -> int:
 
 
 def cmd_stats(args, log) -> int:
+    _need(args.images)
     net = load_inception(args.inception_weights, args.device)
     s = statistics(inception_features(args.images, net, **_feature_kw(args)))
     out = save_statistics(args.out, s)
