@@ -7,7 +7,9 @@ benchmark's compiled graphs, caches and threads never touch the next one's timin
   ``bench_instance_conv2d``, in quick mode (their headline shape, float32;
   ``--full`` runs every shape);
 * the model benchmarks ``bench_models`` (parameters and FLOPs beside the paper's
-  Table 3) and ``bench_model_speed`` (generator latency and a training step).
+  Table 3) and ``bench_model_speed`` (generator latency and a training step);
+* ``bench_metrics`` (Inception features, the Fréchet distance, LPIPS; the whole
+  FID of 1,000 against 1,000 images only with ``--full``, it takes many minutes on a CPU).
 
 Each writes its JSON under ``bench/results/<device>/`` and prints its table.
 GPU-only tools (``bench.gpu_check``, ``bench.aot*``) and ``bench_studio`` are not
@@ -29,16 +31,26 @@ import time
 
 OP_BENCHMARKS = ("bench_instance_modulation", "bench_instance_avg_pool", "bench_instance_conv2d")
 MODEL_BENCHMARKS = ("bench_models", "bench_model_speed")
+OTHER_BENCHMARKS = ("bench_metrics",)
+ALL_BENCHMARKS = OP_BENCHMARKS + MODEL_BENCHMARKS + OTHER_BENCHMARKS
+
+
+def _options(name: str, full: bool) -> list[str]:
+    """The quick-mode options of benchmark ``name`` (none with ``--full``, but the FID size)."""
+    if name in OP_BENCHMARKS:
+        return [] if full else ["--quick"]
+    if name == "bench_metrics":
+        return ["--fid_images", "1000"] if full else ["--fid_images", "0"]
+    return []
 
 
 def commands(full: bool, only: list[str] | None) -> list[list[str]]:
     """The command line of each benchmark to run, in order."""
     chosen = []
-    for name in OP_BENCHMARKS + MODEL_BENCHMARKS:
+    for name in ALL_BENCHMARKS:
         if only and name not in only:
             continue
-        quick = name in OP_BENCHMARKS and not full
-        chosen.append([sys.executable, "-m", f"bench.{name}", *(["--quick"] if quick else [])])
+        chosen.append([sys.executable, "-m", f"bench.{name}", *_options(name, full)])
     return chosen
 
 
@@ -46,8 +58,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true", help="print the commands and exit")
     parser.add_argument("--full", action="store_true", help="op benchmarks over all their shapes, not --quick")
-    parser.add_argument("--only", nargs="+", choices=OP_BENCHMARKS + MODEL_BENCHMARKS, metavar="NAME",
-                        help=f"run only these (of {', '.join(OP_BENCHMARKS + MODEL_BENCHMARKS)})")
+    parser.add_argument("--only", nargs="+", choices=ALL_BENCHMARKS, metavar="NAME",
+                        help=f"run only these (of {', '.join(ALL_BENCHMARKS)})")
     args = parser.parse_args(argv)
     failed = []
     for cmd in commands(args.full, args.only):
