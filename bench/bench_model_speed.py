@@ -378,8 +378,8 @@ def main(argv=None) -> None:
                  f"{eg.abs().max():.2e} (E+G)")
     err = (y16 - y32).abs()
     notes.append(f"bfloat16 autocast image error vs float32: max {err.max():.2e}, mean {err.mean():.2e}, i.e. "
-                 f"{err.max() / y32.abs().max():.2%} of the image's largest value {y32.abs().max():.3f} (the "
-                 "initialised weights give images near 0, so the absolute error is small)")
+                 f"{err.max() / y32.abs().max():.2%} of the image's largest value {y32.abs().max():.3f} "
+                 "(initialised weights, not a trained model)")
     print(f"device {common.device_name(device)}, ngf {args.ngf}, {args.size}x{args.size}, L={L}, "
           f"baseline {base_path}", flush=True)
     load_before = os.getloadavg()
