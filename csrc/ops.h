@@ -2,6 +2,8 @@
 // built, csrc/cuda/) and adds its entry points to the module through its
 // register_<op> function; csrc/bindings.cpp calls the three. Python (inade/ops/)
 // wraps the entry points in torch.library custom ops, so no schema lives here.
+// Entry points are named instance_<op>_<pass>, as the custom ops inade::instance_<op>_<pass>.
+// What the CPU kernels share (layouts, checks, the index-map run encoder) is csrc/cpu/common.h.
 #pragma once
 #include <torch/extension.h>
 

@@ -24,6 +24,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu/common.h"
 #include "ops.h"
 
 namespace inade {
@@ -86,8 +87,8 @@ std::vector<Tile> make_tiles(const Geometry& g, int parity = -1) {
 
 // m [k^2, P]: weight of every tap of every window of the tile (0 or 1, times
 // k^2 / count with renorm). Out-of-image taps get 0, so no pass reads them.
-template <typename index_t, typename opmath_t>
-void tap_weights(const index_t* ids, const Geometry& g, const Tile& t, bool renorm, opmath_t* m) {
+template <typename opmath_t>
+void tap_weights(const int64_t* ids, const Geometry& g, const Tile& t, bool renorm, opmath_t* m) {
   const int64_t P = t.pixels(g), half = g.k / 2;
   auto inside = [&](int64_t y, int64_t x) { return y >= 0 && y < g.height && x >= 0 && x < g.width; };
   for (int64_t r = t.r0; r < t.r1; ++r) {
@@ -281,8 +282,8 @@ at::Tensor dy_matrix(const at::Tensor& dy, const Geometry& g, const Tile& t, con
   return buf;
 }
 
-template <typename scalar_t, typename index_t, typename opmath_t>
-void fill_patches(const scalar_t* x, const Strides4& sx, const Geometry& g, const Tile& t, const index_t* ids,
+template <typename scalar_t, typename opmath_t>
+void fill_patches(const scalar_t* x, const Strides4& sx, const Geometry& g, const Tile& t, const int64_t* ids,
                   bool renorm, const Scratch<opmath_t>& s) {
   tap_weights(ids + t.b * g.height * g.width, g, t, renorm, s.taps_ptr());
   if (g.channels_last) {
@@ -292,14 +293,13 @@ void fill_patches(const scalar_t* x, const Strides4& sx, const Geometry& g, cons
   }
 }
 
-template <typename scalar_t, typename index_t>
-void forward_kernel(const at::Tensor& x, const at::Tensor& inst, const at::Tensor& w2, const at::Tensor& bias,
+template <typename scalar_t>
+void forward_kernel(const at::Tensor& x, const int64_t* ids, const at::Tensor& w2, const at::Tensor& bias,
                     at::Tensor& y, const Geometry& g, bool renorm) {
   using opmath_t = at::opmath_type<scalar_t>;
   constexpr bool exact = std::is_same_v<scalar_t, opmath_t>;
   const auto opts = x.options().dtype(c10::CppTypeToScalarType<opmath_t>::value);
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
-  const index_t* ids = inst.const_data_ptr<index_t>();
   const Strides4 sx = strides_of(x);
   parallel_tiles<opmath_t>(make_tiles(g), g, opts, !exact, [&](const Tile& t, const Scratch<opmath_t>& s, int64_t) {
     const int64_t P = t.pixels(g);
@@ -315,17 +315,15 @@ void forward_kernel(const at::Tensor& x, const at::Tensor& inst, const at::Tenso
   });
 }
 
-template <typename scalar_t, typename index_t>
-void backward_input_kernel(const at::Tensor& dy, const at::Tensor& inst, const at::Tensor& w2t, at::Tensor& dx_acc,
+template <typename scalar_t>
+void backward_input_kernel(const at::Tensor& dy, const int64_t* ids, const at::Tensor& w2t, at::Tensor& dx_acc,
                            const Geometry& g, bool renorm) {
   using opmath_t = at::opmath_type<scalar_t>;
-  constexpr bool exact = std::is_same_v<scalar_t, opmath_t>;
-  const index_t* ids = inst.const_data_ptr<index_t>();
   opmath_t* dxp = dx_acc.data_ptr<opmath_t>();
   const Strides4 sd = strides_of(dx_acc);
   // Tiles two apart never touch the same input rows: scatter even tiles, then odd ones.
   for (int parity = 0; parity < 2; ++parity) {
-    parallel_tiles<opmath_t>(make_tiles(g, parity), g, dx_acc.options(), !exact,
+    parallel_tiles<opmath_t>(make_tiles(g, parity), g, dx_acc.options(), !std::is_same_v<scalar_t, opmath_t>,
                              [&](const Tile& t, const Scratch<opmath_t>& s, int64_t) {
       tap_weights(ids + t.b * g.height * g.width, g, t, renorm, s.taps_ptr());
       at::Tensor da = s.matrix(g, t.pixels(g));
@@ -339,17 +337,15 @@ void backward_input_kernel(const at::Tensor& dy, const at::Tensor& inst, const a
   }
 }
 
-template <typename scalar_t, typename index_t>
-void backward_weight_kernel(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& inst, at::Tensor& dw2,
+template <typename scalar_t>
+void backward_weight_kernel(const at::Tensor& dy, const at::Tensor& x, const int64_t* ids, at::Tensor& dw2,
                             const Geometry& g, bool renorm) {
   using opmath_t = at::opmath_type<scalar_t>;
-  constexpr bool exact = std::is_same_v<scalar_t, opmath_t>;
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
-  const index_t* ids = inst.const_data_ptr<index_t>();
   const Strides4 sx = strides_of(x);
   // One partial sum per worker, added up in worker order.
   at::Tensor partial = at::zeros({at::get_num_threads(), g.c_out, g.patch()}, dw2.options());
-  const int64_t workers = parallel_tiles<opmath_t>(make_tiles(g), g, dw2.options(), !exact,
+  const int64_t workers = parallel_tiles<opmath_t>(make_tiles(g), g, dw2.options(), !std::is_same_v<scalar_t, opmath_t>,
                                                    [&](const Tile& t, const Scratch<opmath_t>& s, int64_t worker) {
     fill_patches(xp, sx, g, t, ids, renorm, s);
     partial.select(0, worker).addmm_(dy_matrix(dy, g, t, s), s.matrix(g, t.pixels(g)).t());
@@ -358,7 +354,7 @@ void backward_weight_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
 }
 
 void check_layout(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), "inade._C: ", name, " must be a CPU tensor");
+  cpu::check_cpu(t, name);
   TORCH_CHECK(t.dim() == 4, "inade._C: ", name, " must be [B, C, H, W]");
   TORCH_CHECK(t.is_contiguous() || t.is_contiguous(at::MemoryFormat::ChannelsLast), "inade._C: ", name,
               " must be contiguous or channels-last");
@@ -382,6 +378,13 @@ at::MemoryFormat format_of(const Geometry& g) {
 
 at::ScalarType opmath_of(const at::Tensor& x) { return at::toOpMathType(x.scalar_type()); }
 
+// The index map [B, H, W] (or [B, H*W]) as contiguous int64 ids (any values: only
+// equality matters, so they are not narrowed).
+at::Tensor ids_of(const at::Tensor& inst, const Geometry& g) {
+  TORCH_CHECK(inst.numel() == g.batch * g.height * g.width, "inade._C: inst must have B*H*W ids");
+  return inst.to(at::kLong).contiguous();
+}
+
 void check_output_grad(const at::Tensor& dy, const Geometry& g) {
   TORCH_CHECK(dy.size(0) == g.batch && dy.size(1) == g.c_out && dy.size(2) == g.h_out && dy.size(3) == g.w_out,
               "inade._C: dy must be [", g.batch, ", ", g.c_out, ", ", g.h_out, ", ", g.w_out, "], got ", dy.sizes());
@@ -396,10 +399,9 @@ at::Tensor forward(const at::Tensor& x_in, const at::Tensor& inst, const at::Ten
   at::Tensor y = at::empty({g.batch, g.c_out, g.h_out, g.w_out}, x.options().memory_format(format_of(g)));
   const at::Tensor w2 = weight_matrix(weight.detach(), g, opmath_of(x));
   const at::Tensor b = bias.has_value() && bias->defined() ? bias->detach().to(opmath_of(x)) : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "instance_conv2d_forward", [&] {
-    AT_DISPATCH_INDEX_TYPES(inst.scalar_type(), "instance_conv2d_forward", [&] {
-      forward_kernel<scalar_t, index_t>(x, inst, w2, b, y, g, renorm);
-    });
+  const at::Tensor ids = ids_of(inst, g);
+  INADE_DISPATCH_FLOATING(x.scalar_type(), "instance_conv2d_forward", [&] {
+    forward_kernel<scalar_t>(x, ids.const_data_ptr<int64_t>(), w2, b, y, g, renorm);
   });
   return y;
 }
@@ -416,10 +418,9 @@ at::Tensor backward_input(const at::Tensor& dy_in, const at::Tensor& x, const at
   const at::Tensor w2t = weight_matrix(weight.detach(), g, opmath_of(x)).t();
   // (at::zeros would drop the memory format.)
   at::Tensor dx_acc = at::empty(x.sizes(), x.options().dtype(opmath_of(x)).memory_format(format_of(g))).zero_();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "instance_conv2d_backward_input", [&] {
-    AT_DISPATCH_INDEX_TYPES(inst.scalar_type(), "instance_conv2d_backward_input", [&] {
-      backward_input_kernel<scalar_t, index_t>(dy, inst, w2t, dx_acc, g, renorm);
-    });
+  const at::Tensor ids = ids_of(inst, g);
+  INADE_DISPATCH_FLOATING(x.scalar_type(), "instance_conv2d_backward_input", [&] {
+    backward_input_kernel<scalar_t>(dy, ids.const_data_ptr<int64_t>(), w2t, dx_acc, g, renorm);
   });
   return dx_acc.scalar_type() == x.scalar_type() ? dx_acc : dx_acc.to(x.scalar_type());
 }
@@ -433,10 +434,9 @@ at::Tensor backward_weight(const at::Tensor& dy_in, const at::Tensor& x_in, cons
   const Geometry g = geometry(x, dy.size(1), kernel_size, stride, padding);
   check_output_grad(dy, g);
   at::Tensor dw2 = at::empty({g.c_out, g.patch()}, x.options().dtype(opmath_of(x)));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "instance_conv2d_backward_weight", [&] {
-    AT_DISPATCH_INDEX_TYPES(inst.scalar_type(), "instance_conv2d_backward_weight", [&] {
-      backward_weight_kernel<scalar_t, index_t>(dy, x, inst, dw2, g, renorm);
-    });
+  const at::Tensor ids = ids_of(inst, g);
+  INADE_DISPATCH_FLOATING(x.scalar_type(), "instance_conv2d_backward_weight", [&] {
+    backward_weight_kernel<scalar_t>(dy, x, ids.const_data_ptr<int64_t>(), dw2, g, renorm);
   });
   const int64_t k = g.k;
   at::Tensor dw = g.channels_last ? dw2.view({g.c_out, k, k, g.c_in}).permute({0, 3, 1, 2})
@@ -450,10 +450,6 @@ void register_instance_conv2d(pybind11::module& m) {
   m.def("instance_conv2d_forward", &forward, "instance-aware convolution y [B, C_out, Ho, Wo]");
   m.def("instance_conv2d_backward_input", &backward_input, "gradient of x [B, C_in, H, W]");
   m.def("instance_conv2d_backward_weight", &backward_weight, "gradient of the weight [C_out, C_in, k, k]");
-  // Old names, kept while inade/ops still calls them.
-  m.def("conv2d_forward", &forward);
-  m.def("conv2d_backward_input", &backward_input);
-  m.def("conv2d_backward_weight", &backward_weight);
 }
 
 }  // namespace inade

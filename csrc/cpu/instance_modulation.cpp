@@ -2,40 +2,35 @@
 //
 // Layout: x, dy: [B, C, H, W] whose (H, W) is one axis of stride s_hw (contiguous:
 // 1, channels-last: C); inst: [B, H*W] contiguous int32/int64; gamma, beta:
-// [B, L, C]. Work is split over (b, c) rows (or over c where a row's sums meet
-// across the batch) with at::parallel_for; each row keeps its instance's table
-// entries in a small local array, and the forward and dx passes walk the runs of
-// equal id (found once per call) so their inner loops are plain FMAs.
+// [B, L, C]. Work is split with at::parallel_for over (b, c) rows (apply, dx;
+// each row keeps its instances' table entries in a small local array), over c
+// (statistics), and over (b, group of kRowGroup channels) (per-instance sums).
+// Each image row is walked run by run (the table entry is a scalar over a run:
+// plain FMAs) or, where its runs are short, pixel by pixel with the entries
+// gathered (cpu/common.h), so the cost hardly depends on the shape of the
+// instances or their number.
 // Accumulation is in double for the statistics and the per-instance sums.
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <tuple>
 #include <type_traits>
 #include <vector>
 
+#include "cpu/common.h"
 #include "ops.h"
 
 namespace inade {
 namespace {
 
-struct RowLayout {
-  int64_t batch, channels, hw;  // sizes
-  int64_t s_b, s_c, s_hw;       // strides of the feature map
-};
+using cpu::acc_t;
+using cpu::IdRuns;
+using cpu::MapLayout;
 
-RowLayout layout_of(const at::Tensor& t) {
-  return {t.size(0), t.size(1), t.size(2) * t.size(3), t.stride(0), t.stride(1), t.stride(3)};
-}
+constexpr int64_t kStatsBlock = 256;  // pixels summed in the accumulator type before a flush into double
+constexpr int64_t kRowGroup = 8;      // channel rows per task of the per-instance sums
+constexpr int64_t kTableBlock = 16;   // channels whose table entries are built together
 
-at::ScalarType acc_type(const at::Tensor& x) {
-  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-// Every kernel walks one (b, c) row at a time, with the row's table entries in a
-// small local array. The contiguity of a row is a template parameter, so
-// `offset(k)` is `k` when rows are contiguous.
+// Every kernel walks one (b, c) row at a time. The contiguity of a row is a
+// template parameter, so `offset(k)` is `k` when rows are contiguous.
 template <bool kContig>
 struct Row {
   int64_t stride;
@@ -52,36 +47,41 @@ inline void with_contiguity(bool contiguous, F&& f) {
   }
 }
 
-// Runs of equal id in each image's index map, found once per call and shared by
-// every channel of that image: inside a run the table entry is a scalar, so the
-// inner loop is a plain (vectorised) FMA over x.
-struct Runs {
-  std::vector<int64_t> begin, id;  // run q starts at pixel begin[q] and has instance id[q]
-  std::vector<int64_t> first;      // the runs of image b are [first[b], first[b + 1])
-  int64_t hw = 0;
-  int64_t end(int64_t b, int64_t q) const { return q + 1 < first[b + 1] ? begin[q + 1] : hw; }
-};
-
-template <typename index_t>
-Runs runs_of(const index_t* inst, int64_t batch, int64_t hw) {
-  Runs r;
-  r.hw = hw;
-  for (int64_t b = 0; b < batch; ++b) {
-    r.first.push_back(static_cast<int64_t>(r.id.size()));
-    const index_t* ids = inst + b * hw;
-    for (int64_t k = 0; k < hw; ++k) {
-      if (k == 0 || ids[k] != ids[k - 1]) {
-        r.begin.push_back(k);
-        r.id.push_back(static_cast<int64_t>(ids[k]));
+// Calls f(contig, b, c, scale, shift) for the (b, c) rows of the task [r0, r1), with
+// scale[l] = invstd[c] * gamma[b, l, c] and (where beta is given) shift[l] =
+// beta[b, l, c] - mean[c] * scale[l] in local tables. The tables of kTableBlock
+// channels are built at once, reading gamma and beta along C.
+template <typename opmath_t, typename scalar_t, typename acc, typename F>
+void for_each_row(int64_t r0, int64_t r1, const MapLayout& g, int64_t num_instances, const scalar_t* gamma,
+                  const scalar_t* beta, const acc* mean, const acc* invstd, bool contiguous, F&& f) {
+  const int64_t L = num_instances, C = g.channels;
+  std::vector<opmath_t> scale(kTableBlock * L), shift(beta ? kTableBlock * L : 0);
+  with_contiguity(contiguous, [&](auto contig) {
+    int64_t b0 = -1, c0 = 0;
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = r / C, c = r % C;
+      if (b != b0 || c >= c0 + kTableBlock) {
+        b0 = b;
+        c0 = c;
+        const int64_t n = std::min(kTableBlock, C - c0);
+        for (int64_t l = 0; l < L; ++l) {
+          const scalar_t* gl = gamma + (b * L + l) * C + c0;
+          for (int64_t j = 0; j < n; ++j) scale[j * L + l] = static_cast<opmath_t>(invstd[c0 + j]) * static_cast<opmath_t>(gl[j]);
+          if (!beta) continue;
+          const scalar_t* bl = beta + (b * L + l) * C + c0;
+          for (int64_t j = 0; j < n; ++j) {
+            shift[j * L + l] = static_cast<opmath_t>(bl[j]) - static_cast<opmath_t>(mean[c0 + j]) * scale[j * L + l];
+          }
+        }
       }
+      f(contig, b, c, scale.data() + (c - c0) * L, beta ? shift.data() + (c - c0) * L : nullptr);
     }
-  }
-  r.first.push_back(static_cast<int64_t>(r.id.size()));
-  return r;
+  });
 }
 
 template <typename scalar_t>
-void stats_kernel(const scalar_t* x, const RowLayout& g, double* mean, double* var) {
+void stats_kernel(const scalar_t* x, const MapLayout& g, double* mean, double* var) {
+  using acc = acc_t<scalar_t>;
   const double n = static_cast<double>(g.batch * g.hw);
   at::parallel_for(0, g.channels, 1, [&](int64_t c0, int64_t c1) {
     with_contiguity(g.s_hw == 1, [&](auto contig) {
@@ -90,11 +90,17 @@ void stats_kernel(const scalar_t* x, const RowLayout& g, double* mean, double* v
         double sum = 0, sum_sq = 0;
         for (int64_t b = 0; b < g.batch; ++b) {
           const scalar_t* row = x + b * g.s_b + c * g.s_c;
-#pragma omp simd reduction(+ : sum, sum_sq)
-          for (int64_t k = 0; k < g.hw; ++k) {
-            const double v = static_cast<double>(row[off(k)]);
-            sum += v;
-            sum_sq += v * v;
+          for (int64_t k0 = 0; k0 < g.hw; k0 += kStatsBlock) {
+            const int64_t k1 = std::min(g.hw, k0 + kStatsBlock);
+            acc s = 0, s2 = 0;
+#pragma omp simd reduction(+ : s, s2)
+            for (int64_t k = k0; k < k1; ++k) {
+              const acc v = static_cast<acc>(row[off(k)]);
+              s += v;
+              s2 += v * v;
+            }
+            sum += s;
+            sum_sq += s2;
           }
         }
         mean[c] = sum / n;
@@ -104,173 +110,203 @@ void stats_kernel(const scalar_t* x, const RowLayout& g, double* mean, double* v
   });
 }
 
-template <typename scalar_t, typename index_t, typename acc_t>
-void apply_kernel(const scalar_t* x, const index_t* inst, const scalar_t* gamma, const scalar_t* beta,
-                  const acc_t* mean, const acc_t* invstd, scalar_t* y, const RowLayout& g, const RowLayout& gy,
-                  int64_t num_instances) {
+template <typename scalar_t>
+void apply_kernel(const scalar_t* x, const IdRuns& runs, const scalar_t* gamma, const scalar_t* beta,
+                  const acc_t<scalar_t>* mean, const acc_t<scalar_t>* invstd, scalar_t* y, const MapLayout& g,
+                  const MapLayout& gy, int64_t num_instances) {
   using opmath_t = at::opmath_type<scalar_t>;
-  const Runs runs = runs_of(inst, g.batch, g.hw);
   at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t r0, int64_t r1) {
-    std::vector<opmath_t> scale(num_instances), shift(num_instances);
-    with_contiguity(g.s_hw == 1 && gy.s_hw == 1, [&](auto contig) {
+    // y = x * scale[id] + shift[id] folds the normalisation into the tables.
+    for_each_row<opmath_t>(r0, r1, g, num_instances, gamma, beta, mean, invstd, g.s_hw == 1 && gy.s_hw == 1,
+                           [&](auto contig, int64_t b, int64_t c, const opmath_t* scale, const opmath_t* shift) {
       const Row<decltype(contig)::value> at_x{g.s_hw}, at_y{gy.s_hw};
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t b = r / g.channels, c = r % g.channels;
-        // y = x * scale[id] + shift[id] folds the normalisation into the table.
-        const opmath_t m = mean[c], is = invstd[c];
-        for (int64_t l = 0; l < num_instances; ++l) {
-          const int64_t t = (b * num_instances + l) * g.channels + c;
-          scale[l] = is * static_cast<opmath_t>(gamma[t]);
-          shift[l] = static_cast<opmath_t>(beta[t]) - m * scale[l];
-        }
-        const scalar_t* xr = x + b * g.s_b + c * g.s_c;
-        scalar_t* yr = y + b * gy.s_b + c * gy.s_c;
-        for (int64_t q = runs.first[b]; q < runs.first[b + 1]; ++q) {
-          const opmath_t s = scale[runs.id[q]], t = shift[runs.id[q]];
-          const int64_t j = runs.end(b, q);
+      const opmath_t* __restrict t = shift;
+      const scalar_t* __restrict xr = x + b * g.s_b + c * g.s_c;
+      scalar_t* __restrict yr = y + b * gy.s_b + c * gy.s_c;
+      const int32_t* __restrict ids = runs.ids_of(b);
+      runs.for_each_span(
+          b, 0, runs.height,
+          [&](int64_t k0, int64_t k1, int64_t id) {
+            const opmath_t s = scale[id], u = t[id];
+            const scalar_t* __restrict in = xr;
+            scalar_t* __restrict out = yr;
 #pragma omp simd
-          for (int64_t k = runs.begin[q]; k < j; ++k) {
-            yr[at_y(k)] = static_cast<scalar_t>(static_cast<opmath_t>(xr[at_x(k)]) * s + t);
-          }
-        }
-      }
-    });
-  });
-}
-
-template <typename scalar_t, typename index_t, typename acc_t>
-void backward_reduce_kernel(const scalar_t* dy, const scalar_t* x, const index_t* inst, const acc_t* mean,
-                            const acc_t* invstd, acc_t* dgamma, acc_t* dbeta, const RowLayout& gd,
-                            const RowLayout& g, int64_t num_instances) {
-  // Each instance has kLanes partial sums: inside a run, every group of kLanes
-  // pixels adds into them with one vector operation (no dependency between
-  // neighbouring pixels); the partial sums are added in double at the end of the row.
-  constexpr int64_t kLanes = 8;
-  using lane_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-  const Runs runs = runs_of(inst, g.batch, g.hw);
-  at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t r0, int64_t r1) {
-    std::vector<lane_t> lane_dy_x(num_instances * kLanes), lane_dy(num_instances * kLanes);
-    with_contiguity(g.s_hw == 1 && gd.s_hw == 1, [&](auto contig) {
-      const Row<decltype(contig)::value> at_x{g.s_hw}, at_d{gd.s_hw};
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t b = r / g.channels, c = r % g.channels;
-        std::fill(lane_dy_x.begin(), lane_dy_x.end(), lane_t(0));
-        std::fill(lane_dy.begin(), lane_dy.end(), lane_t(0));
-        const scalar_t* xr = x + b * g.s_b + c * g.s_c;
-        const scalar_t* dyr = dy + b * gd.s_b + c * gd.s_c;
-        const lane_t m = static_cast<lane_t>(mean[c]);
-        for (int64_t q = runs.first[b]; q < runs.first[b + 1]; ++q) {
-          lane_t* ax = lane_dy_x.data() + runs.id[q] * kLanes;
-          lane_t* ad = lane_dy.data() + runs.id[q] * kLanes;
-          const int64_t j = runs.end(b, q);
-          int64_t k = runs.begin[q];
-          for (; k + kLanes <= j; k += kLanes) {  // whole groups of kLanes pixels: one vector op each
+            for (int64_t k = k0; k < k1; ++k) out[at_y(k)] = static_cast<scalar_t>(static_cast<opmath_t>(in[at_x(k)]) * s + u);
+          },
+          [&](int64_t k0, int64_t k1) {
+            const scalar_t* __restrict in = xr;
+            scalar_t* __restrict out = yr;
+            const opmath_t* __restrict sc = scale;
 #pragma omp simd
-            for (int64_t u = 0; u < kLanes; ++u) {
-              const lane_t v = static_cast<lane_t>(dyr[at_d(k + u)]);
-              ax[u] += v * (static_cast<lane_t>(xr[at_x(k + u)]) - m);
-              ad[u] += v;
+            for (int64_t k = k0; k < k1; ++k) {
+              const int32_t id = ids[k];
+              out[at_y(k)] = static_cast<scalar_t>(static_cast<opmath_t>(in[at_x(k)]) * sc[id] + t[id]);
             }
-          }
-          for (; k < j; ++k) {
-            const lane_t v = static_cast<lane_t>(dyr[at_d(k)]);
-            ax[k & (kLanes - 1)] += v * (static_cast<lane_t>(xr[at_x(k)]) - m);
-            ad[k & (kLanes - 1)] += v;
-          }
-        }
-        const double is = invstd[c];
-        for (int64_t l = 0; l < num_instances; ++l) {
-          double a = 0, d = 0;
-          for (int64_t q = 0; q < kLanes; ++q) {
-            a += lane_dy_x[l * kLanes + q];
-            d += lane_dy[l * kLanes + q];
-          }
-          const int64_t t = (b * num_instances + l) * g.channels + c;
-          dgamma[t] = static_cast<acc_t>(is * a);  // sum dy * xhat
-          dbeta[t] = static_cast<acc_t>(d);
-        }
-      }
+          });
     });
   });
 }
 
-template <typename scalar_t, typename index_t, typename acc_t>
-void backward_dx_kernel(const scalar_t* dy, const scalar_t* x, const index_t* inst, const scalar_t* gamma,
-                        const acc_t* mean, const acc_t* invstd, const acc_t* mean_dxhat, const acc_t* mean_dxhat_xhat,
-                        bool batch_stats, scalar_t* dx, const RowLayout& gd, const RowLayout& g,
-                        const RowLayout& gdx, int64_t num_instances) {
+// kRowGroup channel rows of x and dy read together: per pixel, the kWidth values
+// dy * (x - mean) of each row, then dy of each row.
+template <typename scalar_t>
+struct ReduceRows {
+  static constexpr int64_t kWidth = 2 * kRowGroup;
+  const scalar_t* x[kRowGroup];
+  const scalar_t* dy[kRowGroup];
+  acc_t<scalar_t> mean[kRowGroup];
+  int64_t s_x, s_dy;  // pixel strides
+
+  // A run: one vector reduction per row; a single pixel: all rows at once.
+  template <typename T>
+  inline void add(int64_t p0, int64_t p1, T acc[]) const {
+    if (p1 - p0 == 1) {
+      one(p0 * s_x, p0 * s_dy, acc);
+    } else if (s_x == 1 && s_dy == 1) {
+      for (int64_t r = 0; r < kRowGroup; ++r) sum_row<T, 1>(r, p0, p1, acc);
+    } else {
+      for (int64_t r = 0; r < kRowGroup; ++r) sum_row<T, 0>(r, p0, p1, acc);
+    }
+  }
+
+  template <typename T, int kUnit>
+  inline void sum_row(int64_t r, int64_t p0, int64_t p1, T acc[]) const {
+    const scalar_t* __restrict xr = x[r];
+    const scalar_t* __restrict dr = dy[r];
+    const int64_t sx = kUnit ? 1 : s_x, sd = kUnit ? 1 : s_dy;
+    const T m = static_cast<T>(mean[r]);
+    T a = 0, d = 0;
+#pragma omp simd reduction(+ : a, d)
+    for (int64_t p = p0; p < p1; ++p) {
+      const T v = static_cast<T>(dr[p * sd]);
+      a += v * (static_cast<T>(xr[p * sx]) - m);
+      d += v;
+    }
+    acc[r] += a;
+    acc[kRowGroup + r] += d;
+  }
+
+  template <typename T>
+  inline void one(int64_t px, int64_t pd, T acc[]) const {
+    for (int64_t r = 0; r < kRowGroup; ++r) {
+      const T v = static_cast<T>(dy[r][pd]);
+      acc[r] += v * (static_cast<T>(x[r][px]) - static_cast<T>(mean[r]));
+      acc[kRowGroup + r] += v;
+    }
+  }
+};
+
+template <typename scalar_t>
+void backward_reduce_kernel(const scalar_t* dy, const scalar_t* x, const IdRuns& runs, const acc_t<scalar_t>* mean,
+                            const acc_t<scalar_t>* invstd, acc_t<scalar_t>* dgamma, acc_t<scalar_t>* dbeta,
+                            const MapLayout& gd, const MapLayout& g, int64_t num_instances) {
+  // One task per (b, group of kRowGroup channels): the per-instance sums of the
+  // group, in double, as in the pooling forward (cpu::sum_instances).
+  using acc = acc_t<scalar_t>;
   using opmath_t = at::opmath_type<scalar_t>;
-  const Runs runs = runs_of(inst, g.batch, g.hw);
-  at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t r0, int64_t r1) {
-    std::vector<opmath_t> scale(num_instances);
-    with_contiguity(g.s_hw == 1 && gd.s_hw == 1 && gdx.s_hw == 1, [&](auto contig) {
-      const Row<decltype(contig)::value> at_x{g.s_hw}, at_d{gd.s_hw}, at_dx{gdx.s_hw};
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t b = r / g.channels, c = r % g.channels;
-        const opmath_t is = invstd[c];
-        for (int64_t l = 0; l < num_instances; ++l) {
-          scale[l] = is * static_cast<opmath_t>(gamma[(b * num_instances + l) * g.channels + c]);
-        }
-        // dx = dy * invstd * gamma[id] + x * a + k, with a and k zero for fixed statistics.
-        opmath_t a = 0, k0 = 0;
-        if (batch_stats) {
-          const opmath_t m = mean[c], m1 = mean_dxhat[c], m2 = mean_dxhat_xhat[c];
-          a = -is * is * m2;
-          k0 = -is * m1 + m * is * is * m2;
-        }
-        const scalar_t* xr = x + b * g.s_b + c * g.s_c;
-        const scalar_t* dyr = dy + b * gd.s_b + c * gd.s_c;
-        scalar_t* dxr = dx + b * gdx.s_b + c * gdx.s_c;
-        for (int64_t q = runs.first[b]; q < runs.first[b + 1]; ++q) {
-          const opmath_t s = scale[runs.id[q]];
-          const int64_t j = runs.end(b, q);
-#pragma omp simd
-          for (int64_t k = runs.begin[q]; k < j; ++k) {
-            dxr[at_dx(k)] = static_cast<scalar_t>(static_cast<opmath_t>(dyr[at_d(k)]) * s +
-                                                  static_cast<opmath_t>(xr[at_x(k)]) * a + k0);
-          }
+  constexpr int64_t kWidth = ReduceRows<scalar_t>::kWidth;
+  const int64_t L = num_instances, groups = (g.channels + kRowGroup - 1) / kRowGroup;
+  at::parallel_for(0, g.batch * groups, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<double> sums(L * kWidth);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / groups, c0 = (t % groups) * kRowGroup;
+      const int64_t nc = std::min(kRowGroup, g.channels - c0);
+      ReduceRows<scalar_t> in{{}, {}, {}, g.s_hw, gd.s_hw};
+      cpu::group_rows<kRowGroup>(x + b * g.s_b + c0 * g.s_c, g.s_c, nc, in.x);
+      cpu::group_rows<kRowGroup>(dy + b * gd.s_b + c0 * gd.s_c, gd.s_c, nc, in.dy);
+      for (int64_t r = 0; r < kRowGroup; ++r) in.mean[r] = mean[c0 + std::min(r, nc - 1)];
+      std::fill(sums.begin(), sums.end(), 0.0);
+      cpu::sum_instances<opmath_t>(in, runs, b, sums.data());
+      for (int64_t l = 0; l < L; ++l) {
+        const double* s = sums.data() + l * kWidth;
+        for (int64_t r = 0; r < nc; ++r) {
+          const int64_t i = (b * L + l) * g.channels + c0 + r;
+          dgamma[i] = static_cast<acc>(static_cast<double>(invstd[c0 + r]) * s[r]);  // sum dy * xhat
+          dbeta[i] = static_cast<acc>(s[kRowGroup + r]);
         }
       }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_dx_kernel(const scalar_t* dy, const scalar_t* x, const IdRuns& runs, const scalar_t* gamma,
+                        const acc_t<scalar_t>* mean, const acc_t<scalar_t>* invstd, const acc_t<scalar_t>* mean_dxhat,
+                        const acc_t<scalar_t>* mean_dxhat_xhat, bool batch_stats, scalar_t* dx, const MapLayout& gd,
+                        const MapLayout& g, const MapLayout& gdx, int64_t num_instances) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t r0, int64_t r1) {
+    for_each_row<opmath_t>(r0, r1, g, num_instances, gamma, static_cast<const scalar_t*>(nullptr), mean, invstd,
+                           g.s_hw == 1 && gd.s_hw == 1 && gdx.s_hw == 1,
+                           [&](auto contig, int64_t b, int64_t c, const opmath_t* scale, const opmath_t*) {
+      const Row<decltype(contig)::value> at_x{g.s_hw}, at_d{gd.s_hw}, at_dx{gdx.s_hw};
+      // dx = dy * invstd * gamma[id] + x * a + k, with a and k zero for fixed statistics.
+      opmath_t a = 0, k0 = 0;
+      if (batch_stats) {
+        const opmath_t is = invstd[c], m = mean[c], m1 = mean_dxhat[c], m2 = mean_dxhat_xhat[c];
+        a = -is * is * m2;
+        k0 = -is * m1 + m * is * is * m2;
+      }
+      const scalar_t* __restrict xr = x + b * g.s_b + c * g.s_c;
+      const scalar_t* __restrict dyr = dy + b * gd.s_b + c * gd.s_c;
+      scalar_t* __restrict dxr = dx + b * gdx.s_b + c * gdx.s_c;
+      const int32_t* __restrict ids = runs.ids_of(b);
+      runs.for_each_span(
+          b, 0, runs.height,
+          [&](int64_t p0, int64_t p1, int64_t id) {
+            const opmath_t s = scale[id];
+            const scalar_t* __restrict in = xr;
+            const scalar_t* __restrict grad = dyr;
+            scalar_t* __restrict out = dxr;
+#pragma omp simd
+            for (int64_t k = p0; k < p1; ++k) {
+              out[at_dx(k)] = static_cast<scalar_t>(static_cast<opmath_t>(grad[at_d(k)]) * s +
+                                                    static_cast<opmath_t>(in[at_x(k)]) * a + k0);
+            }
+          },
+          [&](int64_t p0, int64_t p1) {
+            const scalar_t* __restrict in = xr;
+            const scalar_t* __restrict grad = dyr;
+            scalar_t* __restrict out = dxr;
+            const opmath_t* __restrict sc = scale;
+#pragma omp simd
+            for (int64_t k = p0; k < p1; ++k) {
+              out[at_dx(k)] = static_cast<scalar_t>(static_cast<opmath_t>(grad[at_d(k)]) * sc[ids[k]] +
+                                                    static_cast<opmath_t>(in[at_x(k)]) * a + k0);
+            }
+          });
     });
   });
 }
 
-void check_cpu(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), "inade._C: ", name, " must be a CPU tensor");
-}
-
-void check_hw_flat(const at::Tensor& t, const char* name) {
-  check_cpu(t, name);
-  TORCH_CHECK(t.dim() == 4, "inade._C: ", name, " must be [B, C, H, W]");
-  TORCH_CHECK(t.size(2) == 1 || t.stride(2) == t.size(3) * t.stride(3), "inade._C: ", name,
-              " must have (H, W) flattenable (contiguous or channels-last)");
+// inst [B, H*W] (x's B, H, W) as runs.
+IdRuns runs_of(const at::Tensor& inst, const at::Tensor& x) {
+  return cpu::encode_runs(inst, x.size(0), x.size(2), x.size(3));
 }
 
 std::tuple<at::Tensor, at::Tensor> stats(const at::Tensor& x) {
-  check_hw_flat(x, "x");
+  cpu::check_map(x, "x");
   auto opts = x.options().dtype(at::kDouble);
   at::Tensor mean = at::empty({x.size(1)}, opts), var = at::empty({x.size(1)}, opts);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "modulation_stats", [&] {
-    stats_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), layout_of(x), mean.data_ptr<double>(), var.data_ptr<double>());
+  INADE_DISPATCH_FLOATING(x.scalar_type(), "instance_modulation_stats", [&] {
+    stats_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), cpu::layout_of(x), mean.data_ptr<double>(),
+                           var.data_ptr<double>());
   });
-  return {mean.to(acc_type(x)), var.to(acc_type(x))};
+  const auto acc = cpu::acc_type(x.scalar_type());
+  return {mean.to(acc), var.to(acc)};
 }
 
 at::Tensor apply(const at::Tensor& x, const at::Tensor& inst, const at::Tensor& gamma, const at::Tensor& beta,
                  const at::Tensor& mean, const at::Tensor& invstd) {
-  check_hw_flat(x, "x");
-  TORCH_CHECK(inst.is_contiguous() && gamma.is_contiguous() && beta.is_contiguous(),
-              "inade._C: inst, gamma and beta must be contiguous");
+  cpu::check_map(x, "x");
+  TORCH_CHECK(gamma.is_contiguous() && beta.is_contiguous(), "inade._C: gamma and beta must be contiguous");
+  const IdRuns runs = runs_of(inst, x);
   at::Tensor y = at::empty_like(x);
-  const int64_t num_instances = gamma.size(1);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "modulation_apply", [&] {
-    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-    AT_DISPATCH_INDEX_TYPES(inst.scalar_type(), "modulation_apply", [&] {
-      apply_kernel<scalar_t, index_t, acc_t>(x.const_data_ptr<scalar_t>(), inst.const_data_ptr<index_t>(),
-                                             gamma.const_data_ptr<scalar_t>(), beta.const_data_ptr<scalar_t>(),
-                                             mean.const_data_ptr<acc_t>(), invstd.const_data_ptr<acc_t>(),
-                                             y.data_ptr<scalar_t>(), layout_of(x), layout_of(y), num_instances);
-    });
+  INADE_DISPATCH_FLOATING(x.scalar_type(), "instance_modulation_apply", [&] {
+    using acc = acc_t<scalar_t>;
+    apply_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), runs, gamma.const_data_ptr<scalar_t>(),
+                           beta.const_data_ptr<scalar_t>(), mean.const_data_ptr<acc>(), invstd.const_data_ptr<acc>(),
+                           y.data_ptr<scalar_t>(), cpu::layout_of(x), cpu::layout_of(y), gamma.size(1));
   });
   return y;
 }
@@ -278,20 +314,17 @@ at::Tensor apply(const at::Tensor& x, const at::Tensor& inst, const at::Tensor& 
 std::tuple<at::Tensor, at::Tensor> backward_reduce(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& inst,
                                                    const at::Tensor& mean, const at::Tensor& invstd,
                                                    int64_t num_instances) {
-  check_hw_flat(x, "x");
-  check_hw_flat(dy, "dy");
-  TORCH_CHECK(inst.is_contiguous(), "inade._C: inst must be contiguous");
-  auto opts = x.options().dtype(acc_type(x));
+  cpu::check_map(x, "x");
+  cpu::check_map(dy, "dy");
+  const IdRuns runs = runs_of(inst, x);
+  auto opts = x.options().dtype(cpu::acc_type(x.scalar_type()));
   at::Tensor dgamma = at::empty({x.size(0), num_instances, x.size(1)}, opts);
   at::Tensor dbeta = at::empty_like(dgamma);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "modulation_backward_reduce", [&] {
-    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-    AT_DISPATCH_INDEX_TYPES(inst.scalar_type(), "modulation_backward_reduce", [&] {
-      backward_reduce_kernel<scalar_t, index_t, acc_t>(
-          dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), inst.const_data_ptr<index_t>(),
-          mean.const_data_ptr<acc_t>(), invstd.const_data_ptr<acc_t>(), dgamma.data_ptr<acc_t>(),
-          dbeta.data_ptr<acc_t>(), layout_of(dy), layout_of(x), num_instances);
-    });
+  INADE_DISPATCH_FLOATING(x.scalar_type(), "instance_modulation_backward_reduce", [&] {
+    using acc = acc_t<scalar_t>;
+    backward_reduce_kernel<scalar_t>(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), runs,
+                                     mean.const_data_ptr<acc>(), invstd.const_data_ptr<acc>(), dgamma.data_ptr<acc>(),
+                                     dbeta.data_ptr<acc>(), cpu::layout_of(dy), cpu::layout_of(x), num_instances);
   });
   return {dgamma, dbeta};
 }
@@ -299,20 +332,18 @@ std::tuple<at::Tensor, at::Tensor> backward_reduce(const at::Tensor& dy, const a
 at::Tensor backward_dx(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& inst, const at::Tensor& gamma,
                        const at::Tensor& mean, const at::Tensor& invstd, const at::Tensor& mean_dxhat,
                        const at::Tensor& mean_dxhat_xhat, bool batch_stats) {
-  check_hw_flat(x, "x");
-  check_hw_flat(dy, "dy");
-  TORCH_CHECK(inst.is_contiguous() && gamma.is_contiguous(), "inade._C: inst and gamma must be contiguous");
+  cpu::check_map(x, "x");
+  cpu::check_map(dy, "dy");
+  TORCH_CHECK(gamma.is_contiguous(), "inade._C: gamma must be contiguous");
+  const IdRuns runs = runs_of(inst, x);
   at::Tensor dx = at::empty_like(x);
-  const int64_t num_instances = gamma.size(1);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "modulation_backward_dx", [&] {
-    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-    AT_DISPATCH_INDEX_TYPES(inst.scalar_type(), "modulation_backward_dx", [&] {
-      backward_dx_kernel<scalar_t, index_t, acc_t>(
-          dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), inst.const_data_ptr<index_t>(),
-          gamma.const_data_ptr<scalar_t>(), mean.const_data_ptr<acc_t>(), invstd.const_data_ptr<acc_t>(),
-          mean_dxhat.const_data_ptr<acc_t>(), mean_dxhat_xhat.const_data_ptr<acc_t>(), batch_stats,
-          dx.data_ptr<scalar_t>(), layout_of(dy), layout_of(x), layout_of(dx), num_instances);
-    });
+  INADE_DISPATCH_FLOATING(x.scalar_type(), "instance_modulation_backward_dx", [&] {
+    using acc = acc_t<scalar_t>;
+    backward_dx_kernel<scalar_t>(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), runs,
+                                 gamma.const_data_ptr<scalar_t>(), mean.const_data_ptr<acc>(),
+                                 invstd.const_data_ptr<acc>(), mean_dxhat.const_data_ptr<acc>(),
+                                 mean_dxhat_xhat.const_data_ptr<acc>(), batch_stats, dx.data_ptr<scalar_t>(),
+                                 cpu::layout_of(dy), cpu::layout_of(x), cpu::layout_of(dx), gamma.size(1));
   });
   return dx;
 }
@@ -324,11 +355,6 @@ void register_instance_modulation(pybind11::module& m) {
   m.def("instance_modulation_apply", &apply, "y = xhat * gamma[inst] + beta[inst]");
   m.def("instance_modulation_backward_reduce", &backward_reduce, "per-instance sums (dgamma, dbeta) [B, L, C]");
   m.def("instance_modulation_backward_dx", &backward_dx, "gradient of x");
-  // Old names, kept while inade/ops still calls them.
-  m.def("modulation_stats", &stats);
-  m.def("modulation_apply", &apply);
-  m.def("modulation_backward_reduce", &backward_reduce);
-  m.def("modulation_backward_dx", &backward_dx);
 }
 
 }  // namespace inade

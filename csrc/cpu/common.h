@@ -1,0 +1,159 @@
+// What the three CPU ops share: the layout of a feature map, the accumulator
+// type, the input checks, and the one encoder of an index map into runs of
+// equal id along each image row.
+//
+// Instance maps are regions, so along an image row the ids usually come in runs;
+// inside a run the table entry of the instance is a scalar and a kernel's inner
+// loop is a plain vector FMA or sum. Per-pixel random ids (or every pixel its own
+// instance) have runs of one pixel, where walking runs costs a loop per pixel.
+// So each image row is walked one of two ways, chosen from its mean run length
+// (IdRuns::for_each_span): run by run, or pixel by pixel with the ids gathered.
+// Both give the same values (up to the order of additions in sums).
+#pragma once
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <type_traits>
+
+namespace inade {
+namespace cpu {
+
+// A [B, C, H, W] map whose (H, W) is one axis of stride s_hw (contiguous: 1, channels-last: C).
+struct MapLayout {
+  int64_t batch, channels, hw;  // sizes
+  int64_t s_b, s_c, s_hw;       // strides
+};
+
+inline MapLayout layout_of(const at::Tensor& t) {
+  return {t.size(0), t.size(1), t.size(2) * t.size(3), t.stride(0), t.stride(1), t.stride(3)};
+}
+
+// Accumulators and tables: double for double inputs, float otherwise.
+template <typename scalar_t>
+using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+
+inline at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+// Runs the lambda __VA_ARGS__ with scalar_t = the floating type TYPE (float, double, half, bfloat16).
+#define INADE_DISPATCH_FLOATING(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
+
+inline void check_cpu(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), "inade._C: ", name, " must be a CPU tensor");
+}
+
+// t is a CPU [B, C, H, W] tensor whose (H, W) flatten into one axis.
+inline void check_map(const at::Tensor& t, const char* name) {
+  check_cpu(t, name);
+  TORCH_CHECK(t.dim() == 4, "inade._C: ", name, " must be [B, C, H, W]");
+  TORCH_CHECK(t.size(2) == 1 || t.stride(2) == t.size(3) * t.stride(3), "inade._C: ", name,
+              " must have (H, W) flattenable (contiguous or channels-last)");
+}
+
+// An image row whose runs are shorter than this on average is walked pixel by pixel.
+constexpr int64_t kMinMeanRun = 16;
+
+// The index map of a call as int32 ids, and the runs of equal id along each image
+// row: (end column, id) of each run. Built once per call, in parallel over rows,
+// and shared by every channel.
+struct IdRuns {
+  int64_t batch = 0, height = 0, width = 0;
+  at::Tensor ids;       // int32 [B, H*W]
+  at::Tensor end_id;    // int32 [B*H, W, 2]
+  at::Tensor num_runs;  // int32 [B*H]
+
+  int64_t hw() const { return height * width; }
+  const int32_t* ids_of(int64_t b) const { return ids.const_data_ptr<int32_t>() + b * hw(); }
+
+  // Calls f(begin, end, id) for the runs of image rows [h0, h1) of image b (pixel
+  // offsets within the image).
+  template <typename F>
+  void for_each_run(int64_t b, int64_t h0, int64_t h1, F&& f) const {
+    for (int64_t h = h0; h < h1; ++h) walk_runs(b, h, f);
+  }
+
+  // For image rows [h0, h1) of image b: on_run(begin, end, id) for each run of a row
+  // with long runs, on_pixels(begin, end) for the whole of a row with short ones
+  // (the caller then reads each pixel's id from ids_of(b)).
+  template <typename R, typename P>
+  void for_each_span(int64_t b, int64_t h0, int64_t h1, R&& on_run, P&& on_pixels) const {
+    const int32_t* n = num_runs.const_data_ptr<int32_t>();
+    for (int64_t h = h0; h < h1; ++h) {
+      if (n[b * height + h] * kMinMeanRun > width) {
+        on_pixels(h * width, (h + 1) * width);
+      } else {
+        walk_runs(b, h, on_run);
+      }
+    }
+  }
+
+ private:
+  template <typename F>
+  void walk_runs(int64_t b, int64_t h, F& f) const {
+    const int64_t row = b * height + h;
+    const int32_t* r = end_id.const_data_ptr<int32_t>() + row * width * 2;
+    const int32_t n = num_runs.const_data_ptr<int32_t>()[row];
+    int64_t begin = h * width;
+    for (int32_t k = 0; k < n; ++k) {
+      const int64_t end = h * width + r[2 * k];
+      f(begin, end, static_cast<int64_t>(r[2 * k + 1]));
+      begin = end;
+    }
+  }
+};
+
+// f(t) for every task t in [0, n), in parallel (at::parallel_for, one task per grain).
+template <typename F>
+inline void parallel_tasks(int64_t n, F&& f) {
+  at::parallel_for(0, n, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) f(t);
+  });
+}
+
+// Pixels of a run summed in the accumulator type before a flush into double.
+constexpr int64_t kMaxRun = 512;
+
+// Pointers to the N channel rows of a group of nc rows starting at base; rows past
+// the end repeat the last one so every loop is N wide (their results are dropped,
+// their writes repeat the last row's).
+template <int64_t N, typename T>
+inline void group_rows(T* base, int64_t s_c, int64_t nc, T* rows[]) {
+  for (int64_t k = 0; k < N; ++k) rows[k] = base + std::min(k, nc - 1) * s_c;
+}
+
+// sums[l * Reader::kWidth + j] += the sum over the pixels of instance l in image b of
+// the j-th of the kWidth values `in` reads per pixel (in.add(p0, p1, acc) adds them
+// for pixels [p0, p1) into acc). Along a row of long runs, a run is summed in
+// opmath_t (chunks of kMaxRun pixels) and flushed once; a row of short runs adds
+// each pixel straight into its instance's sums. The task's channels make the
+// independent chains, so a short run costs no horizontal reduction.
+template <typename opmath_t, typename Reader>
+void sum_instances(const Reader& in, const IdRuns& runs, int64_t b, double* sums) {
+  constexpr int64_t kWidth = Reader::kWidth;
+  const int32_t* ids = runs.ids_of(b);
+  runs.for_each_span(
+      b, 0, runs.height,
+      [&](int64_t begin, int64_t end, int64_t id) {
+        for (int64_t p0 = begin; p0 < end; p0 += kMaxRun) {
+          opmath_t acc[kWidth] = {};
+          in.add(p0, std::min(end, p0 + kMaxRun), acc);
+          double* s = sums + id * kWidth;
+          for (int64_t k = 0; k < kWidth; ++k) s[k] += static_cast<double>(acc[k]);
+        }
+      },
+      [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) in.add(p, p + 1, sums + ids[p] * kWidth);
+      });
+}
+
+// Encodes inst, a contiguous int32/int64 CPU tensor of batch * height * width ids
+// ([B, H, W] or [B, H*W]).
+IdRuns encode_runs(const at::Tensor& inst, int64_t batch, int64_t height, int64_t width);
+
+// count[b, l] = pixels of instance l in image b, as a [B, L] tensor of `dtype`.
+at::Tensor counts_of(const IdRuns& runs, int64_t num_instances, at::ScalarType dtype);
+
+}  // namespace cpu
+}  // namespace inade
