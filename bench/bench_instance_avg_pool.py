@@ -10,11 +10,14 @@ against ``torch.compile(reference)``. The op is memory-bound (one add per elemen
 so no FLOP rate is reported.
 
 The encoder case pools its four heads ``[B, noise_nc, H, W]`` (μ and log σ² for
-γ and β) with one index map: our backends take the four maps in one call, the
-official-style path loops over instances once per map, as the public code does.
+γ and β) with one index map: our backends pool them concatenated along C in one
+call (the concatenation is timed), the official-style path loops over instances
+once per map, as the public code does.
 
     python -m bench.bench_instance_avg_pool            # all shapes
     python -m bench.bench_instance_avg_pool --quick    # the (B4, C256, 128x128, L32) shape only
+    python -m bench.bench_instance_avg_pool --layouts block,random,own   # headline shape per id layout
+    python -m bench.bench_instance_avg_pool --sweep-instances            # headline shape, L = 1 .. 256
 
 On a CPU shared with other busy processes, run with ``OMP_WAIT_POLICY=passive``:
 with OpenMP's default spin-waiting, every parallel region (each torch op of the
@@ -23,12 +26,10 @@ here) while spinning threads and the other processes fight for the cores.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
 from bench import common, official_style
-from inade.ops import instance_avg_pool, reference, use_backend
+from inade.ops import instance_avg_pool, reference
 
 # (name, number of maps, B, C, H, W, L)
 SHAPES = [
@@ -40,13 +41,13 @@ SHAPES = [
 ]
 
 
-def make_case(maps, B, C, H, W, L, dtype, device, seed=0):
-    """``(xs, inst, dys)``: ``maps`` feature maps, an index map of 8x8-pixel blocks with
-    random ids (runs of equal ids, like real instance maps), and table gradients."""
+def make_case(maps, B, C, H, W, L, dtype, device, seed=0, layout="block"):
+    """``(xs, inst, dys)``: ``maps`` feature maps, an index map of ``layout``
+    (:func:`bench.common.index_map`; by default 8x8-pixel blocks with random ids: runs
+    of equal ids, like real instance maps), and table gradients."""
     g = torch.Generator().manual_seed(seed)
     xs = tuple(torch.randn(B, C, H, W, generator=g).to(device, dtype) for _ in range(maps))
-    coarse = torch.randint(0, L, (B, max(1, H // 8), max(1, W // 8)), generator=g)
-    inst = torch.nn.functional.interpolate(coarse[:, None].float(), (H, W), mode="nearest")[:, 0].long().to(device)
+    inst = common.index_map(B, H, W, L, layout, g).to(device)
     dys = tuple(torch.randn(B, L, C, generator=g).to(device, dtype) for _ in range(maps))
     return xs, inst, dys
 
@@ -62,27 +63,24 @@ def floor_bytes(xs, inst, dys, backward: bool) -> int:
     return total
 
 
+def one_call(pool):
+    """``pool(x, inst, L)`` of one map as a function of several maps: they are pooled
+    concatenated along C and the table split again, as the encoder does."""
+
+    def f(xs, inst, L):
+        x = xs[0] if len(xs) == 1 else torch.cat(xs, 1)
+        return pool(x, inst, L).split(xs[0].shape[1], dim=2)
+
+    return f
+
+
 def candidates(device):
     """name -> function(xs, inst, L) returning a tuple of pooled tables."""
-
-    def with_backend(name):
-        def f(xs, inst, L):
-            with use_backend(name):
-                return instance_avg_pool(xs, inst, L)
-
-        return f
 
     def official(xs, inst, L):
         return official_style.avg_pool_loop(xs, inst, L)
 
-    def plain_reference(xs, inst, L):
-        return reference.instance_avg_pool(xs, inst, L)
-
-    out = {"official-style": official, "reference": plain_reference}
-    if (fn := common.compiled(plain_reference)) is not None:
-        out["compile(reference)"] = fn
-    out[common.fused_backend(device)] = with_backend(common.fused_backend(device))
-    return out
+    return common.candidates(device, one_call(instance_avg_pool), official, one_call(reference.instance_avg_pool))
 
 
 def measure(fn, case, device, min_run_time):
@@ -103,13 +101,15 @@ def measure(fn, case, device, min_run_time):
     return common.time_forward_and_backward(forward, forward_backward, device, min_run_time)
 
 
-def run(shapes, dtypes, device, min_run_time):
+def run(shapes, dtypes, device, min_run_time, layout="block", backends=None):
+    """Rows of every backend (or of ``backends``) at each shape and dtype, index maps of ``layout``."""
     rows = []
     peak = common.peak_bandwidth(device)
     for name, maps, B, C, H, W, L in shapes:
         for dtype in dtypes:
-            case = make_case(maps, B, C, H, W, L, dtype, device)
-            results = {cand: measure(fn, case, device, min_run_time) for cand, fn in candidates(device).items()}
+            case = make_case(maps, B, C, H, W, L, dtype, device, layout=layout)
+            results = {cand: measure(fn, case, device, min_run_time) for cand, fn in candidates(device).items()
+                       if backends is None or cand in backends}
             bases = {key: results.get(cand, {}).get(metric) for key, cand, metric in (
                 ("x_vs_official", "official-style", "fwd_bwd_ms"), ("fwd_x_vs_official", "official-style", "fwd_ms"),
                 ("x_vs_compile", "compile(reference)", "fwd_bwd_ms"), ("x_vs_reference", "reference", "fwd_bwd_ms"))}
@@ -130,8 +130,22 @@ def run(shapes, dtypes, device, min_run_time):
 
 
 def main(argv=None):
-    args = common.argument_parser(__doc__).parse_args(argv)
-    device = common.default_device()
+    args, device = common.parse(__doc__, argv)
+    if args.layouts or args.sweep_instances:
+        _, maps, B, C, H, W, L = SHAPES[0]
+
+        def run_one(n, layout, backends):
+            return run([(f"B{B}-C{C}-{H}x{W}-L{n}", maps, B, C, H, W, n)], [torch.float32], device,
+                       args.min_run_time, layout, backends)
+
+        # own (L = H*W): the official-style loop over instances would take minutes, so it is left out.
+        return common.run_layout_tables(
+            args, device, "instance_avg_pool", run_one, num_instances=L, pixels=H * W,
+            layout_backends=lambda lay: ("reference", common.fused_backend(device)) if lay == "own"
+            else ("official-style", "reference", common.fused_backend(device)),
+            sweep_backends=("official-style", common.fused_backend(device)),
+            columns=["fwd_ms", "fwd_bwd_ms", "fwd_bwd_GBps", "x_vs_official", "x_vs_reference"],
+            notes="forward+backward = torch.autograd.backward(outputs, table gradients)")
     shapes = SHAPES[:1] if args.quick else SHAPES
     dtypes = [torch.float32] if args.quick or device.type == "cpu" else [torch.float32, torch.bfloat16]
     rows = run(shapes, dtypes, device, args.min_run_time)
@@ -144,8 +158,7 @@ def main(argv=None):
                  "fwd_x_vs_official the forward one; index maps of 8x8-pixel blocks with random ids; "
                  "official-style = Python loop over instances on a one-hot map (one loop per map)")
         if device.type == "cpu":
-            notes += "; 1/5/15-min load average after the run: %.1f %.1f %.1f (shared machine)" % os.getloadavg()
-            notes += f"; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
+            notes += "; " + common.load_note()
         print("wrote", common.write_results("instance_avg_pool" + ("_quick" if args.quick else ""), rows, device, notes))
 
 

@@ -2,11 +2,13 @@
 
 Per shape and backend: forward and forward+backward (input, weight and bias
 gradients) median time, the FLOPs the convolution must do (``2·B·C_out·Ho·Wo·C_in·k²``
-forward, three times that forward+backward) and the achieved GFLOP/s, peak extra
-memory, and speed-ups against the official-style path (full ``unfold`` of the input
-and of the ids + ``einsum``, ``bench/official_style.py``), against
-``torch.compile(reference)``, and the ratio to a dense ``F.conv2d`` of the same shape
-(which ignores instances: the floor a masked convolution can hope to reach).
+forward, three times that forward+backward) and the achieved GFLOP/s, the bytes it
+must move at minimum (each input read once, each output written once) and the
+achieved GB/s, peak extra memory, and speed-ups against the official-style path
+(full ``unfold`` of the input and of the ids + ``einsum``, ``bench/official_style.py``),
+against the plain reference and ``torch.compile(reference)``, and the ratio to a
+dense ``F.conv2d`` of the same shape (which ignores instances: the floor a masked
+convolution can hope to reach).
 
 Shapes: every instance-aware conv of the noise-remapping encoder (CelebAMask-HQ /
 ADE20K configuration: 256x256 input, ngf 64, noise_nc 64, k 3, padding 1, strides
@@ -15,6 +17,8 @@ from the public code), B=4, L=32, and the issue's headline shape
 
     python -m bench.bench_instance_conv2d            # all shapes
     python -m bench.bench_instance_conv2d --quick    # the headline shape only
+    python -m bench.bench_instance_conv2d --layouts block,random,own   # headline shape per id layout
+    python -m bench.bench_instance_conv2d --sweep-instances            # headline shape, L = 1 .. 256
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import common, official_style
-from inade.ops import instance_conv2d, reference, use_backend
+from inade.ops import instance_conv2d, reference
 
 # (name, B, C_in, C_out, H, W, k, stride, padding, L); H, W are the conv's input size.
 HEADLINE = ("B2-C64to128-128x128-k3s1-L32", 2, 64, 128, 128, 128, 3, 1, 1, 32)
@@ -40,12 +44,12 @@ ENCODER_LAYERS = [
 ]
 
 
-def make_case(B, C_in, C_out, H, W, k, stride, padding, L, dtype, device, seed=0):
+def make_case(B, C_in, C_out, H, W, k, stride, padding, L, dtype, device, seed=0, layout="block"):
+    """``(x, inst, weight, bias, dy)``; inst of ``layout`` (:func:`bench.common.index_map`;
+    by default 8x8-pixel blocks of random ids, like real instance maps)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, C_in, H, W, generator=g).to(device, dtype)
-    # Instances as blocks of a coarse grid, like real instance maps.
-    coarse = torch.randint(0, L, (B, max(1, H // 8), max(1, W // 8)), generator=g)
-    inst = F.interpolate(coarse[:, None].float(), (H, W), mode="nearest")[:, 0].long().to(device)
+    inst = common.index_map(B, H, W, L, layout, g).to(device)
     weight = (torch.randn(C_out, C_in, k, k, generator=g) / (C_in * k * k) ** 0.5).to(device, dtype)
     bias = torch.randn(C_out, generator=g).to(device, dtype)
     h_out, w_out = (H + 2 * padding - k) // stride + 1, (W + 2 * padding - k) // stride + 1
@@ -59,13 +63,20 @@ def conv_flops(x, weight, dy) -> int:
     return 2 * B * C_out * h_out * w_out * weight.shape[1] * weight.shape[2] * weight.shape[3]
 
 
-def candidates(device, stride, padding):
+def floor_bytes(x, inst, weight, bias, dy, backward: bool) -> int:
+    """Bytes the op must move at minimum: every input read once, every output written once."""
+    params = weight.numel() * weight.element_size() + bias.numel() * bias.element_size()
+    total = x.numel() * x.element_size() + inst.numel() * inst.element_size() + params + dy.numel() * dy.element_size()
+    if backward:  # read dy, write dx, the weight and bias gradients
+        total += dy.numel() * dy.element_size() + x.numel() * x.element_size() + params
+    return total
+
+
+def candidates(device, stride, padding, compile_reference=True):
     """name -> function(x, inst, weight, bias) computing the conv."""
-    fused = "cpp" if device.type == "cpu" else "triton"
 
     def ours(x, inst, w, b):
-        with use_backend(fused):
-            return instance_conv2d(x, inst, w, b, stride, padding)
+        return instance_conv2d(x, inst, w, b, stride, padding)
 
     def official(x, inst, w, b):
         return official_style.conv2d_unfold(x, inst, w, b, stride, padding)
@@ -76,12 +87,8 @@ def candidates(device, stride, padding):
     def dense(x, inst, w, b):
         return F.conv2d(x, w, b, stride, padding)
 
-    out = {"official-style": official}
-    if (fn := common.compiled(plain_reference)) is not None:
-        out["compile(reference)"] = fn
-    out["dense F.conv2d"] = dense
-    out[fused] = ours
-    return out
+    return common.candidates(device, ours, official, plain_reference, compile_reference=compile_reference,
+                             extra={"dense F.conv2d": dense})
 
 
 def measure(fn, case, device, min_run_time):
@@ -101,29 +108,36 @@ def measure(fn, case, device, min_run_time):
     return common.time_forward_and_backward(forward, forward_backward, device, min_run_time)
 
 
-def run(shapes, dtypes, device, min_run_time, skip=()):
+def run(shapes, dtypes, device, min_run_time, skip=(), layout="block", backends=None):
+    """Rows of every backend (or of ``backends``) at each shape and dtype, index maps of
+    ``layout``; ``skip``: (shape name, backend) pairs reported as skipped."""
     rows = []
     for shape in shapes:
         name, *dims = shape
         stride, padding = dims[6], dims[7]
         for dtype in dtypes:
-            case = make_case(*dims, dtype, device)
+            case = make_case(*dims, dtype, device, layout=layout)
             flops = conv_flops(case[0], case[2], case[4])
             results = {}
-            for cand, fn in candidates(device, stride, padding).items():
+            for cand, fn in candidates(device, stride, padding, backends is None).items():
+                if backends is not None and cand not in backends:
+                    continue
                 if (name, cand) in skip:
                     results[cand] = {"error": "skipped (see notes)"}
                     continue
                 results[cand] = measure(fn, case, device, min_run_time)
             bases = {key: results.get(cand, {}).get("fwd_bwd_ms") for key, cand in
-                     (("x_vs_official", "official-style"), ("x_vs_compile", "compile(reference)"))}
-            dense_ms = results["dense F.conv2d"].get("fwd_bwd_ms")
+                     (("x_vs_official", "official-style"), ("x_vs_compile", "compile(reference)"),
+                      ("x_vs_reference", "reference"))}
+            dense_ms = results.get("dense F.conv2d", {}).get("fwd_bwd_ms")
             for cand, r in results.items():
                 row = {"op": "instance_conv2d", "shape": name, "dtype": str(dtype).replace("torch.", ""),
                        "backend": cand, "fwd_GFLOP": flops / 1e9, **r}
                 if "fwd_bwd_ms" in r:
                     row["fwd_GFLOPs"] = flops / (r["fwd_ms"] * 1e-3) / 1e9
                     row["fwd_bwd_GFLOPs"] = 3 * flops / (r["fwd_bwd_ms"] * 1e-3) / 1e9
+                    row["fwd_GBps"] = floor_bytes(*case, False) / (r["fwd_ms"] * 1e-3) / 1e9
+                    row["fwd_bwd_GBps"] = floor_bytes(*case, True) / (r["fwd_bwd_ms"] * 1e-3) / 1e9
                     for key, base in bases.items():
                         if base:
                             row[key] = base / r["fwd_bwd_ms"]
@@ -134,8 +148,22 @@ def run(shapes, dtypes, device, min_run_time, skip=()):
 
 
 def main(argv=None):
-    args = common.argument_parser(__doc__).parse_args(argv)
-    device = common.default_device()
+    args, device = common.parse(__doc__, argv)
+    if args.layouts or args.sweep_instances:
+        name, B, C_in, C_out, H, W, k, s, p, L = HEADLINE
+
+        def run_one(n, layout, backends):
+            shape = (name.replace(f"L{L}", f"L{n}"), B, C_in, C_out, H, W, k, s, p, n)
+            return run([shape], [torch.float32], device, args.min_run_time, (), layout, backends)
+
+        fused = common.fused_backend(device)
+        return common.run_layout_tables(
+            args, device, "instance_conv2d", run_one, num_instances=L, pixels=H * W,
+            layout_backends=lambda lay: ("official-style", "reference", "dense F.conv2d", fused),
+            sweep_backends=("official-style", fused),
+            columns=["fwd_ms", "fwd_bwd_ms", "fwd_bwd_GFLOPs", "fwd_bwd_GBps", "x_vs_official", "x_vs_reference",
+                     "time_vs_dense"],
+            notes="forward+backward = y.backward(dy) with gradients of x, weight and bias")
     shapes = [HEADLINE] if args.quick else [HEADLINE, *ENCODER_LAYERS]
     dtypes = [torch.float32] if args.quick or device.type == "cpu" else [torch.float32, torch.bfloat16]
     skip = ()
@@ -147,9 +175,10 @@ def main(argv=None):
         # to compile and run, and adds nothing the official-style row does not show.
         skip = {("enc-head-C64to64-256x256", "compile(reference)")}
         notes += "; CPU: compile(reference) skipped for enc-head (compile time on 2 cores)"
+        notes += "; " + common.load_note()
     rows = run(shapes, dtypes, device, args.min_run_time, skip)
-    columns = ["shape", "dtype", "backend", "fwd_ms", "fwd_bwd_ms", "fwd_bwd_GFLOPs", "peak_extra_MB",
-               "x_vs_official", "x_vs_compile", "time_vs_dense", "error"]
+    columns = ["shape", "dtype", "backend", "fwd_ms", "fwd_bwd_ms", "fwd_bwd_GFLOPs", "fwd_bwd_GBps", "peak_extra_MB",
+               "x_vs_official", "x_vs_compile", "x_vs_reference", "time_vs_dense", "error"]
     print(common.markdown_table(rows, columns))
     if not args.no_write:
         print("wrote", common.write_results("instance_conv2d" + ("_quick" if args.quick else ""), rows, device, notes))

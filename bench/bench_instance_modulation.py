@@ -9,6 +9,8 @@ and against ``torch.compile(reference)``.
 
     python -m bench.bench_instance_modulation            # all shapes
     python -m bench.bench_instance_modulation --quick    # the issue's headline shape only
+    python -m bench.bench_instance_modulation --layouts block,random,own   # headline shape per id layout
+    python -m bench.bench_instance_modulation --sweep-instances            # headline shape, L = 1 .. 256
 
 Besides the op itself, the headline shape is also timed as a whole norm layer
 (``inade.nn.INADENorm``: tables from ``L_m`` class distributions and the noise,
@@ -21,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from bench import common, official_style
-from inade.ops import instance_modulation, reference, use_backend
+from inade.ops import instance_modulation, reference
 
 # Layer-level case: (name, B, C, H, W, L, L_m, noise_nc)
 LAYER_SHAPES = [("layer-B2-C256-64x128-L32-Lm36", 2, 256, 64, 128, 32, 36, 64)]
@@ -48,12 +50,12 @@ CITYSCAPES_LAYERS = [
 ]
 
 
-def make_case(B, C, H, W, L, dtype, device, seed=0):
+def make_case(B, C, H, W, L, dtype, device, seed=0, layout="block"):
+    """``(x, inst, gamma, beta, dy)``; inst of ``layout`` (:func:`bench.common.index_map`;
+    by default 8x8-pixel blocks of random ids, like real instance maps: runs of equal ids)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, C, H, W, generator=g).to(device, dtype)
-    # Instances as blocks of a coarse grid, like real instance maps (runs of equal ids).
-    coarse = torch.randint(0, L, (B, max(1, H // 8), max(1, W // 8)), generator=g)
-    inst = torch.nn.functional.interpolate(coarse[:, None].float(), (H, W), mode="nearest")[:, 0].long().to(device)
+    inst = common.index_map(B, H, W, L, layout, g).to(device)
     gamma = torch.randn(B, L, C, generator=g).to(device, dtype)
     beta = torch.randn(B, L, C, generator=g).to(device, dtype)
     dy = torch.randn(B, C, H, W, generator=g).to(device, dtype)
@@ -71,14 +73,10 @@ def floor_bytes(x, inst, gamma, backward: bool) -> int:
 
 
 def candidates(device):
-    """name -> function(x, inst, gamma, beta) running the op in training mode."""
+    """name -> function(x, inst, gamma, beta, running_mean, running_var) running the op in training mode."""
 
-    def with_backend(name):
-        def f(x, inst, gamma, beta, rm, rv):
-            with use_backend(name):
-                return instance_modulation(x, inst, gamma, beta, running_mean=rm, running_var=rv)
-
-        return f
+    def ours(x, inst, gamma, beta, rm, rv):
+        return instance_modulation(x, inst, gamma, beta, running_mean=rm, running_var=rv)
 
     def official(x, inst, gamma, beta, rm, rv):
         return official_style.modulation(x, inst, gamma, beta, running_mean=rm, running_var=rv)
@@ -86,11 +84,7 @@ def candidates(device):
     def plain_reference(x, inst, gamma, beta, rm, rv):
         return reference.instance_modulation(x, inst, gamma, beta, running_mean=rm, running_var=rv)
 
-    out = {"official-style": official, "reference": plain_reference}
-    if (fn := common.compiled(plain_reference)) is not None:
-        out["compile(reference)"] = fn
-    out[common.fused_backend(device)] = with_backend(common.fused_backend(device))
-    return out
+    return common.candidates(device, ours, official, plain_reference)
 
 
 def measure(fn, case, device, min_run_time):
@@ -112,16 +106,18 @@ def measure(fn, case, device, min_run_time):
     return common.time_forward_and_backward(forward, forward_backward, device, min_run_time)
 
 
-def run(shapes, dtypes, device, min_run_time):
+def run(shapes, dtypes, device, min_run_time, layout="block", backends=None):
+    """Rows of every backend (or of ``backends``) at each shape and dtype, index maps of ``layout``."""
     rows = []
     peak = common.peak_bandwidth(device)
     for name, B, C, H, W, L in shapes:
         for dtype in dtypes:
-            case = make_case(B, C, H, W, L, dtype, device)
-            results = {cand: measure(fn, case, device, min_run_time) for cand, fn in candidates(device).items()}
-            base_official = results["official-style"].get("fwd_bwd_ms")
+            case = make_case(B, C, H, W, L, dtype, device, layout=layout)
+            results = {cand: measure(fn, case, device, min_run_time) for cand, fn in candidates(device).items()
+                       if backends is None or cand in backends}
+            base_official = results.get("official-style", {}).get("fwd_bwd_ms")
             base_compile = results.get("compile(reference)", {}).get("fwd_bwd_ms")
-            base_reference = results["reference"].get("fwd_bwd_ms")
+            base_reference = results.get("reference", {}).get("fwd_bwd_ms")
             for cand, r in results.items():
                 row = {"op": "instance_modulation", "shape": name, "dtype": str(dtype).replace("torch.", ""),
                        "backend": cand, **r}
@@ -180,9 +176,26 @@ def run_layer(shapes, device, min_run_time):
     return rows
 
 
+NOTES = ("training mode, forward+backward = y.backward(dy); GB/s against the floor bytes "
+         "(each input read once, each output written once)")
+
+
 def main(argv=None):
-    args = common.argument_parser(__doc__).parse_args(argv)
-    device = common.default_device()
+    args, device = common.parse(__doc__, argv)
+    if args.layouts or args.sweep_instances:
+        _, B, C, H, W, L = SHAPES[0]
+
+        def run_one(n, layout, backends):
+            return run([(f"B{B}-C{C}-{H}x{W}-L{n}", B, C, H, W, n)], [torch.float32], device, args.min_run_time,
+                       layout, backends)
+
+        # own (L = H*W): the one-hot path's [B, H*W, H, W] maps do not fit, so it is left out.
+        return common.run_layout_tables(
+            args, device, "instance_modulation", run_one, num_instances=L, pixels=H * W,
+            layout_backends=lambda lay: ("reference", common.fused_backend(device)) if lay == "own"
+            else ("official-style", "reference", common.fused_backend(device)),
+            sweep_backends=("official-style", common.fused_backend(device)),
+            columns=["fwd_ms", "fwd_bwd_ms", "fwd_bwd_GBps", "x_vs_official", "x_vs_reference"], notes=NOTES)
     if args.quick:
         shapes, dtypes = SHAPES[:1], [torch.float32]
     else:
@@ -195,8 +208,7 @@ def main(argv=None):
                "peak_extra_MB", "x_vs_official", "x_vs_compile", "x_vs_reference", "error"]
     print(common.markdown_table(rows, columns))
     if not args.no_write:
-        notes = ("training mode, forward+backward = y.backward(dy); GB/s against the floor bytes "
-                 "(each input read once, each output written once)")
+        notes = NOTES + ("; " + common.load_note() if device.type == "cpu" else "")
         print("wrote", common.write_results("instance_modulation" + ("_quick" if args.quick else ""), rows, device, notes))
 
 

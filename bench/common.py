@@ -99,13 +99,130 @@ def compiled(fn):
         return None
 
 
+LAYOUTS = ("block", "random", "own")
+SWEEP_INSTANCES = (1, 16, 64, 256)
+
+
 def argument_parser(doc: str) -> argparse.ArgumentParser:
-    """The options every op benchmark takes: ``--quick``, ``--min-run-time``, ``--no-write``."""
+    """The options every op benchmark takes: ``--quick``, ``--min-run-time``, ``--no-write``,
+    ``--layouts`` and ``--sweep-instances`` (see :func:`index_map`)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only the headline shape, float32")
     parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per measurement (CPU)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results")
+    parser.add_argument("--layouts", default=None, metavar="A,B",
+                        help=f"instead of the shape tables: the headline shape with each index-map layout of "
+                             f"{','.join(LAYOUTS)} (block: 8x8-pixel blocks of random ids; random: an id drawn per "
+                             f"pixel; own: every pixel its own instance, L = H*W), to <op>_layouts.json")
+    parser.add_argument("--sweep-instances", action="store_true",
+                        help=f"instead of the shape tables: the headline shape with L = "
+                             f"{', '.join(map(str, SWEEP_INSTANCES))} (block and random maps), to <op>_instances.json")
     return parser
+
+
+def parse(doc: str, argv=None):
+    """``(args, device)``: the options of :func:`argument_parser` and the device to run on."""
+    return argument_parser(doc).parse_args(argv), default_device()
+
+
+def parse_layouts(text: str) -> list[str]:
+    """``"block,random"`` -> ``["block", "random"]``; an unknown name is a one-line error (exit 2)."""
+    layouts = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in layouts if t not in LAYOUTS]
+    if bad or not layouts:
+        raise SystemExit(f"error: --layouts takes names from {','.join(LAYOUTS)}, got {text!r}")
+    return layouts
+
+
+def index_map(B: int, H: int, W: int, L: int, layout: str, generator: torch.Generator) -> torch.Tensor:
+    """``[B, H, W]`` int64 instance ids in ``[0, L)`` of one layout:
+
+    * ``block``: 8x8-pixel blocks with random ids (instances are regions, ids come in runs),
+    * ``random``: an id drawn independently per pixel (runs of about one pixel),
+    * ``own``: every pixel its own instance (ids ``0 .. H*W-1``; needs ``L == H*W``).
+    """
+    if layout == "block":
+        coarse = torch.randint(0, L, (B, max(1, H // 8), max(1, W // 8)), generator=generator)
+        return torch.nn.functional.interpolate(coarse[:, None].float(), (H, W), mode="nearest")[:, 0].long()
+    if layout == "random":
+        return torch.randint(0, L, (B, H, W), generator=generator)
+    if layout == "own":
+        if L != H * W:
+            raise ValueError(f"layout 'own' needs L == H*W = {H * W}, got {L}")
+        return torch.arange(H * W).view(1, H, W).expand(B, H, W).contiguous()
+    raise ValueError(f"unknown layout {layout!r}")
+
+
+def layout_rows(rows: list[dict], layout: str, num_instances: int) -> list[dict]:
+    """``rows`` tagged with the index-map layout and L (for the layout and L tables)."""
+    return [{**r, "layout": layout, "L": num_instances} for r in rows]
+
+
+def ratio_to_first_L(rows: list[dict], key: str = "fwd_bwd_ms") -> list[dict]:
+    """Adds ``x_time_vs_L1``: each row's ``key`` over the row of the same backend and layout
+    with the smallest L (the cost against the number of instances)."""
+    first = {}
+    for r in sorted(rows, key=lambda r: r["L"]):
+        first.setdefault((r["backend"], r["layout"]), r.get(key))
+    for r in rows:
+        base = first.get((r["backend"], r["layout"]))
+        if base and r.get(key):
+            r["time_vs_L1"] = r[key] / base
+    return rows
+
+
+def run_layout_tables(args, device: torch.device, op_name: str, run_one, *, num_instances: int, pixels: int,
+                      layout_backends, sweep_backends, columns: list[str], notes: str) -> None:
+    """``--layouts`` / ``--sweep-instances`` of an op benchmark: rows of the headline shape
+    per index-map layout (L = ``num_instances``; ``pixels`` = H*W for ``own``), or at each L
+    of :data:`SWEEP_INSTANCES` with block and random maps, printed and written to
+    ``<op_name>_layouts.json`` / ``<op_name>_instances.json``.
+
+    ``run_one(L, layout, backends)`` returns the rows of the headline shape with ``L``
+    instances; ``layout_backends(layout)`` (None: all) and ``sweep_backends`` pick the backends.
+    """
+    rows = []
+    if args.layouts:
+        name = "layouts"
+        for layout in parse_layouts(args.layouts):
+            n = pixels if layout == "own" else num_instances
+            rows += layout_rows(run_one(n, layout, layout_backends(layout)), layout, n)
+    else:
+        name = "instances"
+        for layout in ("block", "random"):
+            for n in SWEEP_INSTANCES:
+                rows += layout_rows(run_one(n, layout, sweep_backends), layout, n)
+        rows = ratio_to_first_L(rows)
+    print(markdown_table(rows, ["shape", "layout", "L", "backend", *columns, "time_vs_L1", "error"]))
+    if not args.no_write:
+        print("wrote", write_results(f"{op_name}_{name}", rows, device, notes + "; " + load_note()))
+
+
+def candidates(device: torch.device, op, official, plain_reference, *, compile_reference: bool = True,
+               extra: dict | None = None) -> dict:
+    """The backends every op benchmark compares, in table order: ``official-style``,
+    ``reference``, ``compile(reference)`` (unless switched off or unavailable), ``extra``,
+    then the fused backend (``op(*args)`` run under :func:`fused_backend`)."""
+    from inade.ops import use_backend  # noqa: PLC0415
+
+    out = {"official-style": official, "reference": plain_reference}
+    if compile_reference and (fn := compiled(plain_reference)) is not None:
+        out["compile(reference)"] = fn
+    out.update(extra or {})
+    fused = fused_backend(device)
+
+    def run_fused(*args):
+        with use_backend(fused):
+            return op(*args)
+
+    out[fused] = run_fused
+    return out
+
+
+def load_note() -> str:
+    """The machine load and OpenMP wait policy, for the notes of a CPU result file."""
+    return ("1/5/15-min load average after the run: %.1f %.1f %.1f (shared machine)" % os.getloadavg()
+            + f"; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
 
 
 def time_forward_and_backward(forward, forward_backward, device: torch.device, min_run_time: float) -> dict:
@@ -128,6 +245,8 @@ def machine_info(device: torch.device) -> dict:
         "threads": torch.get_num_threads(),
         "processor": platform.processor() or platform.machine(),
         "date": time.strftime("%Y-%m-%d"),
+        "loadavg": [round(v, 2) for v in os.getloadavg()],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
     }
     try:
         import triton  # noqa: PLC0415
