@@ -25,10 +25,11 @@ import zipfile
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
-from inade.cli import to_uint8
 from inade.data import DatasetError, compact_ids, read_image, read_index_map
+from inade.data.images import image_to_tensor, to_uint8
 from inade.studio.presets import class_colors, class_names, examples
 from inade.synthesis import Sample, Synthesizer
 
@@ -89,8 +90,6 @@ def decode_tensor(text, shape: tuple[int, ...], what: str) -> Tensor:
 
 def png_bytes(array: np.ndarray) -> bytes:
     """PNG file of ``[H, W, 3]`` uint8 (RGB) or ``[H, W]`` ids (8-bit grey, 16-bit past 255)."""
-    from PIL import Image  # noqa: PLC0415
-
     a = np.asarray(array)
     if a.ndim == 2:
         a = a.astype(np.uint8 if int(a.max(initial=0)) < 256 else np.uint16)
@@ -106,8 +105,6 @@ def data_url(png: bytes) -> str:
 
 def _png_upload(text, what: str, size: tuple[int, int] | None) -> io.BytesIO:
     """A base64 PNG upload, checked to be a PNG of ``size`` (``(H, W)``; any when None) before it is decoded."""
-    from PIL import Image  # noqa: PLC0415
-
     data = _b64(text, what)
     if not data.startswith(PNG_MAGIC):
         raise StudioError(f"{what}: not a PNG file (it does not start with the PNG signature)")
@@ -327,7 +324,7 @@ class Studio:
 
     def _act_reference(self, req) -> dict:
         """Check a reference upload; reply with its size and instance count."""
-        image, ref_inst = self._reference(req.get("reference"))
+        _, ref_inst = self._reference(req.get("reference"))
         H, W = ref_inst.shape[1:]
         return {"width": W, "height": H, "instances": int(ref_inst.max()) + 1,
                 "note": f"reference {W}×{H}, {int(ref_inst.max()) + 1} instances: click one"}
@@ -467,7 +464,7 @@ class Studio:
         inst, _ = compact_ids(inst)
         if int(inst.max()) + 1 > MAX_INSTANCES:
             raise StudioError(f"reference instance map: more than {MAX_INSTANCES} instances")
-        image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+        image = image_to_tensor(rgb)[None]
         return image.to(self._device), torch.from_numpy(inst)[None].to(self._device)
 
     # -- helpers --------------------------------------------------------------------------------
