@@ -52,8 +52,11 @@ inline void check_map(const at::Tensor& t, const char* name) {
               " must have (H, W) flattenable (contiguous or channels-last)");
 }
 
-// An image row whose runs are shorter than this on average is walked pixel by pixel.
+// An image row whose runs are shorter than this on average is walked pixel by pixel:
+// by the gathers of a table (where a pixel costs about what it costs in a run) ...
 constexpr int64_t kMinMeanRun = 16;
+// ... and by the per-instance sums (where a pixel added alone costs a run's flush).
+constexpr int64_t kMinMeanRunSums = 3;
 
 // The index map of a call as int32 ids, and the runs of equal id along each image
 // row: (end column, id) of each run. Built once per call, in parallel over rows,
@@ -78,10 +81,11 @@ struct IdRuns {
   // with long runs, on_pixels(begin, end) for the whole of a row with short ones
   // (the caller then reads each pixel's id from ids_of(b)).
   template <typename R, typename P>
-  void for_each_span(int64_t b, int64_t h0, int64_t h1, R&& on_run, P&& on_pixels) const {
+  void for_each_span(int64_t b, int64_t h0, int64_t h1, R&& on_run, P&& on_pixels,
+                     int64_t min_mean_run = kMinMeanRun) const {
     const int32_t* n = num_runs.const_data_ptr<int32_t>();
     for (int64_t h = h0; h < h1; ++h) {
-      if (n[b * height + h] * kMinMeanRun > width) {
+      if (n[b * height + h] * min_mean_run > width) {
         on_pixels(h * width, (h + 1) * width);
       } else {
         walk_runs(b, h, on_run);
@@ -125,9 +129,9 @@ inline void group_rows(T* base, int64_t s_c, int64_t nc, T* rows[]) {
 
 // sums[l * Reader::kWidth + j] += the sum over the pixels of instance l in image b of
 // the j-th of the kWidth values `in` reads per pixel (in.add(p0, p1, acc) adds them
-// for pixels [p0, p1) into acc). Along a row of long runs, a run is summed in
-// opmath_t (chunks of kMaxRun pixels) and flushed once; a row of short runs adds
-// each pixel straight into its instance's sums. The task's channels make the
+// for pixels [p0, p1) into acc). Along a row of runs, a run is summed in opmath_t
+// (chunks of kMaxRun pixels) and flushed once; a row of runs of about one pixel
+// adds each pixel straight into its instance's sums. The task's channels make the
 // independent chains, so a short run costs no horizontal reduction.
 template <typename opmath_t, typename Reader>
 void sum_instances(const Reader& in, const IdRuns& runs, int64_t b, double* sums) {
@@ -145,7 +149,8 @@ void sum_instances(const Reader& in, const IdRuns& runs, int64_t b, double* sums
       },
       [&](int64_t begin, int64_t end) {
         for (int64_t p = begin; p < end; ++p) in.add(p, p + 1, sums + ids[p] * kWidth);
-      });
+      },
+      kMinMeanRunSums);
 }
 
 // Encodes inst, a contiguous int32/int64 CPU tensor of batch * height * width ids

@@ -28,6 +28,7 @@ using cpu::MapLayout;
 constexpr int64_t kStatsBlock = 256;  // pixels summed in the accumulator type before a flush into double
 constexpr int64_t kRowGroup = 8;      // channel rows per task of the per-instance sums
 constexpr int64_t kTableBlock = 16;   // channels whose table entries are built together
+constexpr int64_t kLongRun = 32;      // runs summed row by row (one vector reduction per channel row)
 
 // Every kernel walks one (b, c) row at a time. The contiguity of a row is a
 // template parameter, so `offset(k)` is `k` when rows are contiguous.
@@ -157,11 +158,11 @@ struct ReduceRows {
   acc_t<scalar_t> mean[kRowGroup];
   int64_t s_x, s_dy;  // pixel strides
 
-  // A run: one vector reduction per row; a single pixel: all rows at once.
+  // A long run: one vector reduction per row; a short one: pixel by pixel, all rows at once.
   template <typename T>
   inline void add(int64_t p0, int64_t p1, T acc[]) const {
-    if (p1 - p0 == 1) {
-      one(p0 * s_x, p0 * s_dy, acc);
+    if (p1 - p0 < kLongRun) {
+      for (int64_t p = p0; p < p1; ++p) one(p * s_x, p * s_dy, acc);
     } else if (s_x == 1 && s_dy == 1) {
       for (int64_t r = 0; r < kRowGroup; ++r) sum_row<T, 1>(r, p0, p1, acc);
     } else {
