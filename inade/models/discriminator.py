@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from inade.nn import check_integer_map
+
 # Options of the public code's discriminator and their defaults there.
 D_DEFAULTS = {"ndf": 64, "num_D": 2, "n_layers_D": 4, "output_nc": 3, "no_instance": False}
 
@@ -44,18 +46,9 @@ def discriminator_input_nc(cfg) -> int:
 # ---------------------------------------------------------------------------
 
 
-def _check_index_map(t: Tensor, name: str) -> None:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer map [B, H, W], got dtype {t.dtype}")
-    if t.dim() != 3:
-        raise ValueError(f"{name} must be [B, H, W], got shape {tuple(t.shape)}")
-
-
 def label_one_hot(label: Tensor, num_channels: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """``label [B, H, W]`` integer ids -> one-hot ``[B, num_channels, H, W]`` of ``dtype``."""
-    _check_index_map(label, "label")
+    check_integer_map(label, "label")
     if label.numel() and (int(label.min()) < 0 or int(label.max()) >= num_channels):
         raise ValueError(
             f"label has ids in [{int(label.min())}, {int(label.max())}] but the one-hot has {num_channels} "
@@ -71,7 +64,7 @@ def instance_edges(inst: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     A pixel is an edge pixel when its id differs from that of a 4-neighbour; both
     pixels of a differing pair are marked.
     """
-    _check_index_map(inst, "inst")
+    check_integer_map(inst, "inst")
     edge = torch.zeros(inst.shape, dtype=torch.bool, device=inst.device)
     dx = inst[:, :, 1:] != inst[:, :, :-1]
     dy = inst[:, 1:, :] != inst[:, :-1, :]

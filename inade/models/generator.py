@@ -38,6 +38,7 @@ from inade.nn import (
     INADENorm,
     IndexPyramid,
     SpectralNormConv2d,
+    check_integer_map,
     init_weights,
     instance_classes,
     leaky_relu,
@@ -231,13 +232,8 @@ class Generator(nn.Module):
 
     # -- input checks (shapes, dtypes, devices: no value is read here) -------------
     def _check_maps(self, label: Tensor, inst: Tensor) -> int:
-        for name, t in (("label", label), ("inst", inst)):
-            if not isinstance(t, Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-            if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
-                raise TypeError(f"{name} must be an integer map [B, H, W], got dtype {t.dtype}")
-            if t.dim() != 3:
-                raise ValueError(f"{name} must be [B, H, W], got shape {tuple(t.shape)}")
+        check_integer_map(label, "label")
+        check_integer_map(inst, "inst")
         if label.shape != inst.shape:
             raise ValueError(f"label {tuple(label.shape)} and inst {tuple(inst.shape)} must have one shape")
         if label.shape[0] == 0:

@@ -56,6 +56,20 @@ class IndexPyramid:
         return self._levels[size]
 
 
+def check_integer_map(t, name: str) -> None:
+    """Raise a clear ``TypeError``/``ValueError`` unless ``t`` is an integer map ``[B, H, W]``.
+
+    Only the type, dtype and rank are checked (no value is read), so this is free
+    under ``torch.compile``.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer map [B, H, W], got dtype {t.dtype}")
+    if t.dim() != 3:
+        raise ValueError(f"{name} must be [B, H, W], got shape {tuple(t.shape)}")
+
+
 def instance_classes(label: torch.Tensor, inst: torch.Tensor, num_instances: int | None = None, *,
                      num_classes: int | None = None, exact: bool = False, hint: str = "") -> torch.Tensor:
     """The class of every instance: ``cls[b, l]`` = the label of instance ``l``'s pixels in image ``b``.
