@@ -29,6 +29,7 @@ constexpr int64_t kStatsBlock = 256;  // pixels summed in the accumulator type b
 constexpr int64_t kRowGroup = 8;      // channel rows per task of the per-instance sums
 constexpr int64_t kTableBlock = 16;   // channels whose table entries are built together
 constexpr int64_t kLongRun = 32;      // runs summed row by row (one vector reduction per channel row)
+constexpr int64_t kMinMeanRunTiles = 16;  // image rows of shorter mean runs: per-instance sums by tiles of pixels
 
 // Every kernel walks one (b, c) row at a time. The contiguity of a row is a
 // template parameter, so `offset(k)` is `k` when rows are contiguous.
@@ -153,6 +154,7 @@ void apply_kernel(const scalar_t* x, const IdRuns& runs, const scalar_t* gamma, 
 template <typename scalar_t>
 struct ReduceRows {
   static constexpr int64_t kWidth = 2 * kRowGroup;
+  static constexpr int64_t kTile = 16;  // pixels of a tile of add_tile
   const scalar_t* x[kRowGroup];
   const scalar_t* dy[kRowGroup];
   acc_t<scalar_t> mean[kRowGroup];
@@ -187,6 +189,49 @@ struct ReduceRows {
     acc[kRowGroup + r] += d;
   }
 
+  // Pixels [p0, p0 + kTile), each added into the sums of its own instance ids[p]:
+  // the kWidth values of the tile are computed row by row (vector loads along the
+  // row) into a [kWidth, kTile] block, transposed to [kTile, kWidth], and each
+  // pixel's kWidth values added as one vector into its instance's sums (opmath_t;
+  // the caller flushes them into double every cpu::kMaxRun pixels).
+  template <typename T, int kUnit>
+  inline void add_tile(int64_t p0, const int32_t* __restrict ids, T* __restrict sums) const {
+    const int64_t sx = kUnit ? 1 : s_x, sd = kUnit ? 1 : s_dy;
+    alignas(64) T rows[kWidth][kTile];
+    for (int64_t r = 0; r < kRowGroup; ++r) {
+      const scalar_t* __restrict xr = x[r] + p0 * sx;
+      const scalar_t* __restrict dr = dy[r] + p0 * sd;
+      const T m = static_cast<T>(mean[r]);
+#pragma omp simd
+      for (int64_t k = 0; k < kTile; ++k) {
+        const T v = static_cast<T>(dr[k * sd]);
+        rows[r][k] = v * (static_cast<T>(xr[k * sx]) - m);
+        rows[kRowGroup + r][k] = v;
+      }
+    }
+    alignas(64) T tile[kTile][kWidth];
+    for (int64_t k = 0; k < kTile; ++k) {
+      for (int64_t j = 0; j < kWidth; ++j) tile[k][j] = rows[j][k];
+    }
+    for (int64_t k = 0; k < kTile; ++k) {
+      T* __restrict s = sums + static_cast<int64_t>(ids[p0 + k]) * kWidth;
+#pragma omp simd
+      for (int64_t j = 0; j < kWidth; ++j) s[j] += tile[k][j];
+    }
+  }
+
+  // Pixels [p0, p1), each into the sums of its instance: whole tiles, then the rest one by one.
+  template <typename T>
+  inline void add_pixels(int64_t p0, int64_t p1, const int32_t* ids, T* sums) const {
+    int64_t p = p0;
+    if (s_x == 1 && s_dy == 1) {
+      for (; p + kTile <= p1; p += kTile) add_tile<T, 1>(p, ids, sums);
+    } else {
+      for (; p + kTile <= p1; p += kTile) add_tile<T, 0>(p, ids, sums);
+    }
+    for (; p < p1; ++p) one(p * s_x, p * s_dy, sums + static_cast<int64_t>(ids[p]) * kWidth);
+  }
+
   template <typename T>
   inline void one(int64_t px, int64_t pd, T acc[]) const {
     for (int64_t r = 0; r < kRowGroup; ++r) {
@@ -209,6 +254,20 @@ void backward_reduce_kernel(const scalar_t* dy, const scalar_t* x, const IdRuns&
   const int64_t L = num_instances, groups = (g.channels + kRowGroup - 1) / kRowGroup;
   at::parallel_for(0, g.batch * groups, 1, [&](int64_t t0, int64_t t1) {
     std::vector<double> sums(L * kWidth);
+    // The pixel-by-pixel rows add into fsums (opmath_t), flushed into sums every kMaxRun pixels.
+    std::vector<opmath_t> fsums(L * kWidth, opmath_t(0));
+    int64_t pending = 0;
+    auto flush = [&] {
+      if (pending == 0) return;
+      double* __restrict d = sums.data();
+      opmath_t* __restrict f = fsums.data();
+#pragma omp simd
+      for (int64_t i = 0; i < L * kWidth; ++i) {
+        d[i] += static_cast<double>(f[i]);
+        f[i] = 0;
+      }
+      pending = 0;
+    };
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / groups, c0 = (t % groups) * kRowGroup;
       const int64_t nc = std::min(kRowGroup, g.channels - c0);
@@ -217,7 +276,26 @@ void backward_reduce_kernel(const scalar_t* dy, const scalar_t* x, const IdRuns&
       cpu::group_rows<kRowGroup>(dy + b * gd.s_b + c0 * gd.s_c, gd.s_c, nc, in.dy);
       for (int64_t r = 0; r < kRowGroup; ++r) in.mean[r] = mean[c0 + std::min(r, nc - 1)];
       std::fill(sums.begin(), sums.end(), 0.0);
-      cpu::sum_instances<opmath_t>(in, runs, b, sums.data());
+      // Rows of long runs: run by run (cpu::sum_instances); rows of short ones: by tiles of pixels.
+      double* s = sums.data();
+      const int32_t* ids = runs.ids_of(b);
+      runs.for_each_span(
+          b, 0, runs.height,
+          [&](int64_t begin, int64_t end, int64_t id) {
+            for (int64_t p0 = begin; p0 < end; p0 += cpu::kMaxRun) {
+              opmath_t acc[kWidth] = {};
+              in.add(p0, std::min(end, p0 + cpu::kMaxRun), acc);
+              double* si = s + id * kWidth;
+              for (int64_t k = 0; k < kWidth; ++k) si[k] += static_cast<double>(acc[k]);
+            }
+          },
+          [&](int64_t begin, int64_t end) {
+            in.template add_pixels<opmath_t>(begin, end, ids, fsums.data());
+            pending += end - begin;
+            if (pending >= cpu::kMaxRun) flush();
+          },
+          kMinMeanRunTiles);
+      flush();
       for (int64_t l = 0; l < L; ++l) {
         const double* s = sums.data() + l * kWidth;
         for (int64_t r = 0; r < nc; ++r) {
