@@ -254,7 +254,9 @@ void backward_reduce_kernel(const scalar_t* dy, const scalar_t* x, const IdRuns&
   const int64_t L = num_instances, groups = (g.channels + kRowGroup - 1) / kRowGroup;
   at::parallel_for(0, g.batch * groups, 1, [&](int64_t t0, int64_t t1) {
     std::vector<double> sums(L * kWidth);
-    // The pixel-by-pixel rows add into fsums (opmath_t), flushed into sums every kMaxRun pixels.
+    // The pixel-by-pixel rows add into fsums (opmath_t), flushed into sums every kMaxRun
+    // pixels per 32 instances (a flush costs L * kWidth additions).
+    const int64_t flush_every = cpu::kMaxRun * std::max<int64_t>(1, L / 32);
     std::vector<opmath_t> fsums(L * kWidth, opmath_t(0));
     int64_t pending = 0;
     auto flush = [&] {
@@ -292,7 +294,7 @@ void backward_reduce_kernel(const scalar_t* dy, const scalar_t* x, const IdRuns&
           [&](int64_t begin, int64_t end) {
             in.template add_pixels<opmath_t>(begin, end, ids, fsums.data());
             pending += end - begin;
-            if (pending >= cpu::kMaxRun) flush();
+            if (pending >= flush_every) flush();
           },
           kMinMeanRunTiles);
       flush();
