@@ -42,9 +42,6 @@ from inade.training.checkpoint import load_checkpoint
 from inade.utils.errors import USER_ERRORS, UserError, report
 from inade.utils.files import atomic_path
 
-# The name inade.eval imports: inade-synth's user errors are the project's UserError.
-CLIError = UserError
-
 
 # ---------------------------------------------------------------------------
 # Models

@@ -216,7 +216,8 @@ def format_report(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from inade.cli import CLIError, load_models  # noqa: PLC0415
+    from inade.cli import load_models  # noqa: PLC0415
+    from inade.utils.errors import UserError  # noqa: PLC0415
 
     p = argparse.ArgumentParser(prog="python -m inade.eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="train.py's latest.pt (or a *_net_G.pth with --config synthetic)")
@@ -230,7 +231,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         G, _, cfg = load_models(args.checkpoint, args.config, None, None, args.device)
-    except CLIError as e:
+    except UserError as e:
         print(f"inade.eval: error: {e}", file=sys.stderr)
         return 2
     step = None

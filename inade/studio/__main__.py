@@ -34,7 +34,8 @@ class StartError(Exception):
 
 
 def _load(args):
-    from inade.cli import CLIError, _parse_overrides, load_models  # noqa: PLC0415
+    from inade.cli import _parse_overrides, load_models  # noqa: PLC0415
+    from inade.utils.errors import UserError  # noqa: PLC0415
     from inade.studio.engine import Studio  # noqa: PLC0415
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
@@ -43,7 +44,7 @@ def _load(args):
     try:
         G, E, cfg = load_models(checkpoint, args.config, _parse_overrides(args.set), args.encoder, args.device)
         return Studio(G, E, cfg, title=str(checkpoint))
-    except (CLIError, FileNotFoundError, ValueError) as err:
+    except (UserError, FileNotFoundError, ValueError) as err:
         raise StartError(str(err)) from err
 
 
