@@ -28,7 +28,7 @@ def _extension_modules():
     # The extension is built on the machine that runs it, so use its vector units
     # (AVX2 gathers, FMA); INADE_PORTABLE_BUILD=1 builds for any x86-64 instead.
     if os.environ.get("INADE_PORTABLE_BUILD") != "1" and platform.machine() in ("x86_64", "AMD64"):
-        cxx_flags.append("-march=native")
+        cxx_flags += ["-march=native", "-mprefer-vector-width=512"]
     define_macros = []
     with_cuda = bool(cuda_sources) and torch.version.cuda is not None and CUDA_HOME is not None
     if with_cuda:

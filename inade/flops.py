@@ -10,6 +10,8 @@ below give each one the arithmetic its kernels do, per element:
 * ``instance_modulation_backward_reduce``: x̂ (2), ``dy·x̂`` (1) and two sums (2) — 5 FLOPs.
 * ``instance_modulation_backward_dx``: x̂ (2), ``dy·γ`` (1), two subtractions, one multiply,
   one scale — 6 FLOPs (3 without batch statistics: ``dy·γ·invstd``).
+* ``instance_modulation_forward`` and ``instance_modulation_backward`` (the training passes
+  in one): the sums of the passes they fuse — 7 and 11 FLOPs.
 * ``instance_avg_pool_forward``: one add per input element, one divide per output.
 * ``instance_avg_pool_backward``: one divide per output element.
 * ``instance_classes`` (the model's instance → class table and input checks): 0.
@@ -51,6 +53,14 @@ def _modulation_backward_dx(dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_d
     return (6 if batch_stats else 3) * _numel(x)
 
 
+def _modulation_forward(x, *args, out_shape=None, **kwargs) -> int:
+    return _modulation_stats(x) + _modulation_apply(x)
+
+
+def _modulation_backward(dy, x, *args, out_shape=None, **kwargs) -> int:
+    return _modulation_backward_reduce(dy, x) + 6 * _numel(x)
+
+
 def _avg_pool_forward(x, inst, num_instances, *args, out_shape=None, **kwargs) -> int:
     return _numel(x) + x[0] * num_instances * x[1]
 
@@ -84,6 +94,8 @@ FORMULAS = {
     "instance_modulation_apply": _modulation_apply,
     "instance_modulation_backward_reduce": _modulation_backward_reduce,
     "instance_modulation_backward_dx": _modulation_backward_dx,
+    "instance_modulation_forward": _modulation_forward,
+    "instance_modulation_backward": _modulation_backward,
     "instance_avg_pool_forward": _avg_pool_forward,
     "instance_avg_pool_backward": _avg_pool_backward,
     "instance_conv2d_forward": _conv2d_forward,

@@ -24,7 +24,7 @@ import triton.language as tl
 
 from inade.kernels import _launch
 from inade.kernels._launch import chunk_tile, offsets_chw, one_hot_segment_sum, pixel_program, segment_program
-from inade.ops import _checks
+from inade.ops import _checks, reference
 
 
 @triton.jit
@@ -257,3 +257,17 @@ def backward_dx(dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, b
     )
     return dx
 
+
+
+def forward(x, inst, gamma, beta, eps: float):
+    """The training forward: ``(y, mean, var, invstd)`` from the stats and apply kernels."""
+    mean, var = stats(x)
+    invstd = torch.rsqrt(var + eps)
+    return apply(x, inst, gamma, beta, mean, invstd), mean, var, invstd
+
+
+def backward(dy, x, inst, gamma, mean, invstd):
+    """The training backward: ``(dx, dgamma, dbeta)`` from the reduce and dx kernels."""
+    dgamma, dbeta = backward_reduce(dy, x, inst, mean, invstd, gamma.shape[1])
+    mean_dxhat, mean_dxhat_xhat = (reference.dxhat_sums(gamma, dgamma, dbeta) / (x.numel() // x.shape[1])).unbind(0)
+    return backward_dx(dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, True), dgamma, dbeta

@@ -65,7 +65,7 @@ void for_each_row(int64_t r0, int64_t r1, const MapLayout& g, int64_t num_instan
       if (b != b0 || c >= c0 + kTableBlock) {
         b0 = b;
         c0 = c;
-        const int64_t n = std::min(kTableBlock, C - c0);
+        const int64_t n = std::min({kTableBlock, C - c0, r1 - r});
         for (int64_t l = 0; l < L; ++l) {
           const scalar_t* gl = gamma + (b * L + l) * C + c0;
           for (int64_t j = 0; j < n; ++j) scale[j * L + l] = static_cast<opmath_t>(invstd[c0 + j]) * static_cast<opmath_t>(gl[j]);
@@ -81,34 +81,74 @@ void for_each_row(int64_t r0, int64_t r1, const MapLayout& g, int64_t num_instan
   });
 }
 
+// (mean, biased variance) of channel c of x over (B, H, W), summed in blocks of
+// kStatsBlock pixels in the accumulator type and flushed into double.
+template <typename scalar_t>
+std::pair<double, double> channel_moments(const scalar_t* x, const MapLayout& g, int64_t c) {
+  using acc = acc_t<scalar_t>;
+  double sum = 0, sum_sq = 0;
+  with_contiguity(g.s_hw == 1, [&](auto contig) {
+    const Row<decltype(contig)::value> off{g.s_hw};
+    for (int64_t b = 0; b < g.batch; ++b) {
+      const scalar_t* row = x + b * g.s_b + c * g.s_c;
+      for (int64_t k0 = 0; k0 < g.hw; k0 += kStatsBlock) {
+        const int64_t k1 = std::min(g.hw, k0 + kStatsBlock);
+        acc s = 0, s2 = 0;
+#pragma omp simd reduction(+ : s, s2)
+        for (int64_t k = k0; k < k1; ++k) {
+          const acc v = static_cast<acc>(row[off(k)]);
+          s += v;
+          s2 += v * v;
+        }
+        sum += s;
+        sum_sq += s2;
+      }
+    }
+  });
+  const double n = static_cast<double>(g.batch * g.hw), mean = sum / n;
+  return {mean, std::max(sum_sq / n - mean * mean, 0.0)};
+}
+
 template <typename scalar_t>
 void stats_kernel(const scalar_t* x, const MapLayout& g, double* mean, double* var) {
-  using acc = acc_t<scalar_t>;
-  const double n = static_cast<double>(g.batch * g.hw);
   at::parallel_for(0, g.channels, 1, [&](int64_t c0, int64_t c1) {
-    with_contiguity(g.s_hw == 1, [&](auto contig) {
-      const Row<decltype(contig)::value> off{g.s_hw};
-      for (int64_t c = c0; c < c1; ++c) {
-        double sum = 0, sum_sq = 0;
-        for (int64_t b = 0; b < g.batch; ++b) {
-          const scalar_t* row = x + b * g.s_b + c * g.s_c;
-          for (int64_t k0 = 0; k0 < g.hw; k0 += kStatsBlock) {
-            const int64_t k1 = std::min(g.hw, k0 + kStatsBlock);
-            acc s = 0, s2 = 0;
-#pragma omp simd reduction(+ : s, s2)
-            for (int64_t k = k0; k < k1; ++k) {
-              const acc v = static_cast<acc>(row[off(k)]);
-              s += v;
-              s2 += v * v;
-            }
-            sum += s;
-            sum_sq += s2;
+    for (int64_t c = c0; c < c1; ++c) std::tie(mean[c], var[c]) = channel_moments(x, g, c);
+  });
+}
+
+// y = x * scale[id] + shift[id] (the normalisation folded into the tables) for the
+// (b, c) rows [r0, r1).
+template <typename scalar_t>
+void apply_rows(int64_t r0, int64_t r1, const scalar_t* x, const IdRuns& runs, const scalar_t* gamma,
+                const scalar_t* beta, const acc_t<scalar_t>* mean, const acc_t<scalar_t>* invstd, scalar_t* y,
+                const MapLayout& g, const MapLayout& gy, int64_t num_instances) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  for_each_row<opmath_t>(r0, r1, g, num_instances, gamma, beta, mean, invstd, g.s_hw == 1 && gy.s_hw == 1,
+                         [&](auto contig, int64_t b, int64_t c, const opmath_t* scale, const opmath_t* shift) {
+    const Row<decltype(contig)::value> at_x{g.s_hw}, at_y{gy.s_hw};
+    const opmath_t* __restrict t = shift;
+    const scalar_t* __restrict xr = x + b * g.s_b + c * g.s_c;
+    scalar_t* __restrict yr = y + b * gy.s_b + c * gy.s_c;
+    const int32_t* __restrict ids = runs.ids_of(b);
+    runs.for_each_span(
+        b, 0, runs.height,
+        [&](int64_t k0, int64_t k1, int64_t id) {
+          const opmath_t s = scale[id], u = t[id];
+          const scalar_t* __restrict in = xr;
+          scalar_t* __restrict out = yr;
+#pragma omp simd
+          for (int64_t k = k0; k < k1; ++k) out[at_y(k)] = static_cast<scalar_t>(static_cast<opmath_t>(in[at_x(k)]) * s + u);
+        },
+        [&](int64_t k0, int64_t k1) {
+          const scalar_t* __restrict in = xr;
+          scalar_t* __restrict out = yr;
+          const opmath_t* __restrict sc = scale;
+#pragma omp simd
+          for (int64_t k = k0; k < k1; ++k) {
+            const int32_t id = ids[k];
+            out[at_y(k)] = static_cast<scalar_t>(static_cast<opmath_t>(in[at_x(k)]) * sc[id] + t[id]);
           }
-        }
-        mean[c] = sum / n;
-        var[c] = std::max(sum_sq / n - mean[c] * mean[c], 0.0);
-      }
-    });
+        });
   });
 }
 
@@ -116,36 +156,40 @@ template <typename scalar_t>
 void apply_kernel(const scalar_t* x, const IdRuns& runs, const scalar_t* gamma, const scalar_t* beta,
                   const acc_t<scalar_t>* mean, const acc_t<scalar_t>* invstd, scalar_t* y, const MapLayout& g,
                   const MapLayout& gy, int64_t num_instances) {
-  using opmath_t = at::opmath_type<scalar_t>;
   at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t r0, int64_t r1) {
-    // y = x * scale[id] + shift[id] folds the normalisation into the tables.
-    for_each_row<opmath_t>(r0, r1, g, num_instances, gamma, beta, mean, invstd, g.s_hw == 1 && gy.s_hw == 1,
-                           [&](auto contig, int64_t b, int64_t c, const opmath_t* scale, const opmath_t* shift) {
-      const Row<decltype(contig)::value> at_x{g.s_hw}, at_y{gy.s_hw};
-      const opmath_t* __restrict t = shift;
-      const scalar_t* __restrict xr = x + b * g.s_b + c * g.s_c;
-      scalar_t* __restrict yr = y + b * gy.s_b + c * gy.s_c;
-      const int32_t* __restrict ids = runs.ids_of(b);
-      runs.for_each_span(
-          b, 0, runs.height,
-          [&](int64_t k0, int64_t k1, int64_t id) {
-            const opmath_t s = scale[id], u = t[id];
-            const scalar_t* __restrict in = xr;
-            scalar_t* __restrict out = yr;
-#pragma omp simd
-            for (int64_t k = k0; k < k1; ++k) out[at_y(k)] = static_cast<scalar_t>(static_cast<opmath_t>(in[at_x(k)]) * s + u);
-          },
-          [&](int64_t k0, int64_t k1) {
-            const scalar_t* __restrict in = xr;
-            scalar_t* __restrict out = yr;
-            const opmath_t* __restrict sc = scale;
-#pragma omp simd
-            for (int64_t k = k0; k < k1; ++k) {
-              const int32_t id = ids[k];
-              out[at_y(k)] = static_cast<scalar_t>(static_cast<opmath_t>(in[at_x(k)]) * sc[id] + t[id]);
-            }
-          });
-    });
+    apply_rows(r0, r1, x, runs, gamma, beta, mean, invstd, y, g, gy, num_instances);
+  });
+}
+
+// Channels per task of the fused forward: as many as keep the task's rows of x
+// (every image) within about kCacheBytes, so that apply reads again from cache
+// what the statistics just read from memory.
+constexpr int64_t kCacheBytes = int64_t{1} << 20;
+
+inline int64_t channels_per_task(const MapLayout& g, int64_t element_size, int64_t most) {
+  const int64_t bytes = std::max<int64_t>(1, g.batch * g.hw * element_size);
+  return std::clamp<int64_t>(kCacheBytes / bytes, 1, most);
+}
+
+// The training forward in one pass over memory: per group of channels, the
+// statistics over (B, H, W), then y for every image.
+template <typename scalar_t>
+void forward_kernel(const scalar_t* x, const IdRuns& runs, const scalar_t* gamma, const scalar_t* beta, double eps,
+                    acc_t<scalar_t>* mean, acc_t<scalar_t>* var, acc_t<scalar_t>* invstd, scalar_t* y,
+                    const MapLayout& g, const MapLayout& gy, int64_t num_instances) {
+  using acc = acc_t<scalar_t>;
+  const int64_t C = g.channels, per_task = channels_per_task(g, sizeof(scalar_t), kTableBlock);
+  cpu::parallel_tasks((C + per_task - 1) / per_task, [&](int64_t t) {
+    const int64_t c0 = t * per_task, c1 = std::min(C, c0 + per_task);
+    for (int64_t c = c0; c < c1; ++c) {
+      const auto [m, v] = channel_moments(x, g, c);
+      mean[c] = static_cast<acc>(m);
+      var[c] = static_cast<acc>(v);
+      invstd[c] = static_cast<acc>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
+    }
+    for (int64_t b = 0; b < g.batch; ++b) {
+      apply_rows(b * C + c0, b * C + c1, x, runs, gamma, beta, mean, invstd, y, g, gy, num_instances);
+    }
   });
 }
 
@@ -242,71 +286,140 @@ struct ReduceRows {
   }
 };
 
+// The per-instance sums of one group of kRowGroup channels in one image, with the
+// scratch of a task: rows of long runs are summed run by run, rows of short ones by
+// tiles of pixels into float sums flushed into double every kMaxRun pixels per 32
+// instances (a flush costs L * kWidth additions).
+template <typename scalar_t>
+class GroupSums {
+ public:
+  using acc = acc_t<scalar_t>;
+  using opmath_t = at::opmath_type<scalar_t>;
+  static constexpr int64_t kWidth = ReduceRows<scalar_t>::kWidth;
+
+  explicit GroupSums(int64_t num_instances)
+      : L_(num_instances),
+        flush_every_(cpu::kMaxRun * std::max<int64_t>(1, num_instances / 32)),
+        sums_(num_instances * kWidth),
+        fsums_(num_instances * kWidth, opmath_t(0)) {}
+
+  // dgamma[b, :, c0 + r] = invstd * sum dy * (x - mean) and dbeta[b, :, c0 + r] = sum dy
+  // over each instance's pixels, for the rows r < nc of the group at channel c0.
+  void run(const scalar_t* dy, const scalar_t* x, const IdRuns& runs, const acc* mean, const acc* invstd,
+           acc* dgamma, acc* dbeta, const MapLayout& gd, const MapLayout& g, int64_t b, int64_t c0) {
+    const int64_t nc = std::min(kRowGroup, g.channels - c0);
+    ReduceRows<scalar_t> in{{}, {}, {}, g.s_hw, gd.s_hw};
+    cpu::group_rows<kRowGroup>(x + b * g.s_b + c0 * g.s_c, g.s_c, nc, in.x);
+    cpu::group_rows<kRowGroup>(dy + b * gd.s_b + c0 * gd.s_c, gd.s_c, nc, in.dy);
+    for (int64_t r = 0; r < kRowGroup; ++r) in.mean[r] = mean[c0 + std::min(r, nc - 1)];
+    std::fill(sums_.begin(), sums_.end(), 0.0);
+    double* s = sums_.data();
+    const int32_t* ids = runs.ids_of(b);
+    runs.for_each_span(
+        b, 0, runs.height,
+        [&](int64_t begin, int64_t end, int64_t id) {
+          for (int64_t p0 = begin; p0 < end; p0 += cpu::kMaxRun) {
+            opmath_t part[kWidth] = {};
+            in.add(p0, std::min(end, p0 + cpu::kMaxRun), part);
+            double* si = s + id * kWidth;
+            for (int64_t k = 0; k < kWidth; ++k) si[k] += static_cast<double>(part[k]);
+          }
+        },
+        [&](int64_t begin, int64_t end) {
+          in.template add_pixels<opmath_t>(begin, end, ids, fsums_.data());
+          pending_ += end - begin;
+          if (pending_ >= flush_every_) flush();
+        },
+        kMinMeanRunTiles);
+    flush();
+    for (int64_t l = 0; l < L_; ++l) {
+      const double* sl = s + l * kWidth;
+      for (int64_t r = 0; r < nc; ++r) {
+        const int64_t i = (b * L_ + l) * g.channels + c0 + r;
+        dgamma[i] = static_cast<acc>(static_cast<double>(invstd[c0 + r]) * sl[r]);  // sum dy * xhat
+        dbeta[i] = static_cast<acc>(sl[kRowGroup + r]);
+      }
+    }
+  }
+
+ private:
+  void flush() {
+    if (pending_ == 0) return;
+    double* __restrict d = sums_.data();
+    opmath_t* __restrict f = fsums_.data();
+#pragma omp simd
+    for (int64_t i = 0; i < L_ * kWidth; ++i) {
+      d[i] += static_cast<double>(f[i]);
+      f[i] = 0;
+    }
+    pending_ = 0;
+  }
+
+  int64_t L_, flush_every_, pending_ = 0;
+  std::vector<double> sums_;
+  std::vector<opmath_t> fsums_;
+};
+
 template <typename scalar_t>
 void backward_reduce_kernel(const scalar_t* dy, const scalar_t* x, const IdRuns& runs, const acc_t<scalar_t>* mean,
                             const acc_t<scalar_t>* invstd, acc_t<scalar_t>* dgamma, acc_t<scalar_t>* dbeta,
                             const MapLayout& gd, const MapLayout& g, int64_t num_instances) {
-  // One task per (b, group of kRowGroup channels): the per-instance sums of the
-  // group, in double, as in the pooling forward (cpu::sum_instances).
-  using acc = acc_t<scalar_t>;
-  using opmath_t = at::opmath_type<scalar_t>;
-  constexpr int64_t kWidth = ReduceRows<scalar_t>::kWidth;
-  const int64_t L = num_instances, groups = (g.channels + kRowGroup - 1) / kRowGroup;
+  // One task per (b, group of kRowGroup channels).
+  const int64_t groups = (g.channels + kRowGroup - 1) / kRowGroup;
   at::parallel_for(0, g.batch * groups, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<double> sums(L * kWidth);
-    // The pixel-by-pixel rows add into fsums (opmath_t), flushed into sums every kMaxRun
-    // pixels per 32 instances (a flush costs L * kWidth additions).
-    const int64_t flush_every = cpu::kMaxRun * std::max<int64_t>(1, L / 32);
-    std::vector<opmath_t> fsums(L * kWidth, opmath_t(0));
-    int64_t pending = 0;
-    auto flush = [&] {
-      if (pending == 0) return;
-      double* __restrict d = sums.data();
-      opmath_t* __restrict f = fsums.data();
-#pragma omp simd
-      for (int64_t i = 0; i < L * kWidth; ++i) {
-        d[i] += static_cast<double>(f[i]);
-        f[i] = 0;
-      }
-      pending = 0;
-    };
+    GroupSums<scalar_t> sums(num_instances);
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / groups, c0 = (t % groups) * kRowGroup;
-      const int64_t nc = std::min(kRowGroup, g.channels - c0);
-      ReduceRows<scalar_t> in{{}, {}, {}, g.s_hw, gd.s_hw};
-      cpu::group_rows<kRowGroup>(x + b * g.s_b + c0 * g.s_c, g.s_c, nc, in.x);
-      cpu::group_rows<kRowGroup>(dy + b * gd.s_b + c0 * gd.s_c, gd.s_c, nc, in.dy);
-      for (int64_t r = 0; r < kRowGroup; ++r) in.mean[r] = mean[c0 + std::min(r, nc - 1)];
-      std::fill(sums.begin(), sums.end(), 0.0);
-      // Rows of long runs: run by run (cpu::sum_instances); rows of short ones: by tiles of pixels.
-      double* s = sums.data();
-      const int32_t* ids = runs.ids_of(b);
-      runs.for_each_span(
-          b, 0, runs.height,
-          [&](int64_t begin, int64_t end, int64_t id) {
-            for (int64_t p0 = begin; p0 < end; p0 += cpu::kMaxRun) {
-              opmath_t acc[kWidth] = {};
-              in.add(p0, std::min(end, p0 + cpu::kMaxRun), acc);
-              double* si = s + id * kWidth;
-              for (int64_t k = 0; k < kWidth; ++k) si[k] += static_cast<double>(acc[k]);
-            }
-          },
-          [&](int64_t begin, int64_t end) {
-            in.template add_pixels<opmath_t>(begin, end, ids, fsums.data());
-            pending += end - begin;
-            if (pending >= flush_every) flush();
-          },
-          kMinMeanRunTiles);
-      flush();
-      for (int64_t l = 0; l < L; ++l) {
-        const double* s = sums.data() + l * kWidth;
-        for (int64_t r = 0; r < nc; ++r) {
-          const int64_t i = (b * L + l) * g.channels + c0 + r;
-          dgamma[i] = static_cast<acc>(static_cast<double>(invstd[c0 + r]) * s[r]);  // sum dy * xhat
-          dbeta[i] = static_cast<acc>(s[kRowGroup + r]);
-        }
-      }
+      sums.run(dy, x, runs, mean, invstd, dgamma, dbeta, gd, g, t / groups, (t % groups) * kRowGroup);
     }
+  });
+}
+
+// dx for the (b, c) rows [r0, r1): dy * invstd * gamma[id] + x * a + k, where a and k
+// carry the batch-norm terms (zero for fixed statistics).
+template <typename scalar_t>
+void dx_rows(int64_t r0, int64_t r1, const scalar_t* dy, const scalar_t* x, const IdRuns& runs, const scalar_t* gamma,
+             const acc_t<scalar_t>* mean, const acc_t<scalar_t>* invstd, const acc_t<scalar_t>* mean_dxhat,
+             const acc_t<scalar_t>* mean_dxhat_xhat, bool batch_stats, scalar_t* dx, const MapLayout& gd,
+             const MapLayout& g, const MapLayout& gdx, int64_t num_instances) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  for_each_row<opmath_t>(r0, r1, g, num_instances, gamma, static_cast<const scalar_t*>(nullptr), mean, invstd,
+                         g.s_hw == 1 && gd.s_hw == 1 && gdx.s_hw == 1,
+                         [&](auto contig, int64_t b, int64_t c, const opmath_t* scale, const opmath_t*) {
+    const Row<decltype(contig)::value> at_x{g.s_hw}, at_d{gd.s_hw}, at_dx{gdx.s_hw};
+    opmath_t a = 0, k0 = 0;
+    if (batch_stats) {
+      const opmath_t is = invstd[c], m = mean[c], m1 = mean_dxhat[c], m2 = mean_dxhat_xhat[c];
+      a = -is * is * m2;
+      k0 = -is * m1 + m * is * is * m2;
+    }
+    const scalar_t* __restrict xr = x + b * g.s_b + c * g.s_c;
+    const scalar_t* __restrict dyr = dy + b * gd.s_b + c * gd.s_c;
+    scalar_t* __restrict dxr = dx + b * gdx.s_b + c * gdx.s_c;
+    const int32_t* __restrict ids = runs.ids_of(b);
+    runs.for_each_span(
+        b, 0, runs.height,
+        [&](int64_t p0, int64_t p1, int64_t id) {
+          const opmath_t s = scale[id];
+          const scalar_t* __restrict in = xr;
+          const scalar_t* __restrict grad = dyr;
+          scalar_t* __restrict out = dxr;
+#pragma omp simd
+          for (int64_t k = p0; k < p1; ++k) {
+            out[at_dx(k)] = static_cast<scalar_t>(static_cast<opmath_t>(grad[at_d(k)]) * s +
+                                                  static_cast<opmath_t>(in[at_x(k)]) * a + k0);
+          }
+        },
+        [&](int64_t p0, int64_t p1) {
+          const scalar_t* __restrict in = xr;
+          const scalar_t* __restrict grad = dyr;
+          scalar_t* __restrict out = dxr;
+          const opmath_t* __restrict sc = scale;
+#pragma omp simd
+          for (int64_t k = p0; k < p1; ++k) {
+            out[at_dx(k)] = static_cast<scalar_t>(static_cast<opmath_t>(grad[at_d(k)]) * sc[ids[k]] +
+                                                  static_cast<opmath_t>(in[at_x(k)]) * a + k0);
+          }
+        });
   });
 }
 
@@ -315,48 +428,46 @@ void backward_dx_kernel(const scalar_t* dy, const scalar_t* x, const IdRuns& run
                         const acc_t<scalar_t>* mean, const acc_t<scalar_t>* invstd, const acc_t<scalar_t>* mean_dxhat,
                         const acc_t<scalar_t>* mean_dxhat_xhat, bool batch_stats, scalar_t* dx, const MapLayout& gd,
                         const MapLayout& g, const MapLayout& gdx, int64_t num_instances) {
-  using opmath_t = at::opmath_type<scalar_t>;
   at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t r0, int64_t r1) {
-    for_each_row<opmath_t>(r0, r1, g, num_instances, gamma, static_cast<const scalar_t*>(nullptr), mean, invstd,
-                           g.s_hw == 1 && gd.s_hw == 1 && gdx.s_hw == 1,
-                           [&](auto contig, int64_t b, int64_t c, const opmath_t* scale, const opmath_t*) {
-      const Row<decltype(contig)::value> at_x{g.s_hw}, at_d{gd.s_hw}, at_dx{gdx.s_hw};
-      // dx = dy * invstd * gamma[id] + x * a + k, with a and k zero for fixed statistics.
-      opmath_t a = 0, k0 = 0;
-      if (batch_stats) {
-        const opmath_t is = invstd[c], m = mean[c], m1 = mean_dxhat[c], m2 = mean_dxhat_xhat[c];
-        a = -is * is * m2;
-        k0 = -is * m1 + m * is * is * m2;
+    dx_rows(r0, r1, dy, x, runs, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, batch_stats, dx, gd, g, gdx,
+            num_instances);
+  });
+}
+
+// The training backward (batch statistics) in one pass over memory: per group of
+// kRowGroup channels, the per-instance sums of every image, the two per-channel
+// batch-norm terms from them (sum dy * gamma[id] = sum_l gamma_l * dbeta_l and
+// sum dy * gamma[id] * xhat = sum_l gamma_l * dgamma_l, divided by the count), then
+// dx of every image, reading again from cache the rows the sums just read.
+template <typename scalar_t>
+void backward_kernel(const scalar_t* dy, const scalar_t* x, const IdRuns& runs, const scalar_t* gamma,
+                     const acc_t<scalar_t>* mean, const acc_t<scalar_t>* invstd, acc_t<scalar_t>* dgamma,
+                     acc_t<scalar_t>* dbeta, acc_t<scalar_t>* mean_dxhat, acc_t<scalar_t>* mean_dxhat_xhat,
+                     scalar_t* dx, const MapLayout& gd, const MapLayout& g, const MapLayout& gdx,
+                     int64_t num_instances) {
+  using acc = acc_t<scalar_t>;
+  const int64_t L = num_instances, C = g.channels, groups = (C + kRowGroup - 1) / kRowGroup;
+  const double count = static_cast<double>(g.batch * g.hw);
+  at::parallel_for(0, groups, 1, [&](int64_t t0, int64_t t1) {
+    GroupSums<scalar_t> sums(L);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t c0 = t * kRowGroup, c1 = std::min(C, c0 + kRowGroup);
+      for (int64_t b = 0; b < g.batch; ++b) sums.run(dy, x, runs, mean, invstd, dgamma, dbeta, gd, g, b, c0);
+      for (int64_t c = c0; c < c1; ++c) {
+        double s1 = 0, s2 = 0;
+        for (int64_t i = c; i < g.batch * L * C; i += C) {
+          const double gm = static_cast<double>(gamma[i]);
+          s1 += gm * static_cast<double>(dbeta[i]);
+          s2 += gm * static_cast<double>(dgamma[i]);
+        }
+        mean_dxhat[c] = static_cast<acc>(s1 / count);
+        mean_dxhat_xhat[c] = static_cast<acc>(s2 / count);
       }
-      const scalar_t* __restrict xr = x + b * g.s_b + c * g.s_c;
-      const scalar_t* __restrict dyr = dy + b * gd.s_b + c * gd.s_c;
-      scalar_t* __restrict dxr = dx + b * gdx.s_b + c * gdx.s_c;
-      const int32_t* __restrict ids = runs.ids_of(b);
-      runs.for_each_span(
-          b, 0, runs.height,
-          [&](int64_t p0, int64_t p1, int64_t id) {
-            const opmath_t s = scale[id];
-            const scalar_t* __restrict in = xr;
-            const scalar_t* __restrict grad = dyr;
-            scalar_t* __restrict out = dxr;
-#pragma omp simd
-            for (int64_t k = p0; k < p1; ++k) {
-              out[at_dx(k)] = static_cast<scalar_t>(static_cast<opmath_t>(grad[at_d(k)]) * s +
-                                                    static_cast<opmath_t>(in[at_x(k)]) * a + k0);
-            }
-          },
-          [&](int64_t p0, int64_t p1) {
-            const scalar_t* __restrict in = xr;
-            const scalar_t* __restrict grad = dyr;
-            scalar_t* __restrict out = dxr;
-            const opmath_t* __restrict sc = scale;
-#pragma omp simd
-            for (int64_t k = p0; k < p1; ++k) {
-              out[at_dx(k)] = static_cast<scalar_t>(static_cast<opmath_t>(grad[at_d(k)]) * sc[ids[k]] +
-                                                    static_cast<opmath_t>(in[at_x(k)]) * a + k0);
-            }
-          });
-    });
+      for (int64_t b = 0; b < g.batch; ++b) {
+        dx_rows(b * C + c0, b * C + c1, dy, x, runs, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, true, dx, gd,
+                g, gdx, L);
+      }
+    }
   });
 }
 
@@ -429,6 +540,47 @@ at::Tensor backward_dx(const at::Tensor& dy, const at::Tensor& x, const at::Tens
   return dx;
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor& inst,
+                                                                   const at::Tensor& gamma, const at::Tensor& beta,
+                                                                   double eps) {
+  cpu::check_map(x, "x");
+  TORCH_CHECK(gamma.is_contiguous() && beta.is_contiguous(), "inade._C: gamma and beta must be contiguous");
+  const IdRuns runs = runs_of(inst, x);
+  at::Tensor y = at::empty_like(x);
+  auto opts = x.options().dtype(cpu::acc_type(x.scalar_type()));
+  at::Tensor mean = at::empty({x.size(1)}, opts), var = at::empty_like(mean), invstd = at::empty_like(mean);
+  INADE_DISPATCH_FLOATING(x.scalar_type(), "instance_modulation_forward", [&] {
+    using acc = acc_t<scalar_t>;
+    forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), runs, gamma.const_data_ptr<scalar_t>(),
+                             beta.const_data_ptr<scalar_t>(), eps, mean.data_ptr<acc>(), var.data_ptr<acc>(),
+                             invstd.data_ptr<acc>(), y.data_ptr<scalar_t>(), cpu::layout_of(x), cpu::layout_of(y),
+                             gamma.size(1));
+  });
+  return {y, mean, var, invstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& dy, const at::Tensor& x,
+                                                        const at::Tensor& inst, const at::Tensor& gamma,
+                                                        const at::Tensor& mean, const at::Tensor& invstd) {
+  cpu::check_map(x, "x");
+  cpu::check_map(dy, "dy");
+  TORCH_CHECK(gamma.is_contiguous(), "inade._C: gamma must be contiguous");
+  const IdRuns runs = runs_of(inst, x);
+  auto opts = x.options().dtype(cpu::acc_type(x.scalar_type()));
+  at::Tensor dgamma = at::empty({x.size(0), gamma.size(1), x.size(1)}, opts), dbeta = at::empty_like(dgamma);
+  at::Tensor terms = at::empty({2, x.size(1)}, opts);  // the two batch-norm terms per channel (scratch)
+  at::Tensor dx = at::empty_like(x);
+  INADE_DISPATCH_FLOATING(x.scalar_type(), "instance_modulation_backward", [&] {
+    using acc = acc_t<scalar_t>;
+    backward_kernel<scalar_t>(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), runs,
+                              gamma.const_data_ptr<scalar_t>(), mean.const_data_ptr<acc>(),
+                              invstd.const_data_ptr<acc>(), dgamma.data_ptr<acc>(), dbeta.data_ptr<acc>(),
+                              terms[0].data_ptr<acc>(), terms[1].data_ptr<acc>(), dx.data_ptr<scalar_t>(),
+                              cpu::layout_of(dy), cpu::layout_of(x), cpu::layout_of(dx), gamma.size(1));
+  });
+  return {dx, dgamma, dbeta};
+}
+
 }  // namespace
 
 void register_instance_modulation(pybind11::module& m) {
@@ -436,6 +588,8 @@ void register_instance_modulation(pybind11::module& m) {
   m.def("instance_modulation_apply", &apply, "y = xhat * gamma[inst] + beta[inst]");
   m.def("instance_modulation_backward_reduce", &backward_reduce, "per-instance sums (dgamma, dbeta) [B, L, C]");
   m.def("instance_modulation_backward_dx", &backward_dx, "gradient of x");
+  m.def("instance_modulation_forward", &forward, "training forward in one pass: (y, mean, var, invstd)");
+  m.def("instance_modulation_backward", &backward, "training backward in one pass: (dx, dgamma, dbeta)");
 }
 
 }  // namespace inade

@@ -6,9 +6,12 @@
 one-hot map: each pixel gathers its instance's row of the ``[B, L, C]`` tables.
 
 Pieces (the same for every op of this package):
-    * four ``torch.library`` custom ops (``inade::instance_modulation_<pass>``) with
+    * six ``torch.library`` custom ops (``inade::instance_modulation_<pass>``) with
       fake kernels, each a forward or backward pass run by ``_backend.run_pass`` on
-      the chosen backend (``reference`` runs ``reference.instance_modulation_<pass>``);
+      the chosen backend (``reference`` runs ``reference.instance_modulation_<pass>``):
+      ``stats``, ``apply``, ``backward_reduce``, ``backward_dx``, and the training passes
+      ``forward`` (stats + apply) and ``backward`` (reduce + dx) that the C++ backend runs
+      as one pass over memory each;
     * :class:`InstanceModulationFunction`, the autograd wrapper that wires them and
       all-reduces statistics over a ``process_group`` (synchronised batch norm);
     * :func:`instance_modulation`, the public function: input checks, running
@@ -96,9 +99,44 @@ def _(dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, batch_stats
     return torch.empty_like(x)
 
 
+@torch.library.custom_op("inade::instance_modulation_forward", mutates_args=())
+def instance_modulation_forward(x: Tensor, inst: Tensor, gamma: Tensor, beta: Tensor,
+                                eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The training forward with batch statistics, stats and apply in one: ``(y, mean, var, invstd)``.
+
+    ``y`` as :func:`instance_modulation_apply`; ``mean, var`` as :func:`instance_modulation_stats`;
+    ``invstd = 1/sqrt(var + eps)``. The C++ backend makes it one pass over memory (per group of
+    channels, the statistics, then the output while the rows are still in cache).
+    """
+    _checks.check_ids_in_range(inst, gamma.shape[1])
+    return _backend.run_pass("modulation", "forward", x.device, x, inst, gamma, beta, eps)
+
+
+@instance_modulation_forward.register_fake
+def _(x, inst, gamma, beta, eps):
+    c, acc = x.shape[1], _checks.acc_dtype(x.dtype)
+    return torch.empty_like(x), x.new_empty(c, dtype=acc), x.new_empty(c, dtype=acc), x.new_empty(c, dtype=acc)
+
+
+@torch.library.custom_op("inade::instance_modulation_backward", mutates_args=())
+def instance_modulation_backward(dy: Tensor, x: Tensor, inst: Tensor, gamma: Tensor, mean: Tensor,
+                                 invstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The training backward with batch statistics of one process, reduce and dx in one:
+    ``(dx, dgamma, dbeta)`` as :func:`instance_modulation_backward_dx` (with the batch-norm terms
+    over ``B·H·W`` pixels) and :func:`instance_modulation_backward_reduce`. The C++ backend makes
+    it one pass over memory (per group of channels, the sums, then dx from cache)."""
+    return _backend.run_pass("modulation", "backward", x.device, dy, x, inst, gamma, mean, invstd)
+
+
+@instance_modulation_backward.register_fake
+def _(dy, x, inst, gamma, mean, invstd):
+    shape = (x.shape[0], gamma.shape[1], x.shape[1])
+    return torch.empty_like(x), x.new_empty(shape, dtype=mean.dtype), x.new_empty(shape, dtype=mean.dtype)
+
+
 _backend.forbid_double_backward("instance_modulation", (
     instance_modulation_stats, instance_modulation_apply, instance_modulation_backward_reduce,
-    instance_modulation_backward_dx,
+    instance_modulation_backward_dx, instance_modulation_forward, instance_modulation_backward,
 ))
 
 
@@ -108,36 +146,45 @@ _backend.forbid_double_backward("instance_modulation", (
 
 
 class InstanceModulationFunction(torch.autograd.Function):
-    """Autograd of ``y = x̂·γ[inst] + β[inst]`` given the statistics ``mean, invstd``.
+    """Autograd of ``y = x̂·γ[inst] + β[inst]``; returns ``(y, mean, var)``, the statistics used.
 
-    The statistics enter as constants; with ``batch_stats`` the backward adds their
-    dependence on ``x`` (the batch-norm terms), all-reduced over ``process_group``.
+    ``mean, var`` given: they enter as constants (running statistics, or batch statistics
+    already reduced over ``process_group``). ``mean, var = None``: batch statistics of ``x``,
+    computed in the forward pass itself. With ``batch_stats`` the backward adds the
+    dependence of the statistics on ``x`` (the batch-norm terms), all-reduced over
+    ``process_group``; without a group it is the one-pass backward.
     """
 
     @staticmethod
-    def forward(ctx, x, inst, gamma, beta, mean, invstd, batch_stats, count, process_group):
-        y = instance_modulation_apply(x, inst, gamma, beta, mean, invstd)
+    def forward(ctx, x, inst, gamma, beta, mean, var, eps, batch_stats, count, process_group):
+        if mean is None:
+            y, mean, var, invstd = instance_modulation_forward(x, inst, gamma, beta, eps)
+        else:
+            invstd = torch.rsqrt(var + eps)
+            y = instance_modulation_apply(x, inst, gamma, beta, mean, invstd)
         ctx.save_for_backward(x, inst, gamma, mean, invstd)
         ctx.batch_stats, ctx.count, ctx.process_group = batch_stats, count, process_group
-        return y
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
 
     @staticmethod
-    def backward(ctx, dy):
+    def backward(ctx, dy, _grad_mean, _grad_var):
         x, inst, gamma, mean, invstd = ctx.saved_tensors
         dy = _checks.flattenable_hw(dy)
+        if ctx.batch_stats and ctx.process_group is None and ctx.needs_input_grad[0]:
+            dx, dgamma, dbeta = instance_modulation_backward(dy, x, inst, gamma, mean, invstd)
+            return dx, None, dgamma.to(gamma.dtype), dbeta.to(gamma.dtype), None, None, None, None, None, None
         dgamma, dbeta = instance_modulation_backward_reduce(dy, x, inst, mean, invstd, gamma.shape[1])
         mean_dxhat = mean_dxhat_xhat = mean.new_zeros(0)
         if ctx.batch_stats and ctx.needs_input_grad[0]:
-            # Σ dy·γ[inst] and Σ dy·γ[inst]·x̂ per channel follow from the per-instance sums.
-            g = gamma.to(dgamma.dtype)
-            sums = torch.stack([(g * dbeta).sum((0, 1)), (g * dgamma).sum((0, 1))])
+            sums = reference.dxhat_sums(gamma, dgamma, dbeta)
             if ctx.process_group is not None:
                 torch.distributed.all_reduce(sums, group=ctx.process_group)
             mean_dxhat, mean_dxhat_xhat = (sums / ctx.count).unbind(0)
         dx = None
         if ctx.needs_input_grad[0]:
             dx = instance_modulation_backward_dx(dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, ctx.batch_stats)
-        return dx, None, dgamma.to(gamma.dtype), dbeta.to(gamma.dtype), None, None, None, None, None
+        return dx, None, dgamma.to(gamma.dtype), dbeta.to(gamma.dtype), None, None, None, None, None, None
 
 
 # ---------------------------------------------------------------------------
@@ -191,24 +238,24 @@ def instance_modulation(
             momentum=momentum, eps=eps, process_group=process_group,
         )
     count = x.numel() // x.shape[1]
-    if training:
+    mean = var = None  # batch statistics of this process: computed in the forward pass
+    if training and process_group is not None:
         mean, var, count = _batch_statistics(x.detach(), process_group)
-        if running_mean is not None:
-            _update_running_stats(running_mean, running_var, mean, var, count, momentum)
-    else:
+    elif training and count <= 1:
+        raise ValueError(f"instance_modulation in training needs more than 1 value per channel, got x {tuple(x.shape)}")
+    elif not training:
         mean, var = running_mean.to(_checks.acc_dtype(x.dtype)), running_var.to(_checks.acc_dtype(x.dtype))
-    invstd = torch.rsqrt(var + eps)
-    return InstanceModulationFunction.apply(x, inst, gamma, beta, mean, invstd, training, count, process_group)
+    y, mean, var = InstanceModulationFunction.apply(x, inst, gamma, beta, mean, var, eps, training, count,
+                                                    process_group)
+    if training and running_mean is not None:
+        _update_running_stats(running_mean, running_var, mean, var, count, momentum)
+    return y
 
 
 def _batch_statistics(x: Tensor, process_group) -> tuple[Tensor, Tensor, int]:
-    """Per-channel mean and biased variance over the (global) batch, and the pixel count."""
+    """Per-channel mean and biased variance over the global batch of ``process_group``, and its pixel count."""
     mean, var = instance_modulation_stats(x)
     count = x.numel() // x.shape[1]
-    if process_group is None:
-        if count <= 1:
-            raise ValueError(f"instance_modulation in training needs more than 1 value per channel, got x {tuple(x.shape)}")
-        return mean, var, count
     # Exact merge of every process's (count, mean, var): no E[x²] − E[x]² cancellation.
     world = torch.distributed.get_world_size(process_group)
     local = torch.cat([mean.new_tensor([count]), mean, var])

@@ -158,6 +158,33 @@ def instance_modulation_backward_dx(dy: Tensor, x: Tensor, inst: Tensor, gamma: 
     return (dx_hat * _col(invstd)).to(x.dtype).contiguous(memory_format=memory_format_of(x))
 
 
+def dxhat_sums(gamma: Tensor, dgamma: Tensor, dbeta: Tensor) -> Tensor:
+    """``[Σ dy·γ[inst], Σ dy·γ[inst]·x̂]`` per channel, ``[2, C]``, from the per-instance sums
+    ``dgamma, dbeta [B, L, C]`` (``Σ dy·γ[inst] = Σ_l γ_l·dbeta_l``): the two batch-norm terms
+    of the input gradient, before the division by the pixel count."""
+    g = gamma.to(dgamma.dtype)
+    return torch.stack([(g * dbeta).sum((0, 1)), (g * dgamma).sum((0, 1))])
+
+
+def instance_modulation_forward(x: Tensor, inst: Tensor, gamma: Tensor, beta: Tensor,
+                                eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The training forward with batch statistics: ``(y, mean, var, invstd)``, the stats pass then
+    the apply pass with ``invstd = 1/sqrt(var + eps)``."""
+    mean, var = instance_modulation_stats(x)
+    invstd = torch.rsqrt(var + eps)
+    return instance_modulation_apply(x, inst, gamma, beta, mean, invstd), mean, var, invstd
+
+
+def instance_modulation_backward(dy: Tensor, x: Tensor, inst: Tensor, gamma: Tensor, mean: Tensor,
+                                 invstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The training backward with batch statistics: ``(dx, dgamma, dbeta)``, the reduce pass, the
+    batch-norm terms from its sums (:func:`dxhat_sums` over ``B·H·W`` pixels), then the dx pass."""
+    dgamma, dbeta = instance_modulation_backward_reduce(dy, x, inst, mean, invstd, gamma.shape[1])
+    mean_dxhat, mean_dxhat_xhat = (dxhat_sums(gamma, dgamma, dbeta) / (x.numel() // x.shape[1])).unbind(0)
+    dx = instance_modulation_backward_dx(dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, True)
+    return dx, dgamma, dbeta
+
+
 # ---------------------------------------------------------------------------
 # Op 2: instance_avg_pool (paper Eq. 4)
 # ---------------------------------------------------------------------------
