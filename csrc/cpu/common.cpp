@@ -44,6 +44,9 @@ IdRuns encode_runs(const at::Tensor& inst, int64_t batch, int64_t height, int64_
     encode_kernel<index_t>(inst.const_data_ptr<index_t>(), width, batch * height, runs.ids.data_ptr<int32_t>(),
                            runs.end_id.data_ptr<int32_t>(), runs.num_runs.data_ptr<int32_t>());
   });
+  runs.ids_data = runs.ids.const_data_ptr<int32_t>();
+  runs.end_id_data = runs.end_id.const_data_ptr<int32_t>();
+  runs.num_runs_data = runs.num_runs.const_data_ptr<int32_t>();
   return runs;
 }
 

@@ -17,6 +17,11 @@
 #include <algorithm>
 #include <type_traits>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define INADE_REGISTER_TABLES 1
+#endif
+
 namespace inade {
 namespace cpu {
 
@@ -66,9 +71,14 @@ struct IdRuns {
   at::Tensor ids;       // int32 [B, H*W]
   at::Tensor end_id;    // int32 [B*H, W, 2]
   at::Tensor num_runs;  // int32 [B*H]
+  // Their data, read once: the kernels walk every image row of every channel, and a
+  // Tensor's checked data accessor there costs as much as a short row.
+  const int32_t* ids_data = nullptr;
+  const int32_t* end_id_data = nullptr;
+  const int32_t* num_runs_data = nullptr;
 
   int64_t hw() const { return height * width; }
-  const int32_t* ids_of(int64_t b) const { return ids.const_data_ptr<int32_t>() + b * hw(); }
+  const int32_t* ids_of(int64_t b) const { return ids_data + b * hw(); }
 
   // Calls f(begin, end, id) for the runs of image rows [h0, h1) of image b (pixel
   // offsets within the image).
@@ -83,9 +93,8 @@ struct IdRuns {
   template <typename R, typename P>
   void for_each_span(int64_t b, int64_t h0, int64_t h1, R&& on_run, P&& on_pixels,
                      int64_t min_mean_run = kMinMeanRun) const {
-    const int32_t* n = num_runs.const_data_ptr<int32_t>();
     for (int64_t h = h0; h < h1; ++h) {
-      if (n[b * height + h] * min_mean_run > width) {
+      if (num_runs_data[b * height + h] * min_mean_run > width) {
         on_pixels(h * width, (h + 1) * width);
       } else {
         walk_runs(b, h, on_run);
@@ -97,8 +106,8 @@ struct IdRuns {
   template <typename F>
   void walk_runs(int64_t b, int64_t h, F& f) const {
     const int64_t row = b * height + h;
-    const int32_t* r = end_id.const_data_ptr<int32_t>() + row * width * 2;
-    const int32_t n = num_runs.const_data_ptr<int32_t>()[row];
+    const int32_t* r = end_id_data + row * width * 2;
+    const int32_t n = num_runs_data[row];
     int64_t begin = h * width;
     for (int32_t k = 0; k < n; ++k) {
       const int64_t end = h * width + r[2 * k];
@@ -152,6 +161,68 @@ void sum_instances(const Reader& in, const IdRuns& runs, int64_t b, double* sums
       },
       kMinMeanRunSums);
 }
+
+#ifdef INADE_REGISTER_TABLES
+// A float table of up to kMaxEntries entries held in four vector registers and looked
+// up for 16 ids at once by permutes (one for 32 entries, two and a blend for 64),
+// where a gather would load the 16 entries one by one.
+class RegisterTable {
+ public:
+  static constexpr int64_t kMaxEntries = 64;
+
+  RegisterTable(const float* table, int64_t entries) : wide_(entries > 32) {
+    for (int64_t i = 0; i < 4; ++i) {
+      const int64_t n = std::clamp<int64_t>(entries - 16 * i, 0, 16);
+      part_[i] = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), table + 16 * i);
+    }
+  }
+
+  inline __m512 lookup(__m512i ids) const {
+    const __m512 low = _mm512_permutex2var_ps(part_[0], ids, part_[1]);
+    if (!wide_) return low;
+    const __m512 high = _mm512_permutex2var_ps(part_[2], ids, part_[3]);
+    return _mm512_mask_blend_ps(_mm512_test_epi32_mask(ids, _mm512_set1_epi32(32)), low, high);
+  }
+
+ private:
+  __m512 part_[4];
+  bool wide_;
+};
+
+// Two float tables a, b of any length read together: interleaved as (a[l], b[l])
+// pairs, one 64-bit gather per 8 ids loads both entries, half the loads of a gather
+// from each table.
+class PairTable {
+ public:
+  // pairs: scratch of 2 * entries floats, kept alive while the table is used.
+  PairTable(const float* a, const float* b, int64_t entries, float* pairs) : pairs_(pairs) {
+    for (int64_t l = 0; l < entries; ++l) {
+      pairs[2 * l] = a[l];
+      pairs[2 * l + 1] = b[l];
+    }
+  }
+
+  inline void lookup(__m512i ids, __m512& a, __m512& b) const {
+    const __m512 lo = _mm512_castpd_ps(_mm512_i32gather_pd(_mm512_castsi512_si256(ids), pairs_, 8));
+    const __m512 hi = _mm512_castpd_ps(_mm512_i32gather_pd(_mm512_extracti64x4_epi64(ids, 1), pairs_, 8));
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    a = _mm512_permutex2var_ps(lo, even, hi);
+    b = _mm512_permutex2var_ps(lo, _mm512_add_epi32(even, _mm512_set1_epi32(1)), hi);
+  }
+
+ private:
+  const float* pairs_;
+};
+
+// f(k, mask) for the blocks of 16 pixels [k, k + 16) of [k0, k1); mask has a bit per
+// pixel inside [k0, k1) (all 16 but in the last block).
+template <typename F>
+inline void for_each_block16(int64_t k0, int64_t k1, F&& f) {
+  int64_t k = k0;
+  for (; k + 16 <= k1; k += 16) f(k, static_cast<__mmask16>(0xFFFF));
+  if (k < k1) f(k, static_cast<__mmask16>((1u << (k1 - k)) - 1));
+}
+#endif
 
 // Encodes inst, a contiguous int32/int64 CPU tensor of batch * height * width ids
 // ([B, H, W] or [B, H*W]).

@@ -123,9 +123,11 @@ void apply_rows(int64_t r0, int64_t r1, const scalar_t* x, const IdRuns& runs, c
                 const scalar_t* beta, const acc_t<scalar_t>* mean, const acc_t<scalar_t>* invstd, scalar_t* y,
                 const MapLayout& g, const MapLayout& gy, int64_t num_instances) {
   using opmath_t = at::opmath_type<scalar_t>;
+  std::vector<float> pairs;  // scratch of the pair table (float rows of more than RegisterTable::kMaxEntries)
   for_each_row<opmath_t>(r0, r1, g, num_instances, gamma, beta, mean, invstd, g.s_hw == 1 && gy.s_hw == 1,
                          [&](auto contig, int64_t b, int64_t c, const opmath_t* scale, const opmath_t* shift) {
     const Row<decltype(contig)::value> at_x{g.s_hw}, at_y{gy.s_hw};
+    bool pairs_built = false;
     const opmath_t* __restrict t = shift;
     const scalar_t* __restrict xr = x + b * g.s_b + c * g.s_c;
     scalar_t* __restrict yr = y + b * gy.s_b + c * gy.s_c;
@@ -143,6 +145,29 @@ void apply_rows(int64_t r0, int64_t r1, const scalar_t* x, const IdRuns& runs, c
           const scalar_t* __restrict in = xr;
           scalar_t* __restrict out = yr;
           const opmath_t* __restrict sc = scale;
+#ifdef INADE_REGISTER_TABLES
+          if constexpr (std::is_same_v<scalar_t, float> && decltype(contig)::value) {
+            if (num_instances <= cpu::RegisterTable::kMaxEntries) {
+              const cpu::RegisterTable ts(sc, num_instances), tt(t, num_instances);
+              cpu::for_each_block16(k0, k1, [&](int64_t k, __mmask16 m) {
+                const __m512i id = _mm512_maskz_loadu_epi32(m, ids + k);
+                const __m512 v = _mm512_maskz_loadu_ps(m, in + k);
+                _mm512_mask_storeu_ps(out + k, m, _mm512_fmadd_ps(v, ts.lookup(id), tt.lookup(id)));
+              });
+              return;
+            }
+            pairs.resize(2 * num_instances);
+            const cpu::PairTable st(sc, t, pairs_built ? 0 : num_instances, pairs.data());
+            pairs_built = true;
+            cpu::for_each_block16(k0, k1, [&](int64_t k, __mmask16 m) {
+              const __m512i id = _mm512_maskz_loadu_epi32(m, ids + k);
+              __m512 s_id, t_id;
+              st.lookup(id, s_id, t_id);
+              _mm512_mask_storeu_ps(out + k, m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, in + k), s_id, t_id));
+            });
+            return;
+          }
+#endif
 #pragma omp simd
           for (int64_t k = k0; k < k1; ++k) {
             const int32_t id = ids[k];
@@ -414,6 +439,20 @@ void dx_rows(int64_t r0, int64_t r1, const scalar_t* dy, const scalar_t* x, cons
           const scalar_t* __restrict grad = dyr;
           scalar_t* __restrict out = dxr;
           const opmath_t* __restrict sc = scale;
+#ifdef INADE_REGISTER_TABLES
+          if constexpr (std::is_same_v<scalar_t, float> && decltype(contig)::value) {
+            if (num_instances <= cpu::RegisterTable::kMaxEntries) {
+              const cpu::RegisterTable ts(sc, num_instances);
+              const __m512 va = _mm512_set1_ps(a), vk = _mm512_set1_ps(k0);
+              cpu::for_each_block16(p0, p1, [&](int64_t k, __mmask16 m) {
+                const __m512i id = _mm512_maskz_loadu_epi32(m, ids + k);
+                const __m512 base = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, in + k), va, vk);
+                _mm512_mask_storeu_ps(out + k, m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, grad + k), ts.lookup(id), base));
+              });
+              return;
+            }
+          }
+#endif
 #pragma omp simd
           for (int64_t k = p0; k < p1; ++k) {
             out[at_dx(k)] = static_cast<scalar_t>(static_cast<opmath_t>(grad[at_d(k)]) * sc[ids[k]] +
@@ -453,15 +492,17 @@ void backward_kernel(const scalar_t* dy, const scalar_t* x, const IdRuns& runs, 
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t c0 = t * kRowGroup, c1 = std::min(C, c0 + kRowGroup);
       for (int64_t b = 0; b < g.batch; ++b) sums.run(dy, x, runs, mean, invstd, dgamma, dbeta, gd, g, b, c0);
-      for (int64_t c = c0; c < c1; ++c) {
-        double s1 = 0, s2 = 0;
-        for (int64_t i = c; i < g.batch * L * C; i += C) {
-          const double gm = static_cast<double>(gamma[i]);
-          s1 += gm * static_cast<double>(dbeta[i]);
-          s2 += gm * static_cast<double>(dgamma[i]);
+      double s1[kRowGroup] = {}, s2[kRowGroup] = {};
+      for (int64_t i = c0; i < g.batch * L * C; i += C) {  // the group's channels of each (b, l) row
+        for (int64_t r = 0; r < c1 - c0; ++r) {
+          const double gm = static_cast<double>(gamma[i + r]);
+          s1[r] += gm * static_cast<double>(dbeta[i + r]);
+          s2[r] += gm * static_cast<double>(dgamma[i + r]);
         }
-        mean_dxhat[c] = static_cast<acc>(s1 / count);
-        mean_dxhat_xhat[c] = static_cast<acc>(s2 / count);
+      }
+      for (int64_t c = c0; c < c1; ++c) {
+        mean_dxhat[c] = static_cast<acc>(s1[c - c0] / count);
+        mean_dxhat_xhat[c] = static_cast<acc>(s2[c - c0] / count);
       }
       for (int64_t b = 0; b < g.batch; ++b) {
         dx_rows(b * C + c0, b * C + c1, dy, x, runs, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, true, dx, gd,
