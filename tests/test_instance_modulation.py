@@ -194,6 +194,45 @@ def test_double_backward_raises(backend):
         assert_double_backward_raises(y, x, dy)
 
 
+# L = 3, 40, 70: the C++ pixel path's table in two registers, in four, and by paired gathers.
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("shape", [(2, 19, 5, 7, 3), (2, 8, 9, 33, 40), (3, 8, 9, 33, 70)], ids=shape_id)
+def test_one_pass_training_equals_separate_passes(backend, shape, dtype):
+    """The training passes (forward: stats + apply; backward: sums + dx) give what the
+    separate passes give: outputs, statistics and all three gradients."""
+    m = importlib.import_module("inade.ops.instance_modulation")
+    from inade.ops import reference  # noqa: PLC0415
+
+    x, inst, gamma, beta, dy = make_inputs(shape, dtype=dtype)
+    with use_backend(backend):
+        y, mean, var, invstd = m.instance_modulation_forward(x, inst, gamma, beta, 1e-5)
+        dx, dgamma, dbeta = m.instance_modulation_backward(dy, x, inst, gamma, mean, invstd)
+        mean0, var0 = m.instance_modulation_stats(x)
+        invstd0 = torch.rsqrt(var0 + 1e-5)
+        y0 = m.instance_modulation_apply(x, inst, gamma, beta, mean0, invstd0)
+        dgamma0, dbeta0 = m.instance_modulation_backward_reduce(dy, x, inst, mean0, invstd0, shape[-1])
+        terms = reference.dxhat_sums(gamma, dgamma0, dbeta0) / (x.numel() // x.shape[1])
+        dx0 = m.instance_modulation_backward_dx(dy, x, inst, gamma, mean0, invstd0, terms[0], terms[1], True)
+    for name, got, want in (("y", y, y0), ("mean", mean, mean0), ("var", var, var0), ("invstd", invstd, invstd0),
+                            ("dx", dx, dx0), ("dgamma", dgamma, dgamma0), ("dbeta", dbeta, dbeta0)):
+        assert got.dtype == want.dtype, name
+        assert_close(got, want, dtype, SUM_SCALE if name.startswith("d") else 1.0, msg=f"{name} differs")
+
+
+@pytest.mark.parametrize("grad_x", [True, False], ids=["with-dx", "no-dx"])
+def test_table_gradients_without_input_gradient(backend, grad_x):
+    """A backward that needs no input gradient (separate sums pass) gives the table
+    gradients of one that does (the one-pass backward)."""
+    x, inst, gamma, beta, dy = make_inputs((2, 9, 6, 11, 5))
+    gamma, beta = (t.detach().clone().requires_grad_() for t in (gamma, beta))
+    x = x.detach().clone().requires_grad_(grad_x)
+    with use_backend(backend):
+        instance_modulation(x, inst, gamma, beta).backward(dy)
+    want = run("reference", *make_inputs((2, 9, 6, 11, 5)))
+    assert_close(gamma.grad, want[2], torch.float32, SUM_SCALE)
+    assert_close(beta.grad, want[3], torch.float32, SUM_SCALE)
+
+
 def test_opcheck_custom_ops():
     m = importlib.import_module("inade.ops.instance_modulation")
 
@@ -206,6 +245,8 @@ def test_opcheck_custom_ops():
         (m.instance_modulation_apply, (x, inst, gamma, beta, mean, invstd)),
         (m.instance_modulation_backward_reduce, (dy, x, inst, mean, invstd, 3)),
         (m.instance_modulation_backward_dx, (dy, x, inst, gamma, mean, invstd, dg.sum((0, 1)), db.sum((0, 1)), True)),
+        (m.instance_modulation_forward, (x, inst, gamma, beta, 1e-5)),
+        (m.instance_modulation_backward, (dy, x, inst, gamma, mean, invstd)),
     ]
     for op, args in samples:
         torch.library.opcheck(op, args)
