@@ -29,7 +29,8 @@ constexpr int64_t kStatsBlock = 256;  // pixels summed in the accumulator type b
 constexpr int64_t kRowGroup = 8;      // channel rows per task of the per-instance sums
 constexpr int64_t kTableBlock = 16;   // channels whose table entries are built together
 constexpr int64_t kLongRun = 32;      // runs summed row by row (one vector reduction per channel row)
-constexpr int64_t kMinMeanRunTiles = 16;  // image rows of shorter mean runs: per-instance sums by tiles of pixels
+constexpr int64_t kMinMeanRunTiles = 16;
+constexpr int64_t kPairTableRatio = 8;    // apply's paired gathers where L <= H*W / kPairTableRatio  // image rows of shorter mean runs: per-instance sums by tiles of pixels
 
 // Every kernel walks one (b, c) row at a time. The contiguity of a row is a
 // template parameter, so `offset(k)` is `k` when rows are contiguous.
@@ -116,6 +117,37 @@ void stats_kernel(const scalar_t* x, const MapLayout& g, double* mean, double* v
   });
 }
 
+#ifdef INADE_REGISTER_TABLES
+// y = x * scale[id] + shift[id] over the float pixels [k0, k1) of a contiguous row, 16 at
+// a time: tables of up to 64 entries from registers; longer ones by paired gathers while
+// L is small against the row (the pairs are interleaved into `pairs` once per (b, c) row,
+// then pairs_built is set). False where neither applies: the caller gathers each table.
+inline bool apply_pixels_avx512(int64_t k0, int64_t k1, const float* __restrict in, float* __restrict out,
+                                const int32_t* __restrict ids, const float* scale, const float* shift,
+                                int64_t num_instances, int64_t hw, std::vector<float>& pairs, bool& pairs_built) {
+  if (num_instances <= cpu::RegisterTable::kMaxEntries) {
+    const cpu::RegisterTable ts(scale, num_instances), tt(shift, num_instances);
+    cpu::for_each_block16(k0, k1, [&](int64_t k, __mmask16 m) {
+      const __m512i id = _mm512_maskz_loadu_epi32(m, ids + k);
+      const __m512 v = _mm512_maskz_loadu_ps(m, in + k);
+      _mm512_mask_storeu_ps(out + k, m, _mm512_fmadd_ps(v, ts.lookup(id), tt.lookup(id)));
+    });
+    return true;
+  }
+  if (num_instances * kPairTableRatio > hw) return false;
+  pairs.resize(2 * num_instances);
+  const cpu::PairTable st(scale, shift, pairs_built ? 0 : num_instances, pairs.data());
+  pairs_built = true;
+  cpu::for_each_block16(k0, k1, [&](int64_t k, __mmask16 m) {
+    const __m512i id = _mm512_maskz_loadu_epi32(m, ids + k);
+    __m512 s_id, t_id;
+    st.lookup(id, s_id, t_id);
+    _mm512_mask_storeu_ps(out + k, m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, in + k), s_id, t_id));
+  });
+  return true;
+}
+#endif
+
 // y = x * scale[id] + shift[id] (the normalisation folded into the tables) for the
 // (b, c) rows [r0, r1).
 template <typename scalar_t>
@@ -147,25 +179,7 @@ void apply_rows(int64_t r0, int64_t r1, const scalar_t* x, const IdRuns& runs, c
           const opmath_t* __restrict sc = scale;
 #ifdef INADE_REGISTER_TABLES
           if constexpr (std::is_same_v<scalar_t, float> && decltype(contig)::value) {
-            if (num_instances <= cpu::RegisterTable::kMaxEntries) {
-              const cpu::RegisterTable ts(sc, num_instances), tt(t, num_instances);
-              cpu::for_each_block16(k0, k1, [&](int64_t k, __mmask16 m) {
-                const __m512i id = _mm512_maskz_loadu_epi32(m, ids + k);
-                const __m512 v = _mm512_maskz_loadu_ps(m, in + k);
-                _mm512_mask_storeu_ps(out + k, m, _mm512_fmadd_ps(v, ts.lookup(id), tt.lookup(id)));
-              });
-              return;
-            }
-            pairs.resize(2 * num_instances);
-            const cpu::PairTable st(sc, t, pairs_built ? 0 : num_instances, pairs.data());
-            pairs_built = true;
-            cpu::for_each_block16(k0, k1, [&](int64_t k, __mmask16 m) {
-              const __m512i id = _mm512_maskz_loadu_epi32(m, ids + k);
-              __m512 s_id, t_id;
-              st.lookup(id, s_id, t_id);
-              _mm512_mask_storeu_ps(out + k, m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, in + k), s_id, t_id));
-            });
-            return;
+            if (apply_pixels_avx512(k0, k1, in, out, ids, sc, t, num_instances, g.hw, pairs, pairs_built)) return;
           }
 #endif
 #pragma omp simd
@@ -399,6 +413,24 @@ void backward_reduce_kernel(const scalar_t* dy, const scalar_t* x, const IdRuns&
   });
 }
 
+#ifdef INADE_REGISTER_TABLES
+// dx = dy * scale[id] + x * a + k over the float pixels [p0, p1) of a contiguous row, 16
+// at a time, with a table of up to 64 entries in registers. False for longer tables.
+inline bool dx_pixels_avx512(int64_t p0, int64_t p1, const float* __restrict grad, const float* __restrict in,
+                             float* __restrict out, const int32_t* __restrict ids, const float* scale, float a,
+                             float k, int64_t num_instances) {
+  if (num_instances > cpu::RegisterTable::kMaxEntries) return false;
+  const cpu::RegisterTable ts(scale, num_instances);
+  const __m512 va = _mm512_set1_ps(a), vk = _mm512_set1_ps(k);
+  cpu::for_each_block16(p0, p1, [&](int64_t p, __mmask16 m) {
+    const __m512i id = _mm512_maskz_loadu_epi32(m, ids + p);
+    const __m512 base = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, in + p), va, vk);
+    _mm512_mask_storeu_ps(out + p, m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, grad + p), ts.lookup(id), base));
+  });
+  return true;
+}
+#endif
+
 // dx for the (b, c) rows [r0, r1): dy * invstd * gamma[id] + x * a + k, where a and k
 // carry the batch-norm terms (zero for fixed statistics).
 template <typename scalar_t>
@@ -441,16 +473,7 @@ void dx_rows(int64_t r0, int64_t r1, const scalar_t* dy, const scalar_t* x, cons
           const opmath_t* __restrict sc = scale;
 #ifdef INADE_REGISTER_TABLES
           if constexpr (std::is_same_v<scalar_t, float> && decltype(contig)::value) {
-            if (num_instances <= cpu::RegisterTable::kMaxEntries) {
-              const cpu::RegisterTable ts(sc, num_instances);
-              const __m512 va = _mm512_set1_ps(a), vk = _mm512_set1_ps(k0);
-              cpu::for_each_block16(p0, p1, [&](int64_t k, __mmask16 m) {
-                const __m512i id = _mm512_maskz_loadu_epi32(m, ids + k);
-                const __m512 base = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, in + k), va, vk);
-                _mm512_mask_storeu_ps(out + k, m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, grad + k), ts.lookup(id), base));
-              });
-              return;
-            }
+            if (dx_pixels_avx512(p0, p1, grad, in, out, ids, sc, a, k0, num_instances)) return;
           }
 #endif
 #pragma omp simd
