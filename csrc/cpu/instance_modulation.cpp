@@ -343,9 +343,12 @@ class GroupSums {
         fsums_(num_instances * kWidth, opmath_t(0)) {}
 
   // dgamma[b, :, c0 + r] = invstd * sum dy * (x - mean) and dbeta[b, :, c0 + r] = sum dy
-  // over each instance's pixels, for the rows r < nc of the group at channel c0.
+  // over each instance's pixels, for the rows r < nc of the group at channel c0. With
+  // gamma, also adds sum_l gamma * dbeta into dxhat[r] and sum_l gamma * dgamma into
+  // dxhat_xhat[r] (the batch-norm terms of the input gradient, read from the sums in hand).
   void run(const scalar_t* dy, const scalar_t* x, const IdRuns& runs, const acc* mean, const acc* invstd,
-           acc* dgamma, acc* dbeta, const MapLayout& gd, const MapLayout& g, int64_t b, int64_t c0) {
+           acc* dgamma, acc* dbeta, const MapLayout& gd, const MapLayout& g, int64_t b, int64_t c0,
+           const scalar_t* gamma = nullptr, double* dxhat = nullptr, double* dxhat_xhat = nullptr) {
     const int64_t nc = std::min(kRowGroup, g.channels - c0);
     ReduceRows<scalar_t> in{{}, {}, {}, g.s_hw, gd.s_hw};
     cpu::group_rows<kRowGroup>(x + b * g.s_b + c0 * g.s_c, g.s_c, nc, in.x);
@@ -377,6 +380,11 @@ class GroupSums {
         const int64_t i = (b * L_ + l) * g.channels + c0 + r;
         dgamma[i] = static_cast<acc>(static_cast<double>(invstd[c0 + r]) * sl[r]);  // sum dy * xhat
         dbeta[i] = static_cast<acc>(sl[kRowGroup + r]);
+        if (gamma) {
+          const double gm = static_cast<double>(gamma[i]);
+          dxhat[r] += gm * static_cast<double>(dbeta[i]);
+          dxhat_xhat[r] += gm * static_cast<double>(dgamma[i]);
+        }
       }
     }
   }
@@ -514,14 +522,9 @@ void backward_kernel(const scalar_t* dy, const scalar_t* x, const IdRuns& runs, 
     GroupSums<scalar_t> sums(L);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t c0 = t * kRowGroup, c1 = std::min(C, c0 + kRowGroup);
-      for (int64_t b = 0; b < g.batch; ++b) sums.run(dy, x, runs, mean, invstd, dgamma, dbeta, gd, g, b, c0);
       double s1[kRowGroup] = {}, s2[kRowGroup] = {};
-      for (int64_t i = c0; i < g.batch * L * C; i += C) {  // the group's channels of each (b, l) row
-        for (int64_t r = 0; r < c1 - c0; ++r) {
-          const double gm = static_cast<double>(gamma[i + r]);
-          s1[r] += gm * static_cast<double>(dbeta[i + r]);
-          s2[r] += gm * static_cast<double>(dgamma[i + r]);
-        }
+      for (int64_t b = 0; b < g.batch; ++b) {
+        sums.run(dy, x, runs, mean, invstd, dgamma, dbeta, gd, g, b, c0, gamma, s1, s2);
       }
       for (int64_t c = c0; c < c1; ++c) {
         mean_dxhat[c] = static_cast<acc>(s1[c - c0] / count);
