@@ -15,6 +15,7 @@
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <atomic>
 #include <type_traits>
 
 #if defined(__AVX512F__)
@@ -117,12 +118,23 @@ struct IdRuns {
   }
 };
 
-// f(t) for every task t in [0, n), in parallel (at::parallel_for, one task per grain).
+// f(t, scratch) for every task t in [0, n), in parallel: each worker thread makes its
+// scratch = init() once, then takes the next task not yet taken until none is left, so
+// a worker slowed down (a busy core, a slow cache) takes fewer tasks instead of making
+// the others wait for its fixed share.
+template <typename Init, typename F>
+inline void parallel_tasks(int64_t n, Init&& init, F&& f) {
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min<int64_t>(n, at::get_num_threads()), 1, [&](int64_t, int64_t) {
+    auto scratch = init();
+    for (int64_t t = next.fetch_add(1); t < n; t = next.fetch_add(1)) f(t, scratch);
+  });
+}
+
+// f(t) for every task t in [0, n), in parallel, tasks taken as above.
 template <typename F>
 inline void parallel_tasks(int64_t n, F&& f) {
-  at::parallel_for(0, n, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) f(t);
-  });
+  parallel_tasks(n, [] { return 0; }, [&](int64_t t, int) { f(t); });
 }
 
 // Pixels of a run summed in the accumulator type before a flush into double.

@@ -518,22 +518,17 @@ void backward_kernel(const scalar_t* dy, const scalar_t* x, const IdRuns& runs, 
   using acc = acc_t<scalar_t>;
   const int64_t L = num_instances, C = g.channels, groups = (C + kRowGroup - 1) / kRowGroup;
   const double count = static_cast<double>(g.batch * g.hw);
-  at::parallel_for(0, groups, 1, [&](int64_t t0, int64_t t1) {
-    GroupSums<scalar_t> sums(L);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t c0 = t * kRowGroup, c1 = std::min(C, c0 + kRowGroup);
-      double s1[kRowGroup] = {}, s2[kRowGroup] = {};
-      for (int64_t b = 0; b < g.batch; ++b) {
-        sums.run(dy, x, runs, mean, invstd, dgamma, dbeta, gd, g, b, c0, gamma, s1, s2);
-      }
-      for (int64_t c = c0; c < c1; ++c) {
-        mean_dxhat[c] = static_cast<acc>(s1[c - c0] / count);
-        mean_dxhat_xhat[c] = static_cast<acc>(s2[c - c0] / count);
-      }
-      for (int64_t b = 0; b < g.batch; ++b) {
-        dx_rows(b * C + c0, b * C + c1, dy, x, runs, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, true, dx, gd,
-                g, gdx, L);
-      }
+  cpu::parallel_tasks(groups, [&] { return GroupSums<scalar_t>(L); }, [&](int64_t t, GroupSums<scalar_t>& sums) {
+    const int64_t c0 = t * kRowGroup, c1 = std::min(C, c0 + kRowGroup);
+    double s1[kRowGroup] = {}, s2[kRowGroup] = {};
+    for (int64_t b = 0; b < g.batch; ++b) sums.run(dy, x, runs, mean, invstd, dgamma, dbeta, gd, g, b, c0, gamma, s1, s2);
+    for (int64_t c = c0; c < c1; ++c) {
+      mean_dxhat[c] = static_cast<acc>(s1[c - c0] / count);
+      mean_dxhat_xhat[c] = static_cast<acc>(s2[c - c0] / count);
+    }
+    for (int64_t b = 0; b < g.batch; ++b) {
+      dx_rows(b * C + c0, b * C + c1, dy, x, runs, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, true, dx, gd, g,
+              gdx, L);
     }
   });
 }
