@@ -180,6 +180,17 @@ void fill_channel_rows(const scalar_t* table, const IdRuns& runs, int64_t num_in
         for (int64_t k = 0; k < kRowGroup; ++k) {
           const scalar_t* __restrict v = local.data() + k * num_instances;
           scalar_t* __restrict dst = rows[k];
+#ifdef INADE_REGISTER_TABLES
+          if constexpr (std::is_same_v<scalar_t, float>) {
+            if (s == 1 && num_instances <= cpu::RegisterTable::kMaxEntries) {
+              const cpu::RegisterTable table(v, num_instances);
+              cpu::for_each_block16(begin, end, [&](int64_t p, __mmask16 m) {
+                _mm512_mask_storeu_ps(dst + p, m, table.lookup(_mm512_maskz_loadu_epi32(m, ids + p)));
+              });
+              continue;
+            }
+          }
+#endif
 #pragma omp simd
           for (int64_t p = begin; p < end; ++p) dst[p * s] = v[ids[p]];
         }
