@@ -39,5 +39,22 @@ def upsample_nearest2x(x: Tensor) -> Tensor:
     Other layouts (channels-last) keep ``interpolate``, which preserves them."""
     if x.dim() != 4 or not x.is_contiguous():
         return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
-    B, C, H, W = x.shape
-    return x[:, :, :, None, :, None].expand(B, C, H, 2, W, 2).reshape(B, C, 2 * H, 2 * W)
+    return _UpsampleNearest2x.apply(x)
+
+
+class _UpsampleNearest2x(torch.autograd.Function):
+    """The broadcast copy of :func:`upsample_nearest2x`, with a backward that sums each 2×2
+    block as two vector additions (rows, then column pairs): autograd's reduction over the
+    two broadcast axes was ~11× slower (26 vs 2.3 ms at [1, 128, 256, 256] on the 2-core CPU)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        B, C, H, W = x.shape
+        return x[:, :, :, None, :, None].expand(B, C, H, 2, W, 2).reshape(B, C, 2 * H, 2 * W)
+
+    @staticmethod
+    def backward(ctx, g):
+        B, C, H2, W2 = g.shape
+        rows = g.reshape(B, C, H2 // 2, 2, W2)
+        pairs = rows[:, :, :, 0] + rows[:, :, :, 1]
+        return pairs[..., 0::2] + pairs[..., 1::2]
