@@ -21,7 +21,9 @@ PREFIXES = ("module.", "netG.", "netE.", "netIE.")
 
 def _read(path_or_state_dict) -> Mapping[str, torch.Tensor]:
     if isinstance(path_or_state_dict, (str, os.PathLike)):
-        state = torch.load(path_or_state_dict, map_location="cpu", weights_only=True)
+        from inade.training.checkpoint import load_checkpoint  # noqa: PLC0415 (inade.training imports the models)
+
+        state = load_checkpoint(path_or_state_dict)  # a missing or corrupt file: one UserError naming it
     elif isinstance(path_or_state_dict, Mapping):
         state = path_or_state_dict
     else:

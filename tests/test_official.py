@@ -142,3 +142,16 @@ def test_sketch_checkpoints_need_a_sketch_model_and_say_so():
     inade.load_official(sketch, state)
     with pytest.raises(ValueError, match="(?s)unexpected key .*sketch_conv.*hint: sketch keys differ"):
         inade.load_official(plain, state)
+
+
+@pytest.mark.parametrize("content, match", [(None, "no such file"), (b"", "empty"), (b"not a checkpoint", "")])
+def test_unreadable_checkpoint_is_one_clear_error(tmp_path, content, match):
+    """A missing, empty or foreign file given to load_official is a UserError naming the file."""
+    from inade.utils.errors import UserError  # noqa: PLC0415
+
+    path = tmp_path / "best_net_G.pth"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match=match) as err:
+        inade.load_official(inade.Generator(inade.config("celeba", ngf=4, crop_size=32)), path)
+    assert str(path) in str(err.value)
