@@ -27,6 +27,7 @@ using cpu::MapLayout;
 
 constexpr int64_t kStatsBlock = 256;  // pixels summed in the accumulator type before a flush into double
 constexpr int64_t kRowGroup = 8;      // channel rows per task of the per-instance sums
+constexpr int64_t kGroupsPerTask = 2;  // row groups per task of the one-pass backward (16 floats: a cache line)
 constexpr int64_t kTableBlock = 16;   // channels whose table entries are built together
 constexpr int64_t kLongRun = 32;      // runs summed row by row (one vector reduction per channel row)
 constexpr int64_t kMinMeanRunTiles = 16;
@@ -518,17 +519,25 @@ void backward_kernel(const scalar_t* dy, const scalar_t* x, const IdRuns& runs, 
   using acc = acc_t<scalar_t>;
   const int64_t L = num_instances, C = g.channels, groups = (C + kRowGroup - 1) / kRowGroup;
   const double count = static_cast<double>(g.batch * g.hw);
-  cpu::parallel_tasks(groups, [&] { return GroupSums<scalar_t>(L); }, [&](int64_t t, GroupSums<scalar_t>& sums) {
-    const int64_t c0 = t * kRowGroup, c1 = std::min(C, c0 + kRowGroup);
-    double s1[kRowGroup] = {}, s2[kRowGroup] = {};
-    for (int64_t b = 0; b < g.batch; ++b) sums.run(dy, x, runs, mean, invstd, dgamma, dbeta, gd, g, b, c0, gamma, s1, s2);
-    for (int64_t c = c0; c < c1; ++c) {
-      mean_dxhat[c] = static_cast<acc>(s1[c - c0] / count);
-      mean_dxhat_xhat[c] = static_cast<acc>(s2[c - c0] / count);
-    }
-    for (int64_t b = 0; b < g.batch; ++b) {
-      dx_rows(b * C + c0, b * C + c1, dy, x, runs, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, true, dx, gd, g,
-              gdx, L);
+  // A task takes kGroupsPerTask groups one after the other, so that the 64-byte lines of
+  // dgamma and dbeta it writes (16 floats of a (b, l) row) are not shared with a task
+  // running on another thread; each group's rows still fit in cache between its two reads.
+  const int64_t tasks = (groups + kGroupsPerTask - 1) / kGroupsPerTask;
+  cpu::parallel_tasks(tasks, [&] { return GroupSums<scalar_t>(L); }, [&](int64_t task, GroupSums<scalar_t>& sums) {
+    for (int64_t t = task * kGroupsPerTask; t < std::min(groups, (task + 1) * kGroupsPerTask); ++t) {
+      const int64_t c0 = t * kRowGroup, c1 = std::min(C, c0 + kRowGroup);
+      double s1[kRowGroup] = {}, s2[kRowGroup] = {};
+      for (int64_t b = 0; b < g.batch; ++b) {
+        sums.run(dy, x, runs, mean, invstd, dgamma, dbeta, gd, g, b, c0, gamma, s1, s2);
+      }
+      for (int64_t c = c0; c < c1; ++c) {
+        mean_dxhat[c] = static_cast<acc>(s1[c - c0] / count);
+        mean_dxhat_xhat[c] = static_cast<acc>(s2[c - c0] / count);
+      }
+      for (int64_t b = 0; b < g.batch; ++b) {
+        dx_rows(b * C + c0, b * C + c1, dy, x, runs, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, true, dx, gd,
+                g, gdx, L);
+      }
     }
   });
 }
