@@ -144,7 +144,7 @@ def test_sketch_checkpoints_need_a_sketch_model_and_say_so():
         inade.load_official(plain, state)
 
 
-@pytest.mark.parametrize("content, match", [(None, "no such file"), (b"", "empty"), (b"not a checkpoint", "")])
+@pytest.mark.parametrize("content, match", [(None, "no such file"), (b"", "empty"), (b"not a checkpoint", None)])
 def test_unreadable_checkpoint_is_one_clear_error(tmp_path, content, match):
     """A missing, empty or foreign file given to load_official is a UserError naming the file."""
     from inade.utils.errors import UserError  # noqa: PLC0415
