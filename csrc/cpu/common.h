@@ -206,13 +206,15 @@ class RegisterTable {
 // from each table.
 class PairTable {
  public:
-  // pairs: scratch of 2 * entries floats, kept alive while the table is used.
-  PairTable(const float* a, const float* b, int64_t entries, float* pairs) : pairs_(pairs) {
+  // pairs[2 l] = a[l], pairs[2 l + 1] = b[l] for l < entries: the layout the table reads.
+  static void interleave(const float* a, const float* b, int64_t entries, float* pairs) {
     for (int64_t l = 0; l < entries; ++l) {
       pairs[2 * l] = a[l];
       pairs[2 * l + 1] = b[l];
     }
   }
+
+  explicit PairTable(const float* pairs) : pairs_(pairs) {}
 
   inline void lookup(__m512i ids, __m512& a, __m512& b) const {
     const __m512 lo = _mm512_castpd_ps(_mm512_i32gather_pd(_mm512_castsi512_si256(ids), pairs_, 8));

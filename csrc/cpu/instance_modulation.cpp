@@ -30,8 +30,8 @@ constexpr int64_t kRowGroup = 8;      // channel rows per task of the per-instan
 constexpr int64_t kGroupsPerTask = 2;  // row groups per task of the one-pass backward (16 floats: a cache line)
 constexpr int64_t kTableBlock = 16;   // channels whose table entries are built together
 constexpr int64_t kLongRun = 32;      // runs summed row by row (one vector reduction per channel row)
-constexpr int64_t kMinMeanRunTiles = 16;
-constexpr int64_t kPairTableRatio = 8;    // apply's paired gathers where L <= H*W / kPairTableRatio  // image rows of shorter mean runs: per-instance sums by tiles of pixels
+constexpr int64_t kMinMeanRunTiles = 16;  // image rows of shorter mean runs: per-instance sums by tiles of pixels
+constexpr int64_t kPairTableRatio = 8;    // apply's paired gathers where L <= H*W / kPairTableRatio
 
 // Every kernel walks one (b, c) row at a time. The contiguity of a row is a
 // template parameter, so `offset(k)` is `k` when rows are contiguous.
@@ -136,9 +136,12 @@ inline bool apply_pixels_avx512(int64_t k0, int64_t k1, const float* __restrict 
     return true;
   }
   if (num_instances * kPairTableRatio > hw) return false;
-  pairs.resize(2 * num_instances);
-  const cpu::PairTable st(scale, shift, pairs_built ? 0 : num_instances, pairs.data());
-  pairs_built = true;
+  if (!pairs_built) {
+    pairs.resize(2 * num_instances);
+    cpu::PairTable::interleave(scale, shift, num_instances, pairs.data());
+    pairs_built = true;
+  }
+  const cpu::PairTable st(pairs.data());
   cpu::for_each_block16(k0, k1, [&](int64_t k, __mmask16 m) {
     const __m512i id = _mm512_maskz_loadu_epi32(m, ids + k);
     __m512 s_id, t_id;
