@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from inade.nn.gemm_conv import conv2d, conv2d_backward
 
 class _OutputScaledConv(torch.autograd.Function):
     """``conv(x, W) / σ + b`` with ``σ = uᵀ W v`` (``u``, ``v`` constants), as one autograd node.
@@ -25,7 +26,7 @@ class _OutputScaledConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, u, v, padding: int):
         sigma = torch.dot(u, torch.mv(weight.reshape(weight.shape[0], -1), v))
-        y0 = F.conv2d(x, weight, None, padding=padding)
+        y0 = conv2d(x, weight, None, padding)
         ctx.save_for_backward(x, weight, u, v, y0, sigma)
         ctx.padding, ctx.has_bias = padding, bias is not None
         y = y0 / sigma
@@ -36,8 +37,7 @@ class _OutputScaledConv(torch.autograd.Function):
         x, weight, u, v, y0, sigma = ctx.saved_tensors
         p = ctx.padding
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        gx, gw, _ = torch.ops.aten.convolution_backward(
-            g / sigma, x, weight, None, [1, 1], [p, p], [1, 1], False, [0, 0], 1, [need_x, need_w, False])
+        gx, gw = conv2d_backward(g / sigma, x, weight, p, need_x, need_w)
         if need_w:
             gw = gw.contiguous()
             dsigma = -(g * y0).sum() / (sigma * sigma)
@@ -127,7 +127,7 @@ class SpectralNormConv2d(nn.Module):
         h = x.shape[2] + 2 * self.padding - self.kernel_size + 1
         wd = x.shape[3] + 2 * self.padding - self.kernel_size + 1
         if w.numel() <= x.shape[0] * self.out_channels * h * wd:
-            return F.conv2d(x, w / self.sigma(power_iteration), self.bias, padding=self.padding)
+            return conv2d(x, w / self.sigma(power_iteration), self.bias, self.padding)
         if power_iteration:
             u, v = self._power_iteration(w.reshape(w.shape[0], -1))
         else:
@@ -170,7 +170,7 @@ class SpectralNormConv2d(nn.Module):
             return self._scaled_conv(x, power_iteration=True)
         if torch.compiler.is_compiling() or torch.is_grad_enabled():
             return self._scaled_conv(x, power_iteration=False)
-        return F.conv2d(x, self._eval_weight(), self.bias, padding=self.padding)
+        return conv2d(x, self._eval_weight(), self.bias, self.padding)
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, padding={self.padding}"
