@@ -79,8 +79,9 @@ class INADEResnetBlock(nn.Module):
         """``x [B, fin, h, w]``, ``inst [B, h, w]`` at x's resolution, ``cls [B, L]``,
         ``noise [B, L, 2, noise_nc]``, ``sketch [B, 1, h, w]`` or ``None`` -> ``[B, fout, h, w]``."""
         x_s = self.conv_s(self.norm_s(x, inst, cls, noise, sketch)) if self.learned_shortcut else x
-        dx = self.conv_0(leaky_relu(self.norm_0(x, inst, cls, noise, sketch)))
-        dx = self.conv_1(leaky_relu(self.norm_1(dx, inst, cls, noise, sketch)))
+        # The norms' outputs are fresh tensors their ops do not save: the activations run in place.
+        dx = self.conv_0(leaky_relu(self.norm_0(x, inst, cls, noise, sketch), fresh=True))
+        dx = self.conv_1(leaky_relu(self.norm_1(dx, inst, cls, noise, sketch), fresh=True))
         return x_s + dx
 
 
@@ -213,7 +214,7 @@ class Generator(nn.Module):
                 x = upsample_nearest2x(x)
             size = x.shape[-2:]
             x = block(x, pyramid.at(size), cls, noise, sketches.at(size))
-        x = self.conv_img(leaky_relu(x))
+        x = self.conv_img(leaky_relu(x, fresh=True))  # the last block's sum, saved by nothing
         return torch.tanh(x).contiguous()
 
     def _input_layer(self, z: Tensor) -> Tensor:

@@ -25,10 +25,14 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def leaky_relu(x: Tensor) -> Tensor:
-    """``F.leaky_relu(x, NEG_SLOPE)``, in place when nothing needs ``x`` afterwards (no autograd
-    graph records it), which saves one full-size allocation and pass in inference."""
-    inplace = not (torch.is_grad_enabled() and x.requires_grad) and not torch.compiler.is_compiling()
+def leaky_relu(x: Tensor, fresh: bool = False) -> Tensor:
+    """``F.leaky_relu(x, NEG_SLOPE)``, in place when nothing needs ``x`` afterwards, which saves one
+    full-size allocation and pass: in inference (no autograd graph records ``x``), and in training
+    when ``fresh`` — the caller's promise that ``x`` is an intermediate held by nobody else and not
+    saved by the op that made it (autograd then saves the output: the slope is positive, so its sign
+    gives the gradient)."""
+    recorded = torch.is_grad_enabled() and x.requires_grad
+    inplace = (fresh or not recorded) and not torch.compiler.is_compiling()
     return torch.nn.functional.leaky_relu(x, NEG_SLOPE, inplace=inplace)
 
 
