@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from inade.nn.gemm_conv import conv2d, conv2d_backward
 
 class _OutputScaledConv(torch.autograd.Function):
-    """``conv(x, W) / σ + b`` with ``σ = uᵀ W v`` (``u``, ``v`` constants), as one autograd node.
+    """``conv(x, W) / σ + b`` with ``σ = uᵀ W v`` (``u``, ``v`` constants; ``σ`` given by the caller),
+    as one autograd node.
 
     Backward: the conv's input and weight gradients of ``g / σ``, plus σ's rank-one term
     ``(dL/dσ) · u vᵀ`` added into the weight gradient in place (``addr_``) — autograd would
@@ -24,8 +25,7 @@ class _OutputScaledConv(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, u, v, padding: int):
-        sigma = torch.dot(u, torch.mv(weight.reshape(weight.shape[0], -1), v))
+    def forward(ctx, x, weight, bias, u, v, sigma, padding: int):
         y0 = conv2d(x, weight, None, padding)
         ctx.save_for_backward(x, weight, u, v, y0, sigma)
         ctx.padding, ctx.has_bias = padding, bias is not None
@@ -43,7 +43,7 @@ class _OutputScaledConv(torch.autograd.Function):
             dsigma = -(g * y0).sum() / (sigma * sigma)
             gw.view(gw.shape[0], -1).addr_(u * dsigma, v)
         gb = g.sum((0, 2, 3)) if need_b and ctx.has_bias else None
-        return gx, gw, gb, None, None, None
+        return gx, gw, gb, None, None, None, None
 
 
 class SpectralNormConv2d(nn.Module):
@@ -99,20 +99,23 @@ class SpectralNormConv2d(nn.Module):
             self.weight_v.copy_(F.normalize(self.weight_v.normal_(0, 1), dim=0, eps=self.eps))
 
     # -- the weight -------------------------------------------------------------------
-    def _power_iteration(self, mat: Tensor) -> tuple[Tensor, Tensor]:
+    def _power_iteration(self, mat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One power iteration; returns copies of the new ``u``, ``v`` (so that later in-place
+        updates do not touch what autograd saved) and ``W v`` (no gradient), from which
+        ``σ = uᵀ W v`` needs no third pass over the weight."""
         with torch.no_grad():
             self.weight_v.copy_(F.normalize(torch.mv(mat.t(), self.weight_u), dim=0, eps=self.eps))
-            self.weight_u.copy_(F.normalize(torch.mv(mat, self.weight_v), dim=0, eps=self.eps))
-        # Copies, so that later in-place updates do not touch what autograd saved.
+            wv = torch.mv(mat, self.weight_v)
+            self.weight_u.copy_(F.normalize(wv, dim=0, eps=self.eps))
         return (self.weight_u.clone(memory_format=torch.contiguous_format),
-                self.weight_v.clone(memory_format=torch.contiguous_format))
+                self.weight_v.clone(memory_format=torch.contiguous_format), wv)
 
     def sigma(self, power_iteration: bool) -> Tensor:
         """``σ = uᵀ W_orig v`` (a scalar with gradient to ``weight_orig``), after one power
         iteration if asked."""
         w = self.weight_orig
         mat = w.reshape(w.shape[0], -1)
-        u, v = self._power_iteration(mat) if power_iteration else (self.weight_u, self.weight_v)
+        u, v = self._power_iteration(mat)[:2] if power_iteration else (self.weight_u, self.weight_v)
         return torch.dot(u, torch.mv(mat, v))
 
     def compute_weight(self, power_iteration: bool) -> Tensor:
@@ -128,13 +131,16 @@ class SpectralNormConv2d(nn.Module):
         wd = x.shape[3] + 2 * self.padding - self.kernel_size + 1
         if w.numel() <= x.shape[0] * self.out_channels * h * wd:
             return conv2d(x, w / self.sigma(power_iteration), self.bias, self.padding)
+        mat = w.reshape(w.shape[0], -1)
         if power_iteration:
-            u, v = self._power_iteration(w.reshape(w.shape[0], -1))
+            u, v, wv = self._power_iteration(mat)
         else:
             u, v = self.weight_u, self.weight_v
+            with torch.no_grad():
+                wv = torch.mv(mat, v)
         if not torch.is_autocast_enabled(x.device.type):
-            return _OutputScaledConv.apply(x, w, self.bias, u, v, self.padding)
-        sigma = torch.dot(u, torch.mv(w.reshape(w.shape[0], -1), v))
+            return _OutputScaledConv.apply(x, w, self.bias, u, v, torch.dot(u, wv), self.padding)
+        sigma = torch.dot(u, torch.mv(mat, v))
         y = F.conv2d(x, w, None, padding=self.padding)
         y = y / sigma.to(y.dtype)
         return y if self.bias is None else y + self.bias.to(y.dtype)[:, None, None]
