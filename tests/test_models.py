@@ -697,42 +697,46 @@ def test_spectral_norm_conv_trains_exactly_like_torch_spectral_norm(cin, cout, H
         torch.testing.assert_close(ours(x), theirs(x), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("k, B, H, W, bias", [(3, 1, 16, 16, True), (3, 3, 5, 7, False), (1, 2, 40, 30, False),
-                                             (1, 1, 6, 9, True)])
-def test_gemm_conv_matches_conv2d(k, B, H, W, bias):
+@pytest.mark.parametrize("k, B, C, H, W, bias", [(3, 1, 6, 16, 16, True), (3, 3, 6, 5, 7, False),
+                                                (3, 1, 768, 4, 4, True), (1, 2, 6, 40, 30, False),
+                                                (1, 1, 6, 6, 9, True)])
+def test_gemm_conv_matches_conv2d(k, B, C, H, W, bias):
     """inade.nn.gemm_conv: the matrix-product convolution gives F.conv2d's outputs and gradients,
-    through autograd and through conv2d_backward."""
+    through its forward/backward functions and, where it is taken, through conv2d's autograd."""
     from inade.nn import gemm_conv  # noqa: PLC0415
 
     torch.manual_seed(0)
-    x = torch.randn(B, 6, H, W, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(5, 6, k, k, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(B, C, H, W, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, C, k, k, dtype=torch.float64, requires_grad=True)
     b = torch.randn(5, dtype=torch.float64, requires_grad=True) if bias else None
-    assert gemm_conv.gemm_conv_wins(x, w)
-    y, want = gemm_conv.conv2d(x, w, b, k // 2), F.conv2d(x, w, b, padding=k // 2)
+    want = F.conv2d(x, w, b, padding=k // 2)
+    y = gemm_conv.gemm_conv_forward(x.detach(), w.detach(), None if b is None else b.detach(), k // 2)
     torch.testing.assert_close(y, want, rtol=1e-12, atol=1e-12)
-    g = torch.randn_like(y)
-    inputs = (x, w) if b is None else (x, w, b)
-    for got, expected in zip(torch.autograd.grad(y, inputs, g), torch.autograd.grad(want, inputs, g, retain_graph=True)):
-        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-    dx, dw = gemm_conv.conv2d_backward(g, x.detach(), w.detach(), k // 2, True, True)
-    ex, ew = torch.autograd.grad(want, (x, w), g)
+    g = torch.randn_like(want)
+    ex, ew = torch.autograd.grad(want, (x, w), g, retain_graph=True)
+    dx, dw = gemm_conv.gemm_conv_backward(g, x.detach(), w.detach(), k // 2, True, True)
     torch.testing.assert_close(dx, ex, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(dw, ew, rtol=1e-12, atol=1e-12)
-    assert gemm_conv.conv2d_backward(g, x.detach(), w.detach(), k // 2, False, True)[0] is None
+    assert gemm_conv.gemm_conv_backward(g, x.detach(), w.detach(), k // 2, False, True)[0] is None
+    if gemm_conv.gemm_conv_wins(x, w):
+        y = gemm_conv.conv2d(x, w, b, k // 2)
+        inputs = (x, w) if b is None else (x, w, b)
+        for got, expected in zip(torch.autograd.grad(y, inputs, g), torch.autograd.grad(want, inputs, g)):
+            torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_gemm_conv_takes_only_the_shapes_where_it_wins():
     from inade.nn import gemm_conv  # noqa: PLC0415
 
-    w3, w1 = torch.zeros(4, 4, 3, 3), torch.zeros(4, 4, 1, 1)
-    small, large = torch.zeros(2, 4, 16, 16), torch.zeros(1, 4, 32, 32)  # 512 and 1024 positions
-    assert gemm_conv.gemm_conv_wins(small, w3) and not gemm_conv.gemm_conv_wins(large, w3)
-    assert gemm_conv.gemm_conv_wins(large, w1)  # 1×1 at any size
-    assert not gemm_conv.gemm_conv_wins(small.bfloat16(), w3.bfloat16())
-    assert not gemm_conv.gemm_conv_wins(small.contiguous(memory_format=torch.channels_last), w3)
+    wide, narrow, w1 = torch.zeros(4, 768, 3, 3), torch.zeros(4, 512, 3, 3), torch.zeros(4, 4, 1, 1)
+    small, large = torch.zeros(2, 768, 16, 16), torch.zeros(1, 768, 32, 32)  # 512 and 1024 positions
+    assert gemm_conv.gemm_conv_wins(small, wide) and not gemm_conv.gemm_conv_wins(large, wide)
+    assert not gemm_conv.gemm_conv_wins(torch.zeros(2, 512, 16, 16), narrow)
+    assert gemm_conv.gemm_conv_wins(torch.zeros(1, 4, 64, 64), w1)  # 1×1 at any size
+    assert not gemm_conv.gemm_conv_wins(small.bfloat16(), wide.bfloat16())
+    assert not gemm_conv.gemm_conv_wins(small.contiguous(memory_format=torch.channels_last), wide)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not gemm_conv.gemm_conv_wins(small, w3)
+        assert not gemm_conv.gemm_conv_wins(small, wide)
     # Outside its shapes conv2d is F.conv2d itself (same kernel, bit for bit).
     x, w = torch.randn(1, 4, 32, 32), torch.randn(4, 4, 3, 3)
     assert torch.equal(gemm_conv.conv2d(x, w, None, 1), F.conv2d(x, w, None, padding=1))

@@ -7,7 +7,8 @@ generator (measured on a 2-core AVX-512 CPU, torch 2.13, forward+backward, batch
   64 ms, one matrix product per direction 26 ms; 256 → 128 at 128×128 32 → 14 ms.
 * wide 3×3 convolutions with few output positions (``head_0`` and ``G_middle`` at 8×8 and
   16×16): 1024 → 1024 channels, 73 → 35 ms at 8×8 and 98 → 63 ms at 16×16 through unfold + GEMM;
-  at 1024 positions (batch × H × W) the two are even and above it oneDNN wins.
+  at 1024 positions (batch × H × W) the two are even and above it oneDNN wins. Narrower layers
+  lose: 768 input channels at 16×16 still gain (44 → 35 ms), 512 do not (14 → 16 ms).
 
 :func:`conv2d` picks the matrix-product path for those shapes (float32/64 on CPU, outside
 autocast — oneDNN's bfloat16 kernels are the fast ones there — and outside ``torch.compile``)
@@ -20,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Largest batch × H × W for which a 3×3 layer goes through unfold + GEMM (see the module docstring).
+# The 3×3 layers that go through unfold + GEMM: at most this many output positions (batch × H × W)
+# and at least this many input channels (see the module docstring).
 GEMM_CONV_MAX_POSITIONS = 512
+GEMM_CONV_MIN_CHANNELS = 768
 
 
 def gemm_conv_wins(x: Tensor, weight: Tensor) -> bool:
@@ -31,8 +34,9 @@ def gemm_conv_wins(x: Tensor, weight: Tensor) -> bool:
         return False
     if not x.is_contiguous() or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
         return False
-    k = weight.shape[-1]
-    return k == 1 or x.shape[0] * x.shape[2] * x.shape[3] <= GEMM_CONV_MAX_POSITIONS
+    if weight.shape[-1] == 1:
+        return True
+    return x.shape[0] * x.shape[2] * x.shape[3] <= GEMM_CONV_MAX_POSITIONS and x.shape[1] >= GEMM_CONV_MIN_CHANNELS
 
 
 def _columns(x: Tensor, k: int, padding: int) -> Tensor:
@@ -43,8 +47,9 @@ def _columns(x: Tensor, k: int, padding: int) -> Tensor:
 
 
 def gemm_conv_forward(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> Tensor:
-    """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1) as ``weight · columns(x)``.
-    ``x [B, C, H, W]``, ``weight [O, C, k, k]`` -> ``[B, O, H', W']``."""
+    """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1) as ``weight · columns(x)``, without
+    autograd (it writes into its output: call it on tensors that do not require grad, as
+    :func:`conv2d` does). ``x [B, C, H, W]``, ``weight [O, C, k, k]`` -> ``[B, O, H', W']``."""
     B, _, H, W = x.shape
     k = weight.shape[-1]
     w2 = weight.reshape(weight.shape[0], -1)
