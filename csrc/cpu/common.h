@@ -206,11 +206,18 @@ class RegisterTable {
 // from each table.
 class PairTable {
  public:
-  // pairs[2 l] = a[l], pairs[2 l + 1] = b[l] for l < entries: the layout the table reads.
+  // pairs[2 l] = a[l], pairs[2 l + 1] = b[l] for l < entries (the layout the table reads),
+  // 16 entries at a time.
   static void interleave(const float* a, const float* b, int64_t entries, float* pairs) {
-    for (int64_t l = 0; l < entries; ++l) {
-      pairs[2 * l] = a[l];
-      pairs[2 * l + 1] = b[l];
+    const __m512i first = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i second = _mm512_add_epi32(first, _mm512_set1_epi32(8));
+    for (int64_t l = 0; l < entries; l += 16) {
+      const int64_t n = std::min<int64_t>(16, entries - l);
+      const __m512 va = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), a + l);
+      const __m512 vb = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), b + l);
+      const auto pair_mask = [](int64_t k) { return static_cast<__mmask16>(k >= 8 ? 0xFFFF : (1u << (2 * k)) - 1); };
+      _mm512_mask_storeu_ps(pairs + 2 * l, pair_mask(n), _mm512_permutex2var_ps(va, first, vb));
+      if (n > 8) _mm512_mask_storeu_ps(pairs + 2 * l + 16, pair_mask(n - 8), _mm512_permutex2var_ps(va, second, vb));
     }
   }
 
@@ -227,6 +234,32 @@ class PairTable {
  private:
   const float* pairs_;
 };
+
+// Transposes the 16 x 16 floats of r in place: r[i][j] becomes r[j][i].
+inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16] = {};  // (every element is written before it is read; GCC cannot tell)
+  for (int i = 0; i < 16; i += 2) {  // pairs of rows: 2x2 blocks of floats
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // 4x4 blocks
+    for (int k = 0; k < 2; ++k) {
+      const __m512d a = _mm512_castps_pd(t[i + k]), b = _mm512_castps_pd(t[i + k + 2]);
+      r[i + 2 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+      r[i + 2 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    }
+  }
+  for (int i = 0; i < 16; i += 8) {  // 8x8 blocks: 128-bit lanes
+    for (int k = 0; k < 4; ++k) {
+      t[i + k] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0x88);
+      t[i + k + 4] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0xDD);
+    }
+  }
+  for (int k = 0; k < 8; ++k) {  // 16x16
+    r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
+    r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xDD);
+  }
+}
 
 // f(k, mask) for the blocks of 16 pixels [k, k + 16) of [k0, k1); mask has a bit per
 // pixel inside [k0, k1) (all 16 but in the last block).

@@ -51,6 +51,58 @@ inline void with_contiguity(bool contiguous, F&& f) {
   }
 }
 
+#ifdef INADE_REGISTER_TABLES
+// The float tables of for_each_row for n <= 16 channels: scale[j L + l] = invstd[j] *
+// gamma[l C + j] and (where beta is given) shift[j L + l] = beta[l C + j] - mean[j] *
+// scale[j L + l], 16 entries of the 16 channels at a time, loaded along C and transposed
+// in registers (stored one by one, the entries of a channel lie L floats apart: at
+// L = 256 that cost about a quarter of apply's time per row).
+inline void build_tables_avx512(const float* gamma, const float* beta, const float* mean, const float* invstd,
+                                int64_t n, int64_t L, int64_t C, float* scale, float* shift) {
+  const __mmask16 channels = static_cast<__mmask16>((1u << n) - 1);
+  const __m512 inv = _mm512_maskz_loadu_ps(channels, invstd), mu = _mm512_maskz_loadu_ps(channels, mean);
+  __m512 s[16], t[16];
+  for (int64_t l0 = 0; l0 < L; l0 += 16) {
+    const int64_t m = std::min<int64_t>(16, L - l0);
+    for (int64_t i = 0; i < 16; ++i) {
+      s[i] = t[i] = _mm512_setzero_ps();
+      if (i >= m) continue;
+      s[i] = _mm512_mul_ps(inv, _mm512_maskz_loadu_ps(channels, gamma + (l0 + i) * C));
+      if (beta) t[i] = _mm512_fnmadd_ps(mu, s[i], _mm512_maskz_loadu_ps(channels, beta + (l0 + i) * C));
+    }
+    cpu::transpose16x16(s);
+    if (beta) cpu::transpose16x16(t);
+    const __mmask16 entries = static_cast<__mmask16>((1u << m) - 1);
+    for (int64_t j = 0; j < n; ++j) {
+      _mm512_mask_storeu_ps(scale + j * L + l0, entries, s[j]);
+      if (beta) _mm512_mask_storeu_ps(shift + j * L + l0, entries, t[j]);
+    }
+  }
+}
+#endif
+
+// The tables of for_each_row for the n <= kTableBlock channels from gamma[0, 0], beta[0, 0],
+// mean[0], invstd[0] (rows of gamma and beta C apart): scale[j L + l], shift[j L + l].
+template <typename opmath_t, typename scalar_t, typename acc>
+void build_tables(const scalar_t* gamma, const scalar_t* beta, const acc* mean, const acc* invstd, int64_t n,
+                  int64_t L, int64_t C, opmath_t* scale, opmath_t* shift) {
+#ifdef INADE_REGISTER_TABLES
+  if constexpr (std::is_same_v<opmath_t, float> && std::is_same_v<scalar_t, float> && std::is_same_v<acc, float>) {
+    build_tables_avx512(gamma, beta, mean, invstd, n, L, C, scale, shift);
+    return;
+  }
+#endif
+  for (int64_t l = 0; l < L; ++l) {
+    const scalar_t* gl = gamma + l * C;
+    for (int64_t j = 0; j < n; ++j) scale[j * L + l] = static_cast<opmath_t>(invstd[j]) * static_cast<opmath_t>(gl[j]);
+    if (!beta) continue;
+    const scalar_t* bl = beta + l * C;
+    for (int64_t j = 0; j < n; ++j) {
+      shift[j * L + l] = static_cast<opmath_t>(bl[j]) - static_cast<opmath_t>(mean[j]) * scale[j * L + l];
+    }
+  }
+}
+
 // Calls f(contig, b, c, scale, shift) for the (b, c) rows of the task [r0, r1), with
 // scale[l] = invstd[c] * gamma[b, l, c] and (where beta is given) shift[l] =
 // beta[b, l, c] - mean[c] * scale[l] in local tables. The tables of kTableBlock
@@ -68,15 +120,8 @@ void for_each_row(int64_t r0, int64_t r1, const MapLayout& g, int64_t num_instan
         b0 = b;
         c0 = c;
         const int64_t n = std::min({kTableBlock, C - c0, r1 - r});
-        for (int64_t l = 0; l < L; ++l) {
-          const scalar_t* gl = gamma + (b * L + l) * C + c0;
-          for (int64_t j = 0; j < n; ++j) scale[j * L + l] = static_cast<opmath_t>(invstd[c0 + j]) * static_cast<opmath_t>(gl[j]);
-          if (!beta) continue;
-          const scalar_t* bl = beta + (b * L + l) * C + c0;
-          for (int64_t j = 0; j < n; ++j) {
-            shift[j * L + l] = static_cast<opmath_t>(bl[j]) - static_cast<opmath_t>(mean[c0 + j]) * scale[j * L + l];
-          }
-        }
+        build_tables(gamma + b * L * C + c0, beta ? beta + b * L * C + c0 : nullptr, mean + c0, invstd + c0, n, L, C,
+                     scale.data(), beta ? shift.data() : nullptr);
       }
       f(contig, b, c, scale.data() + (c - c0) * L, beta ? shift.data() + (c - c0) * L : nullptr);
     }
