@@ -423,18 +423,29 @@ class GroupSums {
         },
         kMinMeanRunTiles);
     flush();
+    // The batch-norm terms gather in locals: accumulated through the dxhat pointers, every
+    // (l, r) waited on the store of the one before (~1/4 of the sums' time at L = 256).
+    double inv[kRowGroup], terms[kRowGroup] = {}, terms_xhat[kRowGroup] = {};
+    for (int64_t r = 0; r < nc; ++r) inv[r] = static_cast<double>(invstd[c0 + r]);
     for (int64_t l = 0; l < L_; ++l) {
       const double* sl = s + l * kWidth;
+      const int64_t i0 = (b * L_ + l) * g.channels + c0;
       for (int64_t r = 0; r < nc; ++r) {
-        const int64_t i = (b * L_ + l) * g.channels + c0 + r;
-        dgamma[i] = static_cast<acc>(static_cast<double>(invstd[c0 + r]) * sl[r]);  // sum dy * xhat
-        dbeta[i] = static_cast<acc>(sl[kRowGroup + r]);
+        const acc dg = static_cast<acc>(inv[r] * sl[r]);  // sum dy * xhat
+        const acc db = static_cast<acc>(sl[kRowGroup + r]);
+        dgamma[i0 + r] = dg;
+        dbeta[i0 + r] = db;
         if (gamma) {
-          const double gm = static_cast<double>(gamma[i]);
-          dxhat[r] += gm * static_cast<double>(dbeta[i]);
-          dxhat_xhat[r] += gm * static_cast<double>(dgamma[i]);
+          const double gm = static_cast<double>(gamma[i0 + r]);
+          terms[r] += gm * static_cast<double>(db);
+          terms_xhat[r] += gm * static_cast<double>(dg);
         }
       }
+    }
+    if (!gamma) return;
+    for (int64_t r = 0; r < nc; ++r) {
+      dxhat[r] += terms[r];
+      dxhat_xhat[r] += terms_xhat[r];
     }
   }
 
