@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from inade.nn.gemm_conv import conv2d, conv2d_backward
 
+
 class _OutputScaledConv(torch.autograd.Function):
     """``conv(x, W) / σ + b`` with ``σ = uᵀ W v`` (``u``, ``v`` constants; ``σ`` given by the caller),
     as one autograd node.
