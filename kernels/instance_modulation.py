@@ -258,7 +258,6 @@ def backward_dx(dy, x, inst, gamma, mean, invstd, mean_dxhat, mean_dxhat_xhat, b
     return dx
 
 
-
 def forward(x, inst, gamma, beta, eps: float):
     """The training forward: ``(y, mean, var, invstd)`` from the stats and apply kernels."""
     mean, var = stats(x)

@@ -11,6 +11,7 @@
 // instances or their number.
 // Accumulation is in double for the statistics and the per-instance sums.
 #include <algorithm>
+#include <memory>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -111,7 +112,10 @@ template <typename opmath_t, typename scalar_t, typename acc, typename F>
 void for_each_row(int64_t r0, int64_t r1, const MapLayout& g, int64_t num_instances, const scalar_t* gamma,
                   const scalar_t* beta, const acc* mean, const acc* invstd, bool contiguous, F&& f) {
   const int64_t L = num_instances, C = g.channels;
-  std::vector<opmath_t> scale(kTableBlock * L), shift(beta ? kTableBlock * L : 0);
+  // Uninitialised (build_tables writes every entry a row reads): a zeroed vector would clear
+  // 2 * kTableBlock * L floats per call, and the one-pass kernels call this per image and group.
+  const std::unique_ptr<opmath_t[]> scale(new opmath_t[kTableBlock * L]);
+  const std::unique_ptr<opmath_t[]> shift(beta ? new opmath_t[kTableBlock * L] : nullptr);
   with_contiguity(contiguous, [&](auto contig) {
     int64_t b0 = -1, c0 = 0;
     for (int64_t r = r0; r < r1; ++r) {
@@ -121,9 +125,9 @@ void for_each_row(int64_t r0, int64_t r1, const MapLayout& g, int64_t num_instan
         c0 = c;
         const int64_t n = std::min({kTableBlock, C - c0, r1 - r});
         build_tables(gamma + b * L * C + c0, beta ? beta + b * L * C + c0 : nullptr, mean + c0, invstd + c0, n, L, C,
-                     scale.data(), beta ? shift.data() : nullptr);
+                     scale.get(), shift.get());
       }
-      f(contig, b, c, scale.data() + (c - c0) * L, beta ? shift.data() + (c - c0) * L : nullptr);
+      f(contig, b, c, scale.get() + (c - c0) * L, beta ? shift.get() + (c - c0) * L : nullptr);
     }
   });
 }
