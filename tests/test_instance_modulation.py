@@ -278,6 +278,10 @@ def _sync_bn_worker(rank, world, init_file, backend, result_file):
         half = slice(2 * rank, 2 * rank + 2)
         got = run(backend, x[half], inst[half], gamma[half], beta[half], dy[half], process_group=dist.group.WORLD)
         torch.save([t.cpu() for t in got], f"{result_file}.{rank}")
+        # Both processes done with every collective before either closes its connections: a
+        # process still finishing its last receive when the other tore down was seen to abort
+        # in gloo ("terminate called without an active exception"), once in a CI run.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
