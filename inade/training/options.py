@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoints_dir", type=str, default="./checkpoints", help="where experiments are saved")
     g.add_argument("--gpu_ids", type=str, default=S, help="e.g. 0; -1 for CPU (default: GPU 0 when there is one). Several GPUs: use torchrun")
     g.add_argument("--continue_train", action="store_true", help="resume from <name>/latest.pt (exact) or the public code's latest_net_*.pth (weights only)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start a fresh run even though <checkpoints_dir>/<name> holds a checkpoint (it will be replaced)")
     g.add_argument("--which_epoch", type=str, default="latest", help="which public-format checkpoint to continue from (<which_epoch>_net_G.pth)")
     g.add_argument("--seed", type=int, default=0, help="seed of weights, data order and noise")
     g = p.add_argument_group("data")
