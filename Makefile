@@ -12,7 +12,7 @@ $(VENV)/.installed: setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q triton ninja pybind11 pytest numpy pillow tqdm starlette uvicorn scipy setuptools wheel
+	$(PY) -m pip install -q triton ninja pybind11 pytest numpy pillow tqdm starlette uvicorn scipy hypothesis pydantic setuptools wheel
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 
