@@ -1,10 +1,13 @@
-"""Command-line options of ``train.py``: the public code's names (tzt101/INADE,
+"""Command-line options of ``train.py`` and ``python -m inade.test``: the public code's names (tzt101/INADE,
 SPADE's ``options/``) for everything the two share, so its training commands run
 unchanged, plus a few of our own (``--amp``, ``--compile``, ``--seed``, ...).
 
 Defaults come from the dataset's preset (:func:`inade.config`, chosen by
 ``--dataset_mode``), then from the command line. Options of the public code that
-do not apply here are accepted and ignored (one note lists them).
+do not apply here are accepted and ignored (one note lists them); a value that asks
+for something not built is refused. The rule lives once here (:func:`add_base_options`,
+:func:`check_base_options`) for both entry points; a bad option or value is one line
+``error: …`` naming it (:class:`OptionParser`).
 
 Two deliberate differences from the public code, both documented in
 ``docs/TRAINING.md``: the encoder is on by default (``--no_vae`` turns it off;
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 
 import inade
@@ -47,119 +51,260 @@ PUBLIC_DEFAULTS = dict(
 # weights (Xavier gain 0.02); 2e-3 (G 1e-3, D 4e-3 with TTUR) learns the scenes'
 # colours within a few hundred steps on a CPU.
 SYNTHETIC_CONFIG_DEFAULTS = dict(lr=0.002)
-# Public options accepted for compatibility; they change nothing here.
-IGNORED = (
-    "model", "norm_E", "netG", "nef", "display_winsize", "load_from_opt_file", "cache_filelist_write",
-    "cache_filelist_read", "no_html", "tf_log",
-    "no_pairing_check", "coco_no_portraits", "debug", "optimizer", "netD_subarch",
-)
+# ---------------------------------------------------------------------------
+# The public code's options, shared by train.py and python -m inade.test
+# ---------------------------------------------------------------------------
+#
+# The rule, the same for both entry points: an option of the public parsers
+# (tzt101/INADE options/base_options.py, train_options.py, test_options.py) is
+# honoured where it means something here, refused (one line) when its value asks for
+# something not built (ALLOWED_VALUES), and otherwise accepted with a note that it is
+# ignored (IGNORED_BY). tests/data/public_options.txt lists the public names.
+
+# Values of public options that ask for a model we do not build.
+ALLOWED_VALUES = {
+    "norm_mode": ("inade",),  # the public default is spade; INADE is what this project implements
+    "netG": ("spade",),  # the public code's INADE generator is its SPADEGenerator with norm_mode inade
+    "model": ("pix2pix",),
+    "output_nc": (3,),
+    "eval_dims": (2048,),
+}
+WHY_REFUSED = {
+    "norm_mode": "this program runs INADE (norm_mode inade)",
+    "netG": "only the INADE generator is built (the public code's spade generator with --norm_mode inade)",
+    "model": "only the pix2pix model (the public code's only one) is built",
+    "output_nc": "the generator writes RGB images",
+    "eval_dims": "FID uses Inception's 2048-d pool3 features",
+}
+# Public options that change nothing here, per entry point (a note names each one given).
+_IGNORED_BOTH = ("model", "norm_E", "netG", "nef", "display_winsize", "load_from_opt_file", "cache_filelist_write",
+                 "cache_filelist_read", "no_pairing_check", "coco_no_portraits")
+IGNORED_BY = {
+    "train": _IGNORED_BOTH + ("no_html", "tf_log", "debug", "optimizer", "netD_subarch"),
+    # The test reads weights (no initialisation, no discriminator), never flips and reads in order.
+    "test": _IGNORED_BOTH + ("norm_D", "init_type", "init_variance", "train_eval", "eval_dims", "eval_epoch_freq",
+                             "serial_batches", "no_flip"),
+}
+IGNORED = IGNORED_BY["train"]
+
+
+class OptionParser(argparse.ArgumentParser):
+    """argparse whose errors (unknown option, bad value) are one :class:`UserError` line
+    naming the option, instead of a usage block: the entry points print ``error: …``."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def _number(text: str, kind):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+
+
+def at_least(low: int):
+    """argparse type: an integer ``>= low``."""
+    def parse(text: str) -> int:
+        v = _number(text, int)
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        return v
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def positive_finite(text: str) -> float:
+    """argparse type: a finite number ``> 0`` (a learning rate, a variance, an aspect ratio)."""
+    v = _number(text, float)
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
+
+
+def non_negative_finite(text: str) -> float:
+    """argparse type: a finite number ``>= 0`` (a loss weight)."""
+    v = _number(text, float)
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return v
+
+
+def adam_beta(text: str) -> float:
+    """argparse type: an Adam beta in ``[0, 1)``."""
+    v = _number(text, float)
+    if not (0 <= v < 1):
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return v
+
+
+def count_or_all(text: str) -> float:
+    """argparse type of ``--how_many``: a whole number ``>= 1`` or ``inf`` (all; the public default)."""
+    v = _number(text, float)
+    if v == math.inf:
+        return v
+    if not (math.isfinite(v) and v >= 1 and v == int(v)):
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1 (or inf: all), got {text}")
+    return int(v)
+
+
+def add_base_options(p: argparse.ArgumentParser, *, entry: str) -> None:
+    """The public code's ``BaseOptions`` (every name, the same meaning), for ``entry``
+    ``train`` or ``test``. Defaults are ``None`` ("not given"): each entry point fills
+    its own (the dataset preset, the checkpoint's configuration, the public default)."""
+    from inade.data.transforms import PREPROCESS_MODES  # noqa: PLC0415
+
+    S = None
+    g = p.add_argument_group("experiment")
+    g.add_argument("--name", type=str, default=S,
+                   help="experiment name: <checkpoints_dir>/<name> (train: default inade_<dataset_mode>)")
+    g.add_argument("--checkpoints_dir", type=str, default="./checkpoints", help="where experiments are saved")
+    g.add_argument("--gpu_ids", type=str, default=S,
+                   help="e.g. 0; -1 for CPU" + (" (default: GPU 0 when there is one). Several GPUs: use torchrun"
+                                               if entry == "train" else " (default -1)"))
+    g.add_argument("--phase", type=str, default="train" if entry == "train" else "test")
+    g.add_argument("--seed", type=int, default=0, help="seed of weights, data order and noise" if entry == "train"
+                   else "seed of the styles (style k of layout i comes from (seed, i, k))")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset_mode", type=str, default="synthetic" if entry == "train" else S,
+                   help="synthetic | cityscapes | ade20k | celeba | deepfashion | coco | folder"
+                   + ("" if entry == "train" else " (default: the checkpoint's)"))
+    g.add_argument("--dataroot", type=str, default=S, help="the dataset's folder (not needed for synthetic)")
+    g.add_argument("--batchSize", type=at_least(1), default=S,
+                   help="global batch size (split over torchrun processes)" if entry == "train" else "images per forward")
+    g.add_argument("--preprocess_mode", type=str, default=S, choices=PREPROCESS_MODES)
+    g.add_argument("--load_size", type=at_least(1), default=S)
+    g.add_argument("--crop_size", type=at_least(1), default=S)
+    g.add_argument("--aspect_ratio", type=positive_finite, default=S)
+    g.add_argument("--label_nc", type=at_least(1), default=S)
+    g.add_argument("--contain_dontcare_label", action="store_true", default=S)
+    g.add_argument("--output_nc", type=int, default=S)
+    g.add_argument("--no_instance", action="store_true", default=S, help="one instance per class region (no instance maps)")
+    g.add_argument("--add_sketch", action="store_true", default=S,
+                   help="every norm also reads an edge map beside the label (the public code's 2021-12 update)")
+    g.add_argument("--no_flip", action="store_true", default=S)
+    g.add_argument("--serial_batches", action="store_true", help="take samples in order (no shuffling)")
+    g.add_argument("--nThreads", type=at_least(0), default=S, help="data loading worker processes")
+    g.add_argument("--max_dataset_size", type=at_least(1), default=S, help="use only the first files of the split")
+    g.add_argument("--synthetic_size", type=at_least(1), default=S,
+                   help="scenes in the synthetic " + ("training set" if entry == "train" else "test split (default 64)"))
+    g.add_argument("--load_from_opt_file", action="store_true", default=S, help=argparse.SUPPRESS)
+    g.add_argument("--cache_filelist_write", action="store_true", default=S, help=argparse.SUPPRESS)
+    g.add_argument("--cache_filelist_read", action="store_true", default=S, help=argparse.SUPPRESS)
+    g.add_argument("--display_winsize", type=int, default=S, help=argparse.SUPPRESS)
+    g = p.add_argument_group("model" if entry == "train" else "model (for a public-code checkpoint; ours hold their own)")
+    g.add_argument("--model", type=str, default=S, help=argparse.SUPPRESS)
+    g.add_argument("--netG", type=str, default=S, help=argparse.SUPPRESS)
+    g.add_argument("--ngf", type=at_least(1), default=S)
+    g.add_argument("--z_dim", type=at_least(1), default=S)
+    g.add_argument("--noise_nc", type=at_least(1), default=S)
+    g.add_argument("--num_upsampling_layers", type=str, default=S, choices=("normal", "more", "most"))
+    g.add_argument("--norm_G", type=str, default=S)
+    g.add_argument("--norm_D", type=str, default=S)
+    g.add_argument("--norm_E", type=str, default=S, help=argparse.SUPPRESS)
+    g.add_argument("--norm_mode", type=str, default="inade", help="only inade is implemented")
+    g.add_argument("--init_type", type=str, default=S)
+    g.add_argument("--init_variance", type=positive_finite, default=S)
+    g.add_argument("--nef", type=int, default=S, help=argparse.SUPPRESS)
+    g.add_argument("--use_vae", action="store_true", default=S,
+                   help="train with the noise-remapping encoder (default on)" if entry == "train"
+                   else "styles from the encoder on the real test image (remapped noise)")
+    g.add_argument("--use_amp", action="store_true",
+                   help="mixed precision (same as --amp bf16 where supported, else fp16)" if entry == "train"
+                   else "synthesise under autocast (bf16 on the CPU and where supported, else fp16)")
+    g = p.add_argument_group("evaluation during training (inade.metrics.train_eval)" if entry == "train"
+                             else "training-only options of the public base parser (ignored here)")
+    g.add_argument("--train_eval", action="store_true", default=S if entry == "test" else False,
+                   help="FID on the test split every --eval_epoch_freq epochs; keeps best_net_G.pth and best.pt "
+                        "for the best FID" if entry == "train" else argparse.SUPPRESS)
+    g.add_argument("--eval_epoch_freq", type=at_least(1), default=10 if entry == "train" else S,
+                   help="epochs between FID evaluations" if entry == "train" else argparse.SUPPRESS)
+    g.add_argument("--eval_dims", type=int, default=2048 if entry == "train" else S,
+                   help="Inception features (pool3 only: 2048)" if entry == "train" else argparse.SUPPRESS)
+    for name in ("no_pairing_check", "coco_no_portraits"):  # the public dataset option setters'
+        p.add_argument(f"--{name}", action="store_true", default=S, help=argparse.SUPPRESS)
+
+
+def check_base_options(opt, entry: str) -> list[str]:
+    """The shared rule after parsing: refuse values that ask for something not built
+    (one line naming the option), return a note for each ignored option given."""
+    for name, allowed in ALLOWED_VALUES.items():
+        value = getattr(opt, name, None)
+        if value is not None and value not in allowed:
+            raise UserError(f"--{name} {value!r} is not supported: {WHY_REFUSED[name]}")
+    return [f"--{n} is accepted for compatibility and ignored" for n in IGNORED_BY[entry]
+            if getattr(opt, n, None) not in (None, False)]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OptionParser(
         prog="train.py",
         description="Train INADE (CVPR 2021). With no arguments: the built-in synthetic set on the CPU, "
         "a few minutes. Option names are the public code's (tzt101/INADE).",
     )
     S = None  # "not given": the preset or the public default decides
-    g = p.add_argument_group("experiment")
-    g.add_argument("--name", type=str, default=S, help="experiment name; outputs go to <checkpoints_dir>/<name> (default inade_<dataset_mode>)")
-    g.add_argument("--checkpoints_dir", type=str, default="./checkpoints", help="where experiments are saved")
-    g.add_argument("--gpu_ids", type=str, default=S, help="e.g. 0; -1 for CPU (default: GPU 0 when there is one). Several GPUs: use torchrun")
-    g.add_argument("--continue_train", action="store_true", help="resume from <name>/latest.pt (exact) or the public code's latest_net_*.pth (weights only)")
+    add_base_options(p, entry="train")
+    g = p.add_argument_group("training")
+    g.add_argument("--continue_train", action="store_true",
+                   help="resume from <name>/latest.pt (exact) or the public code's latest_net_*.pth (weights only)")
     g.add_argument("--overwrite", action="store_true",
                    help="start a fresh run even though <checkpoints_dir>/<name> holds a checkpoint (it will be replaced)")
-    g.add_argument("--which_epoch", type=str, default="latest", help="which public-format checkpoint to continue from (<which_epoch>_net_G.pth)")
-    g.add_argument("--seed", type=int, default=0, help="seed of weights, data order and noise")
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset_mode", type=str, default="synthetic", help="synthetic | cityscapes | ade20k | celeba | deepfashion | coco | folder")
-    g.add_argument("--dataroot", type=str, default=S, help="the dataset's folder (not needed for synthetic)")
-    g.add_argument("--phase", type=str, default="train")
-    g.add_argument("--batchSize", type=int, default=S, help="global batch size (split over torchrun processes)")
-    g.add_argument("--preprocess_mode", type=str, default=S)
-    g.add_argument("--load_size", type=int, default=S)
-    g.add_argument("--crop_size", type=int, default=S)
-    g.add_argument("--aspect_ratio", type=float, default=S)
-    g.add_argument("--label_nc", type=int, default=S)
-    g.add_argument("--contain_dontcare_label", action="store_true", default=S)
-    g.add_argument("--output_nc", type=int, default=S)
-    g.add_argument("--no_instance", action="store_true", default=S)
-    g.add_argument("--add_sketch", action="store_true", default=S,
-                   help="every norm also reads an edge map beside the label (the public code's 2021-12 update)")
-    g.add_argument("--no_flip", action="store_true", default=S)
-    g.add_argument("--serial_batches", action="store_true", help="take samples in order (no shuffling)")
-    g.add_argument("--nThreads", type=int, default=S, help="data loading worker processes")
-    g.add_argument("--max_dataset_size", type=int, default=S)
-    g.add_argument("--synthetic_size", type=int, default=S, help="scenes in the synthetic training set")
-    g = p.add_argument_group("model")
-    g.add_argument("--ngf", type=int, default=S)
-    g.add_argument("--z_dim", type=int, default=S)
-    g.add_argument("--noise_nc", type=int, default=S)
-    g.add_argument("--num_upsampling_layers", type=str, default=S, choices=("normal", "more", "most"))
-    g.add_argument("--norm_G", type=str, default=S)
-    g.add_argument("--norm_D", type=str, default=S)
-    g.add_argument("--norm_mode", type=str, default="inade", help="only inade is implemented")
-    g.add_argument("--init_type", type=str, default=S)
-    g.add_argument("--init_variance", type=float, default=S)
-    g.add_argument("--use_vae", action="store_true", default=S, help="train with the noise-remapping encoder (default on)")
+    g.add_argument("--which_epoch", type=str, default="latest",
+                   help="which public-format checkpoint to continue from (<which_epoch>_net_G.pth)")
     g.add_argument("--no_vae", dest="use_vae", action="store_false", default=S, help="train without the encoder")
     g.add_argument("--netD", type=str, default=S)
-    g.add_argument("--ndf", type=int, default=S)
-    g.add_argument("--num_D", type=int, default=S)
-    g.add_argument("--n_layers_D", type=int, default=S)
-    g = p.add_argument_group("training")
-    g.add_argument("--niter", type=int, default=S, help="epochs at the starting learning rate")
-    g.add_argument("--niter_decay", type=int, default=S, help="epochs of linear decay to zero after niter")
-    g.add_argument("--lr", type=float, default=S, help="base learning rate (TTUR: G lr/2, D 2 lr)")
-    g.add_argument("--beta1", type=float, default=S)
-    g.add_argument("--beta2", type=float, default=S)
+    g.add_argument("--ndf", type=at_least(1), default=S)
+    g.add_argument("--num_D", type=at_least(1), default=S)
+    g.add_argument("--n_layers_D", type=at_least(1), default=S)
+    g.add_argument("--niter", type=at_least(1), default=S, help="epochs at the starting learning rate")
+    g.add_argument("--niter_decay", type=at_least(0), default=S, help="epochs of linear decay to zero after niter")
+    g.add_argument("--lr", type=positive_finite, default=S, help="base learning rate (TTUR: G lr/2, D 2 lr)")
+    g.add_argument("--beta1", type=adam_beta, default=S)
+    g.add_argument("--beta2", type=adam_beta, default=S)
     g.add_argument("--no_TTUR", action="store_true", default=S, help="G and D at lr, Adam betas (0.5, 0.999)")
-    g.add_argument("--D_steps_per_G", type=int, default=1)
+    g.add_argument("--D_steps_per_G", type=at_least(1), default=1)
     g.add_argument("--gan_mode", type=str, default=S, help="only hinge is implemented")
-    g.add_argument("--lambda_feat", type=float, default=S)
-    g.add_argument("--lambda_vgg", type=float, default=S)
-    g.add_argument("--lambda_kld", type=float, default=S)
+    g.add_argument("--lambda_feat", type=non_negative_finite, default=S)
+    g.add_argument("--lambda_vgg", type=non_negative_finite, default=S)
+    g.add_argument("--lambda_kld", type=non_negative_finite, default=S)
     g.add_argument("--no_ganFeat_loss", action="store_true", default=S)
     g.add_argument("--no_vgg_loss", action="store_true", default=S)
     g.add_argument("--vgg_weights", type=str, default=S, help="torchvision vgg19-dcbb9e9d.pth (default $INADE_VGG19_WEIGHTS or torch hub cache)")
-    g.add_argument("--use_amp", action="store_true", help="mixed precision (same as --amp bf16 where supported, else fp16)")
     g.add_argument("--amp", type=str, default="none", choices=("none", "bf16", "fp16"), help="autocast dtype")
     g.add_argument("--compile", action="store_true", help="torch.compile the networks")
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms only (torch.use_deterministic_algorithms): bit-identical runs and resumes "
                         "with several threads, about 10%% slower on the CPU")
-    g.add_argument("--max_steps", type=int, default=S, help="stop after this many iterations (default: niter + niter_decay epochs)")
+    g.add_argument("--max_steps", type=at_least(1), default=S, help="stop after this many iterations (default: niter + niter_decay epochs)")
     g = p.add_argument_group("outputs")
-    g.add_argument("--display_freq", type=int, default=S, help="sample grid every this many images")
-    g.add_argument("--print_freq", type=int, default=S, help="log line every this many images (when stderr is not a terminal)")
-    g.add_argument("--save_latest_freq", type=int, default=S, help="checkpoint every this many images")
-    g.add_argument("--save_epoch_freq", type=int, default=S, help="keep <epoch>_net_*.pth every this many epochs (0: never)")
+    g.add_argument("--display_freq", type=at_least(1), default=S, help="sample grid every this many images")
+    g.add_argument("--print_freq", type=at_least(1), default=S, help="log line every this many images (when stderr is not a terminal)")
+    g.add_argument("--save_latest_freq", type=at_least(1), default=S, help="checkpoint every this many images")
+    g.add_argument("--save_epoch_freq", type=at_least(0), default=S, help="keep <epoch>_net_*.pth every this many epochs (0: never)")
     g.add_argument("--no_progress", action="store_true", help="plain log lines instead of a progress bar")
-    g = p.add_argument_group("evaluation during training (inade.metrics.train_eval)")
-    g.add_argument("--train_eval", action="store_true", help="FID on the test split every --eval_epoch_freq epochs; "
-                   "keeps best_net_G.pth and best.pt for the best FID")
-    g.add_argument("--eval_epoch_freq", type=int, default=10, help="epochs between FID evaluations")
-    g.add_argument("--eval_dims", type=int, default=2048, choices=(2048,), help="Inception features (pool3 only)")
+    g.add_argument("--results_dir", type=str, default=S,
+                   help="with --train_eval: each evaluation's test images also go to "
+                        "<results_dir>/<name>/test_<epoch>/images/synthesized_image/ (the public code's place)")
+    g = p.add_argument_group("evaluation during training (more)")
     g.add_argument("--eval_stats", type=str, default=None,
                    help="reference statistics: .npz (mu, sigma) or a folder with m.npy, s.npy "
                         "(default datasets/train_mu_si/<dataset_mode>, the public code's)")
     g.add_argument("--inception_weights", type=str, default=None,
                    help="pt_inception-2015-12-05-6726825d.pth (default $INADE_INCEPTION_WEIGHTS)")
-    g.add_argument("--eval_how_many", type=int, default=None, help="test images per evaluation (default all)")
+    g.add_argument("--eval_how_many", type=at_least(1), default=None, help="test images per evaluation (default all)")
     g.add_argument("--eval_method", type=str, default="sqrtm", choices=("sqrtm", "eigh"),
                    help="matrix square root of the FID (sqrtm = pytorch-fid)")
-    for name in IGNORED:
+    for name in ("no_html", "tf_log", "debug", "optimizer", "netD_subarch"):
         p.add_argument(f"--{name}", default=S, nargs="?", const=True, help=argparse.SUPPRESS)
     return p
 
 
 def parse_options(argv=None):
     """``(opt, cfg, notes)``: training options (a Namespace with every default filled
-    in), the model :class:`Config`, and human-readable notes about ignored options."""
+    in), the model :class:`Config`, and human-readable notes about ignored options.
+    A bad option or value raises :class:`UserError` naming it."""
     opt = build_parser().parse_args(argv)
-    notes = [f"--{n} is accepted for compatibility and ignored" for n in IGNORED if getattr(opt, n) is not None]
-    if opt.norm_mode != "inade":
-        raise UserError(f"--norm_mode {opt.norm_mode!r} is not supported: this program trains INADE (norm_mode inade)")
+    notes = check_base_options(opt, "train")
     mode = {"custom": "folder"}.get(opt.dataset_mode, opt.dataset_mode)
     opt.dataset_mode = mode
     cfg = make_config(opt)
@@ -176,9 +321,6 @@ def parse_options(argv=None):
         raise UserError(f"--netD {cfg.netD!r} is not supported (multiscale only)")
     if mode != "synthetic" and opt.dataroot is None:
         raise UserError(f"--dataset_mode {mode} needs --dataroot <the dataset's folder>")
-    for key in ("batchSize", "niter", "niter_decay", "display_freq", "print_freq", "save_latest_freq", "save_epoch_freq"):
-        if getattr(opt, key) < (0 if key in ("niter_decay", "save_epoch_freq") else 1):
-            raise UserError(f"--{key} must be positive, got {getattr(opt, key)}")
     return opt, cfg, notes
 
 
