@@ -11,16 +11,28 @@ exists, else the public code's ``<which_epoch>_net_G.pth`` (and ``_net_E.pth`` w
 ``--use_vae``; the configuration then comes from ``--dataset_mode``'s preset or
 ``--config``). ``--checkpoint FILE`` names a file directly.
 
-Writes ``<results_dir>/<name>/test_<which_epoch>/``:
+Writes ``<results_dir>/<name>/<phase>_<which_epoch>/`` (``test_best``, ``test_latest`` …), the
+public code's layout (``util/visualizer.py``: ``images/<visual>/<stem>.png`` beside ``index.html``):
 
-* ``synthesized_image/<stem>.png``: style 0 of each layout (what FID reads);
-  ``synthesized_image_<k>/<stem>.png`` for styles ``k = 1 … N−1`` with ``--samples N``;
-* ``real_image/<stem>.png`` (the test image at the model's size) and
-  ``input_label/<stem>.png`` (the class ids as a greyscale PNG, which mIoU reads; the
+* ``images/synthesized_image/<stem>.png``: style 0 of each layout (what FID reads);
+  ``images/synthesized_image_<k>/<stem>.png`` for styles ``k = 1 … N−1`` with ``--samples N``;
+* ``images/real_image/<stem>.png`` (the test image at the model's size) and
+  ``images/input_label/<stem>.png`` (the class ids as a greyscale PNG, which mIoU reads; the
   public code writes a colour picture there: ours is in the grid and the page);
 * ``index.html`` (a table of the first layouts) and ``grid.png`` (label | real | styles);
-* ``test_run.json``: the options, the checkpoint, the images/s (``python -m inade.metrics all``
-  reads it to rebuild the generator for the resampling metrics).
+* ``test_run.json``: the options, the checkpoint, the images/s, and every file of the folder
+  with its size and SHA-256 (``python -m inade.metrics`` checks them, and ``all`` reads the
+  rest to rebuild the generator for the resampling metrics).
+
+A results folder is one run: the images are written into a fresh hidden folder beside it
+(``.<phase>_<which_epoch>.<pid>.tmp``) and moved into place only when complete, replacing the
+previous run's folder (only one that ``inade.test`` wrote, recognised by its ``test_run.json``).
+A failure or a kill leaves the previous complete results; the next run removes the temporary
+folders of runs that died.
+
+Options are the public code's (``options/base_options.py``, ``test_options.py``), with
+``train.py``'s rule (:mod:`inade.training.options`): honoured where they mean something here,
+a value asking for something not built refused, the others accepted with a note.
 
 Style ``k`` of layout ``i`` is drawn from ``(seed, i, k)`` alone, so results do not depend
 on ``--batchSize``. The networks run in eval mode (running batch statistics).
@@ -28,6 +40,7 @@ on ``--batchSize``. The networks run in eval mode (running batch statistics).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import json
 import math
@@ -38,6 +51,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inade.metrics import results
+from inade.training.options import (OptionParser, add_base_options, at_least, check_base_options,
+                                    count_or_all)
 from inade.utils.errors import UserError, run_command
 from inade.utils.files import write_text_atomic
 
@@ -46,39 +62,62 @@ GRID_ROWS = 8
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m inade.test", description=__doc__.split("\n\n")[0])
-    p.add_argument("--name", type=str, default="inade_synthetic", help="experiment name (a folder in checkpoints_dir)")
-    p.add_argument("--checkpoints_dir", type=str, default="./checkpoints")
-    p.add_argument("--which_epoch", type=str, default="latest", help="latest, best, or an epoch number")
-    p.add_argument("--checkpoint", type=str, default=None, help="a checkpoint file (overrides name / which_epoch)")
-    p.add_argument("--config", type=str, default=None, help="preset for a public-code checkpoint (default: dataset_mode)")
-    p.add_argument("--dataset_mode", type=str, default=None, help="default: the checkpoint's")
-    p.add_argument("--dataroot", type=str, default=None, help="default: the checkpoint's (unused for synthetic)")
-    p.add_argument("--phase", type=str, default="test")
-    p.add_argument("--batchSize", type=int, default=1)
-    p.add_argument("--use_vae", action="store_true", help="styles from the encoder on the real test image (remapped noise)")
-    p.add_argument("--results_dir", type=str, default="./results/")
-    p.add_argument("--how_many", type=float, default=math.inf, help="how many test images to synthesise")
-    p.add_argument("--gpu_ids", type=str, default="-1", help="e.g. 0; -1 for the CPU")
-    p.add_argument("--samples", type=int, default=1, help="styles per layout (the diversity metrics need >= 2)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--synthetic_size", type=int, default=64, help="scenes in the synthetic test split")
-    p.add_argument("--no_progress", action="store_true")
-    g = p.add_argument_group("model options for a public-code checkpoint (ours hold their own)")
-    for name, typ in MODEL_OPTIONS.items():
-        g.add_argument(f"--{name}", type=typ, default=None)
-    g.add_argument("--contain_dontcare_label", action="store_true", default=None)
+    p = OptionParser(prog="python -m inade.test", description=__doc__.split("\n\n")[0])
+    add_base_options(p, entry="test")
+    g = p.add_argument_group("test (the public test_options.py, and ours)")
+    g.add_argument("--results_dir", type=str, default="./results/", help="results go to <results_dir>/<name>/<phase>_<which_epoch>")
+    g.add_argument("--which_epoch", type=str, default="latest", help="latest, best, or an epoch number")
+    g.add_argument("--how_many", type=count_or_all, default=math.inf, help="how many test images to synthesise (default all)")
+    g.add_argument("--checkpoint", type=str, default=None, help="a checkpoint file (overrides name / which_epoch)")
+    g.add_argument("--config", type=str, default=None, help="preset for a public-code checkpoint (default: dataset_mode)")
+    g.add_argument("--samples", type=at_least(1), default=1, help="styles per layout (the diversity metrics need >= 2)")
+    g.add_argument("--no_progress", action="store_true")
     return p
 
 
-MODEL_OPTIONS = {"label_nc": int, "ngf": int, "z_dim": int, "noise_nc": int, "crop_size": int,
-                 "aspect_ratio": float, "num_upsampling_layers": str}
+# Options of the public base parser that describe the model: a public-code checkpoint is
+# built with them; ours holds its own configuration, and a different value is refused.
+MODEL_OPTIONS = ("label_nc", "ngf", "z_dim", "noise_nc", "crop_size", "aspect_ratio", "num_upsampling_layers",
+                 "contain_dontcare_label", "norm_G", "add_sketch")
+# Options that change only how the test split is read (honoured for every checkpoint).
+DATA_OPTIONS = ("load_size", "preprocess_mode", "no_instance")
+
+
+def parse_test_options(argv=None):
+    """``(opt, notes)``: the options with the test's defaults filled in, notes on ignored ones.
+    A bad option or value raises :class:`UserError` naming it."""
+    opt = build_parser().parse_args(argv)
+    notes = check_base_options(opt, "test")
+    if opt.name is None:
+        opt.name = "inade_synthetic"
+    if opt.gpu_ids is None:
+        opt.gpu_ids = "-1"
+    if opt.batchSize is None:
+        opt.batchSize = 1
+    if opt.synthetic_size is None:
+        opt.synthetic_size = 64
+    opt.nThreads = opt.nThreads or 0
+    opt.use_vae = bool(opt.use_vae)
+    return opt, notes
 
 
 def model_overrides(opt) -> dict:
     """The model options given on the command line (for a public-code checkpoint)."""
-    keys = list(MODEL_OPTIONS) + ["contain_dontcare_label"]
-    return {k: getattr(opt, k) for k in keys if getattr(opt, k, None) is not None}
+    return {k: getattr(opt, k) for k in MODEL_OPTIONS if getattr(opt, k, None) is not None}
+
+
+def apply_options(cfg, opt, ours: bool):
+    """``cfg`` with the data options of the command line; a model option that disagrees
+    with our checkpoint's configuration is refused (a public-code one was built with them)."""
+    if ours:
+        for key, value in model_overrides(opt).items():
+            if getattr(cfg, key) != value:
+                raise UserError(f"--{key} {value} disagrees with the checkpoint, which was trained with "
+                                f"{key}={getattr(cfg, key)!r} (our checkpoints hold their configuration: leave --{key} out)")
+    data = {k: getattr(opt, k) for k in DATA_OPTIONS if getattr(opt, k, None) is not None}
+    if opt.dataset_mode and opt.dataset_mode != cfg.dataset_mode:
+        data["dataset_mode"] = opt.dataset_mode
+    return cfg.replace(**data) if data else cfg
 
 
 # ---------------------------------------------------------------------------
@@ -123,8 +162,10 @@ def load_generator(opt, device):
     preset = opt.config or (opt.dataset_mode if not ours else None)
     overrides = model_overrides(opt) if not ours else {}
     G, E, cfg = load_models(g_path, preset, overrides, e_path, device)
-    if opt.dataset_mode and opt.dataset_mode != cfg.dataset_mode:
-        cfg = cfg.replace(dataset_mode=opt.dataset_mode)
+    try:
+        cfg = apply_options(cfg, opt, ours)
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from None
     if opt.use_vae and E is None:
         raise UserError(f"--use_vae: {g_path} holds no encoder")
     return G.eval(), (E.eval() if E is not None else None), cfg, options, g_path, e_path
@@ -162,69 +203,95 @@ def stems(batch) -> list[str]:
     return [f"{int(i):05d}" for i in batch["index"]]
 
 
+def _device(gpu_ids: str) -> torch.device:
+    first = gpu_ids.split(",")[0].strip()
+    if first in ("-1", ""):
+        return torch.device("cpu")
+    if not first.isdigit():
+        raise UserError(f"--gpu_ids {gpu_ids!r}: expected GPU numbers such as 0 or 0,1, or -1 for the CPU")
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    if int(first) >= torch.cuda.device_count():
+        raise UserError(f"--gpu_ids {gpu_ids}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return torch.device(f"cuda:{first}")
+
+
 def run(opt, log=print) -> Path:
-    """Synthesise the split; returns the output folder."""
+    """Synthesise the split into a fresh folder and move it into place; returns the output folder."""
     import inade  # noqa: PLC0415
-    from inade.data import build_dataset, write_image, write_index_map  # noqa: PLC0415
-    from inade.data.images import to_uint8  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
-    if opt.samples < 1:
-        raise UserError(f"--samples must be >= 1, got {opt.samples}")
-    if opt.batchSize < 1:
-        raise UserError(f"--batchSize must be >= 1, got {opt.batchSize}")
-    device = torch.device("cpu" if opt.gpu_ids.strip() in ("-1", "") or not torch.cuda.is_available()
-                          else f"cuda:{opt.gpu_ids.split(',')[0]}")
+    from inade.data import build_dataset  # noqa: PLC0415
+    from inade.training.trainer import resolve_amp  # noqa: PLC0415
+
+    device = _device(opt.gpu_ids)
+    out = Path(opt.results_dir) / opt.name / f"{opt.phase}_{opt.which_epoch}"
+    results.check_replaceable(out)
     G, E, cfg, options, g_path, e_path = load_generator(opt, device)
     dataroot = opt.dataroot or options.get("dataroot")
+    data_seed = int(options.get("seed", 0) or 0)
     try:
-        data = build_dataset(cfg, dataroot, phase=opt.phase, synthetic_size=opt.synthetic_size,
-                             seed=int(options.get("seed", 0) or 0))
+        data = build_dataset(cfg, dataroot, phase=opt.phase, synthetic_size=opt.synthetic_size, seed=data_seed,
+                             max_dataset_size=opt.max_dataset_size)
     except ValueError as e:
         raise UserError(str(e)) from None
     n = int(min(len(data), opt.how_many))
     if n == 0:
         raise UserError(f"the {opt.phase} split of {cfg.dataset_mode} is empty")
     subset = torch.utils.data.Subset(data, range(n))
-    loader = torch.utils.data.DataLoader(subset, batch_size=opt.batchSize, shuffle=False, num_workers=0)
-    out = Path(opt.results_dir) / opt.name / f"{opt.phase}_{opt.which_epoch}"
+    loader = torch.utils.data.DataLoader(subset, batch_size=opt.batchSize, shuffle=False, num_workers=opt.nThreads)
+    amp = resolve_amp("auto" if opt.use_amp else "none", device)
     synth = inade.Synthesizer(G, E, cfg)
     folders = ["synthesized_image"] + [f"synthesized_image_{k}" for k in range(1, opt.samples)]
-    rows, names = [], []
     log(f"synthesising {n} {cfg.dataset_mode} {opt.phase} layouts x {opt.samples} style(s) with {g_path} -> {out}")
-    start = time.perf_counter()
-    done = 0
-    with tqdm(total=n * opt.samples, desc="test", unit="img", disable=opt.no_progress or not sys.stderr.isatty()) as bar:
-        for batch in loader:
-            names_b = stems(batch)
-            styles = []
-            for k in range(opt.samples):
-                img = synthesize(synth, batch, k, opt.seed, E if opt.use_vae else None)
-                styles.append(img)
-                for b, stem in enumerate(names_b):
-                    write_image(out / folders[k] / f"{stem}.png", to_uint8(img[b]))
-                bar.update(len(names_b))
-                done += len(names_b)
-            for b, stem in enumerate(names_b):
-                write_image(out / "real_image" / f"{stem}.png", to_uint8(batch["image"][b]))
-                write_index_map(out / "input_label" / f"{stem}.png", batch["label"][b].numpy())
-                if len(rows) < GRID_ROWS:
-                    rows.append(_grid_row(batch, b, styles, cfg))
-                names.append(stem)
-    seconds = time.perf_counter() - start
-    rate = done / seconds if seconds > 0 else float("inf")
-    _write_index(out, names, folders, rows)
-    meta = {
-        "checkpoint": str(g_path), "encoder": str(e_path) if e_path else None, "step": options.get("_step"),
-        "name": opt.name,
-        "which_epoch": opt.which_epoch, "phase": opt.phase, "dataset_mode": cfg.dataset_mode, "dataroot": dataroot,
-        "synthetic_size": opt.synthetic_size, "data_seed": int(options.get("seed", 0) or 0),
-        "config": cfg.to_dict(), "samples": opt.samples, "seed": opt.seed, "use_vae": opt.use_vae,
-        "images": done, "layouts": n, "seconds": seconds, "images_per_second": rate, "device": str(device),
-    }
-    write_text_atomic(out / "test_run.json", json.dumps(meta, indent=2) + "\n")
+    with results.fresh_folder(out) as tmp:
+        start = time.perf_counter()
+        with tqdm(total=n * opt.samples, desc="test", unit="img", disable=opt.no_progress or not sys.stderr.isatty()) as bar:
+            names, rows = _write_images(tmp, loader, synth, E if opt.use_vae else None, folders, opt, amp, cfg, bar)
+        seconds = time.perf_counter() - start
+        done = len(names) * opt.samples
+        rate = done / seconds if seconds > 0 else float("inf")
+        _write_index(tmp, out, names, folders, rows)
+        meta = {
+            "checkpoint": str(g_path), "encoder": str(e_path) if e_path else None, "step": options.get("_step"),
+            "name": opt.name,
+            "which_epoch": opt.which_epoch, "phase": opt.phase, "dataset_mode": cfg.dataset_mode, "dataroot": dataroot,
+            "synthetic_size": opt.synthetic_size, "data_seed": data_seed,
+            "config": cfg.to_dict(), "samples": opt.samples, "seed": opt.seed, "use_vae": opt.use_vae,
+            "use_amp": opt.use_amp, "images": done, "layouts": n, "seconds": seconds, "images_per_second": rate,
+            "device": str(device),
+        }
+        results.write_manifest(tmp, meta)
     log(f"{done} images in {seconds:.1f} s: {rate:.2f} images/s -> {out}")
     return out
+
+
+def _write_images(tmp: Path, loader, synth, E, folders, opt, amp, cfg, bar):
+    """Every style of every layout, the real image and the label, into ``tmp/images``;
+    returns ``(stems, grid rows)``."""
+    from inade.data import write_image, write_index_map  # noqa: PLC0415
+    from inade.data.images import to_uint8  # noqa: PLC0415
+
+    images = tmp / results.IMAGES
+    rows, names = [], []
+    autocast = torch.autocast(synth._like.device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+    for batch in loader:
+        names_b = stems(batch)
+        styles = []
+        for k in range(opt.samples):
+            with autocast:
+                img = synthesize(synth, batch, k, opt.seed, E).float()
+            styles.append(img)
+            for b, stem in enumerate(names_b):
+                write_image(images / folders[k] / f"{stem}.png", to_uint8(img[b]))
+            bar.update(len(names_b))
+        for b, stem in enumerate(names_b):
+            write_image(images / "real_image" / f"{stem}.png", to_uint8(batch["image"][b]))
+            write_index_map(images / "input_label" / f"{stem}.png", batch["label"][b].numpy())
+            if len(rows) < GRID_ROWS:
+                rows.append(_grid_row(batch, b, styles, cfg))
+            names.append(stem)
+    return names, rows
 
 
 def _grid_row(batch, b, styles, cfg) -> list[np.ndarray]:
@@ -234,7 +301,7 @@ def _grid_row(batch, b, styles, cfg) -> list[np.ndarray]:
     return [colorize(batch["label"][b], cfg.num_classes), to_uint8(batch["image"][b])] + [to_uint8(s[b]) for s in styles[:6]]
 
 
-def _write_index(out: Path, names: list[str], folders: list[str], rows) -> None:
+def _write_index(out: Path, final: Path, names: list[str], folders: list[str], rows) -> None:
     from inade.data import write_image  # noqa: PLC0415
     from inade.training.grids import assemble  # noqa: PLC0415
 
@@ -244,18 +311,25 @@ def _write_index(out: Path, names: list[str], folders: list[str], rows) -> None:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["name"] + cols)
     body = []
     for stem in names[:MAX_PAGE_ROWS]:
-        cells = "".join(f'<td><img src="{c}/{html.escape(stem)}.png" width="192"></td>' for c in cols)
+        cells = "".join(f'<td><img src="{results.IMAGES}/{c}/{html.escape(stem)}.png" width="192"></td>' for c in cols)
         body.append(f"<tr><td>{html.escape(stem)}</td>{cells}</tr>")
-    page = (f"<!doctype html><meta charset='utf-8'><title>{html.escape(out.name)}</title>"
-            f"<h1>{html.escape(str(out))}</h1><p>{len(names)} layouts; grid: <a href='grid.png'>grid.png</a> "
+    page = (f"<!doctype html><meta charset='utf-8'><title>{html.escape(final.name)}</title>"
+            f"<h1>{html.escape(str(final))}</h1><p>{len(names)} layouts; grid: <a href='grid.png'>grid.png</a> "
             f"(label | real | styles)</p><table><tr>{head}</tr>{''.join(body)}</table>\n")
     write_text_atomic(out / "index.html", page)
 
 
 def main(argv=None) -> int:
-    opt = build_parser().parse_args(argv)
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
-    return run_command(lambda: run(opt, log) and 0)
+
+    def _main():
+        opt, notes = parse_test_options(argv)
+        for line in notes:
+            log(f"note: {line}")
+        run(opt, log)
+        return 0
+
+    return run_command(_main)
 
 
 if __name__ == "__main__":

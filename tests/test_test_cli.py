@@ -37,24 +37,27 @@ def _run(ckpt_dir, tmp_path, *args):
 def test_writes_the_public_layout_and_styles(ckpt_dir, tmp_path, capsys):
     assert _run(ckpt_dir, tmp_path, "--samples", "2", "--batchSize", "2") == 0
     out = tmp_path / "res" / "exp" / "test_latest"
+    img = out / "images"  # the public code's layout: <results_dir>/<name>/test_<epoch>/images/<visual>/
     names = ["00000.png", "00001.png", "00002.png"]
     for sub in ("synthesized_image", "synthesized_image_1", "real_image", "input_label"):
-        assert sorted(p.name for p in (out / sub).iterdir()) == names, sub
+        assert sorted(p.name for p in (img / sub).iterdir()) == names, sub
     assert (out / "index.html").read_text().count("<tr>") == 4 and (out / "grid.png").is_file()
-    a = np.asarray(Image.open(out / "synthesized_image" / "00000.png"))
-    b = np.asarray(Image.open(out / "synthesized_image_1" / "00000.png"))
+    a = np.asarray(Image.open(img / "synthesized_image" / "00000.png"))
+    b = np.asarray(Image.open(img / "synthesized_image_1" / "00000.png"))
     assert a.shape == (32, 32, 3) and not np.array_equal(a, b)  # two styles differ
-    label = np.asarray(Image.open(out / "input_label" / "00000.png"))
+    label = np.asarray(Image.open(img / "input_label" / "00000.png"))
     assert label.ndim == 2 and label.max() < CFG.label_nc
     meta = json.loads((out / "test_run.json").read_text())
     assert meta["images"] == 6 and meta["layouts"] == 3 and meta["images_per_second"] > 0
+    on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != "test_run.json")
+    assert sorted(meta["files"]) == on_disk and len(on_disk) == 4 * 3 + 2  # every file, with its size and hash
     assert "images/s" in capsys.readouterr().err
     # batch size does not change any image (beyond float rounding: one grey level)
     assert _run(ckpt_dir, tmp_path / "b1", "--samples", "2", "--batchSize", "1") == 0
     out1 = tmp_path / "b1" / "res" / "exp" / "test_latest"
     for n in names:
-        x = np.asarray(Image.open(out / "synthesized_image_1" / n)).astype(int)
-        y = np.asarray(Image.open(out1 / "synthesized_image_1" / n)).astype(int)
+        x = np.asarray(Image.open(img / "synthesized_image_1" / n)).astype(int)
+        y = np.asarray(Image.open(out1 / "images" / "synthesized_image_1" / n)).astype(int)
         assert np.abs(x - y).max() <= 1
 
 
@@ -65,12 +68,12 @@ def test_public_files_and_use_vae(ckpt_dir, tmp_path):
     out = tmp_path / "res" / "exp" / "test_7"
     meta = json.loads((out / "test_run.json").read_text())
     assert meta["checkpoint"].endswith("7_net_G.pth") and meta["encoder"].endswith("7_net_E.pth")
-    assert len(list((out / "synthesized_image").iterdir())) == 3
+    assert len(list((out / "images" / "synthesized_image").iterdir())) == 3
     # the same weights through our checkpoint give the same images without the encoder
     assert _run(ckpt_dir, tmp_path / "p", "--which_epoch", "7", *model) == 0
     assert _run(ckpt_dir, tmp_path / "o") == 0
-    a = np.asarray(Image.open(tmp_path / "p" / "res" / "exp" / "test_7" / "synthesized_image" / "00001.png"))
-    b = np.asarray(Image.open(tmp_path / "o" / "res" / "exp" / "test_latest" / "synthesized_image" / "00001.png"))
+    a = np.asarray(Image.open(tmp_path / "p" / "res" / "exp" / "test_7" / "images" / "synthesized_image" / "00001.png"))
+    b = np.asarray(Image.open(tmp_path / "o" / "res" / "exp" / "test_latest" / "images" / "synthesized_image" / "00001.png"))
     np.testing.assert_array_equal(a, b)
     # without the model options the preset (ngf 16) does not fit: one-line error
     assert _run(ckpt_dir, tmp_path / "q", "--which_epoch", "7", "--config", "synthetic") == 2
