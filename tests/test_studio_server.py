@@ -258,8 +258,8 @@ def test_malformed_requests_get_a_message(url, first):
         (act(url, action="redraw_all", seed=1), "load a layout first"),
         (act(url, action="redraw_all", seed=1, state=dict(state, label=state["label"][:-8])), "bytes, expected 8192"),
         (act(url, action="redraw_all", seed=1, state=dict(state, L=state["L"] + 1)), "noise:"),
-        (act(url, action="redraw_all", seed=-4, state=state), "seed must be"),
-        (act(url, action="variations", instance=1, count=99, seed=1, state=state), "count must be"),
+        (act(url, action="redraw_all", seed=-4, state=state), "seed: must be greater than or equal to 0"),
+        (act(url, action="variations", instance=1, count=99, seed=1, state=state), "count: must be less than"),
         (act(url, action="redraw_class", **{"class": 5}, seed=1, state=state) if 5 not in first["classes"]
          else act(url, action="redraw_class", **{"class": 77}, seed=1, state=state), "class"),
         (act(url, action="copy_style", instance=1, seed=1, state=state), "reference"),
@@ -317,7 +317,7 @@ def test_no_file_outside_the_page_can_be_read(url, path):
 
 class SlowStudio(Studio):
     def _act_sleep(self, req):
-        time.sleep(float(req.get("seconds", 1.0)))
+        time.sleep(req.get("seed", 1000) / 1000)  # milliseconds
         return {"note": "slept"}
 
     def _act_boom(self, req):
@@ -327,17 +327,18 @@ class SlowStudio(Studio):
 def test_requests_wait_their_turn_and_stale_repaints_are_superseded():
     with serving(SlowStudio(*tiny_models())) as u:
         state = ok(u, action="example", name="scene 0", seed=1)["state"]
+        page = post(u + "api/session", {})[1]["client"]
         results = {}
 
         def call(name, **body):
             results[name] = act(u, **body)
 
-        threads = [threading.Thread(target=call, args=("sleep",), kwargs=dict(action="sleep", seconds=1.5))]
+        threads = [threading.Thread(target=call, args=("sleep",), kwargs=dict(action="sleep", seed=1500))]
         for seq in range(1, 5):
             threads.append(threading.Thread(target=call, args=(seq,), kwargs=dict(
-                action="edit", client="page", seq=seq, supersedable=True, seed=seq, state=state)))
+                action="edit", client=page, supersedable=True, seed=seq, state=state)))
         threads.append(threading.Thread(target=call, args=("other",), kwargs=dict(
-            action="redraw_all", client="page", seq=0, seed=3, state=state)))  # not supersedable: runs in turn
+            action="redraw_all", client=page, seed=3, state=state)))  # not supersedable: runs in turn
         for t in threads:
             t.start()
             time.sleep(0.1)

@@ -6,7 +6,9 @@
 Without ``--checkpoint`` it opens ``checkpoints/inade_synthetic/latest.pt``, what
 ``make train`` writes. A public ``*_net_G.pth`` needs ``--config`` (its dataset
 preset) and, for reference styles, ``--encoder`` (its ``*_net_E.pth``). ``--port 0``
-takes a free port. It binds to 127.0.0.1 unless ``--host`` says otherwise.
+takes a free port. It binds to 127.0.0.1 unless ``--host`` says otherwise. Every reason
+it cannot start (an option, the checkpoint, the address) is one line ``error: …`` and
+exit code 2.
 """
 from __future__ import annotations
 
@@ -14,11 +16,18 @@ import argparse
 import sys
 from pathlib import Path
 
+from inade.utils.errors import UserError, run_command
+
 DEFAULT_CHECKPOINT = Path("checkpoints/inade_synthetic/latest.pt")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one ``error:`` line (run_command) instead of usage and a prefixed line
+        raise UserError(f"{message} (see python -m inade.studio --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m inade.studio", description="INADE Studio: paint, click, re-draw.")
+    p = _Parser(prog="python -m inade.studio", description="INADE Studio: paint, click, re-draw.")
     p.add_argument("--checkpoint", help=f"our checkpoint or a public *_net_G.pth (default: {DEFAULT_CHECKPOINT})")
     p.add_argument("--encoder", help="public-code encoder checkpoint (*_net_E.pth), for reference styles")
     p.add_argument("--config", help="dataset preset when the checkpoint has no config (cityscapes, ade20k, celeba, ...)")
@@ -29,48 +38,67 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class StartError(Exception):
+class StartError(UserError):
     """Why the studio cannot start; printed as one line."""
+
+
+def _device(name: str):
+    import torch  # noqa: PLC0415
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as err:
+        raise StartError(f"--device {name}: not a device ({str(err).splitlines()[0]})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise StartError(f"--device {name}: this torch has no CUDA device (use --device cpu)")
+    if device.type not in ("cpu", "cuda"):
+        raise StartError(f"--device {name}: the studio runs on cpu or cuda")
+    return device
 
 
 def _load(args):
     from inade.cli import _parse_overrides, load_models  # noqa: PLC0415
-    from inade.utils.errors import UserError  # noqa: PLC0415
     from inade.studio.engine import Studio  # noqa: PLC0415
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
     if args.checkpoint is None and not checkpoint.is_file():
         raise StartError(f"{checkpoint} does not exist: run `make train` first, or pass --checkpoint")
+    device = _device(args.device)
     try:
-        G, E, cfg = load_models(checkpoint, args.config, _parse_overrides(args.set), args.encoder, args.device)
+        G, E, cfg = load_models(checkpoint, args.config, _parse_overrides(args.set), args.encoder, device)
         return Studio(G, E, cfg, title=str(checkpoint))
     except (UserError, FileNotFoundError, ValueError) as err:
         raise StartError(str(err)) from err
 
 
+def _listen(host: str, port: int):
+    from inade.studio.server import bind  # noqa: PLC0415
+
+    try:
+        return bind(host, port)
+    except OSError as err:  # in use, no such address or name (socket.gaierror), not this machine's
+        raise StartError(f"cannot listen on --host {host} --port {port} ({err.strerror or err})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Load the model, bind, print the address, serve until Ctrl-C; 2 on a user error."""
+    """Load the model, bind, print the address, serve until Ctrl-C; a user error raises :class:`UserError`."""
     args = build_parser().parse_args(argv)
     try:
-        from inade.studio.server import allowed_hosts, bind, make_server, url_of  # noqa: PLC0415
+        from inade.studio.server import allowed_hosts, make_server, url_of  # noqa: PLC0415
     except ImportError as err:
-        print(f"error: the studio needs its extra dependencies ({err.name}): pip install 'inade[studio]'", file=sys.stderr)
-        return 2
-    try:
-        studio = _load(args)
-        sock = bind(args.host, args.port)
-    except StartError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"error: cannot listen on {args.host}:{args.port} ({err.strerror or err})", file=sys.stderr)
-        return 2
+        raise StartError(f"the studio needs its extra dependencies ({err.name}): pip install 'inade[studio]'") from None
+    if not 0 <= args.port <= 65535:  # before the model loads: a typo costs no wait
+        raise StartError(f"--port {args.port}: must be 0 … 65535 (0: any free port)")
+    studio = _load(args)
+    sock = _listen(args.host, args.port)
     print(f"INADE Studio ({studio.cfg.name}, {studio.size[1]}×{studio.size[0]}) at {url_of(sock)}", flush=True)
-    if sock.getsockname()[0] not in ("127.0.0.1", "::1"):
+    address = sock.getsockname()[0]
+    hosts = allowed_hosts(address)
+    if hosts is None:
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the studio", flush=True)
-    make_server(studio, hosts=allowed_hosts(args.host)).run(sockets=[sock])
+    make_server(studio, hosts=hosts).run(sockets=[sock])
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

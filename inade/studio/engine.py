@@ -14,7 +14,8 @@ instance takes the next free id, an erased one leaves a hole, a brush may split 
 instance across two classes). :meth:`Studio.act` renumbers them to compact ids
 ``0 … L-1`` (one class each) and moves each surviving instance's noise row with
 it, so painting never changes the style of an instance it did not touch. Every
-user mistake raises :class:`StudioError`, whose message the page shows.
+user mistake raises :class:`StudioError`, whose message the page shows; every
+request is first checked field by field (:mod:`inade.studio.schema`, pydantic).
 """
 from __future__ import annotations
 
@@ -31,16 +32,12 @@ from torch import Tensor
 from inade.data import DatasetError, compact_ids, read_image, read_index_map
 from inade.data.images import image_to_tensor, to_uint8
 from inade.studio.presets import class_colors, class_names, examples
+from inade.studio.schema import MAX_INSTANCES, MAX_VARIATIONS, StudioError, parse
 from inade.synthesis import Sample, Synthesizer
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-MAX_INSTANCES = 1024
-MAX_VARIATIONS = 16
 MAX_REFERENCE_SIDE = 1024
-
-
-class StudioError(ValueError):
-    """A request the studio cannot carry out; the message is shown to the user as it is."""
+ENCODER_STRIDE = 16  # the encoder's four stride-2 layers; its deepest instance norm needs 2 or more pixels
 
 
 # ---------------------------------------------------------------------------
@@ -168,8 +165,7 @@ class Studio:
 
     def act(self, req: dict) -> dict:
         """Carry out ``req["action"]``; see the ``_act_*`` methods for each one's fields."""
-        if not isinstance(req, dict):
-            raise StudioError("the request must be a JSON object")
+        req = parse(req)
         action = req.get("action")
         handler = getattr(self, f"_act_{action}", None) if isinstance(action, str) else None
         if handler is None:
@@ -279,8 +275,6 @@ class Studio:
         label, inst = self._compact_maps(req)
         i = self._pick(req, inst)
         count = req.get("count", 4)
-        if not isinstance(count, int) or not 1 <= count <= MAX_VARIATIONS:
-            raise StudioError(f"count must be 1 … {MAX_VARIATIONS}, got {count!r}")
         seed = self._seed(req)
         base = self._base(req)
         t_label, t_inst = self._tensors(label, inst)
@@ -314,8 +308,6 @@ class Studio:
         image, ref_inst = self._reference(req.get("reference"))
         j = self._point(req.get("ref_point"), ref_inst, "reference")
         strength = req.get("strength", 1.0)
-        if not isinstance(strength, (int, float)) or isinstance(strength, bool) or not 0 <= strength <= 1:
-            raise StudioError(f"strength must be a number in [0, 1], got {strength!r}")
         seed = self._seed(req)
         sample = self.synth.copy_style(*self._tensors(label, inst), self._base(req), image, ref_inst, [(j, i)],
                                        sample=bool(req.get("sample", False)), seed=seed, strength=float(strength))
@@ -333,6 +325,7 @@ class Studio:
     def export(self, req: dict) -> bytes:
         """A zip of ``image.png``, ``label.png``, ``instance.png``, ``latents.pt`` (the
         ``inade-synth --latents`` format) and ``README.txt`` with the commands that remake it."""
+        req = parse(req)
         label, inst = self._maps(req)
         inst_c, order = self._compact(label, inst)
         if not np.array_equal(inst_c, inst):
@@ -368,10 +361,7 @@ class Studio:
     # -- request parts ---------------------------------------------------------------------------
     @staticmethod
     def _seed(req) -> int:
-        seed = req.get("seed", 0)
-        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**62:
-            raise StudioError(f"seed must be an integer 0 … 2^62, got {seed!r}")
-        return seed
+        return req.get("seed", 0)
 
     def _state(self, req) -> dict:
         state = req.get("state")
@@ -411,17 +401,14 @@ class Studio:
         return Sample(image=None, noise=noise.to(self._device), z=z.to(self._device))
 
     def _locked(self, req) -> set[int]:
-        locked = req.get("locked", [])
-        if not isinstance(locked, list) or not all(isinstance(i, int) for i in locked):
-            raise StudioError(f"locked must be a list of instance ids, got {locked!r}")
-        return set(locked)
+        return set(req.get("locked", []))
 
     def _pick(self, req, inst: np.ndarray) -> int:
         if req.get("point") is not None:
             return self._point(req["point"], inst[None], "map")
         i = req.get("instance")
         L = int(inst.max()) + 1
-        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < L:
+        if i is None or not 0 <= i < L:
             raise StudioError(f"no instance selected (instance ids are 0 … {L - 1}, got {i!r}): click one first")
         return i
 
@@ -429,7 +416,7 @@ class Studio:
     def _point(point, inst, where: str) -> int:
         """Instance id under ``[x, y]`` of ``inst`` ``[1, H, W]``."""
         H, W = inst.shape[-2:]
-        if not (isinstance(point, list) and len(point) == 2 and all(isinstance(v, (int, float)) for v in point)):
+        if not (isinstance(point, (list, tuple)) and len(point) == 2 and all(isinstance(v, (int, float)) and np.isfinite(v) for v in point)):
             raise StudioError(f"a point must be [x, y], got {point!r}")
         x, y = int(np.floor(point[0])), int(np.floor(point[1]))
         if not (0 <= x < W and 0 <= y < H):
@@ -459,8 +446,10 @@ class Studio:
         H, W = rgb.shape[:2]
         inst = _decode(read_index_map, _png_upload(ref["inst_png"], "reference instance map", (H, W)),
                        "reference instance map")
-        if H % 16 or W % 16:
-            raise StudioError(f"reference image: {W}×{H}; the encoder needs sides divisible by 16")
+        s = ENCODER_STRIDE
+        if H % s or W % s or H * W < 2 * s * s:
+            raise StudioError(f"reference image: {W}×{H}; the encoder needs sides divisible by {s} "
+                              f"and at least {2 * s}×{s} pixels")
         inst, _ = compact_ids(inst)
         if int(inst.max()) + 1 > MAX_INSTANCES:
             raise StudioError(f"reference instance map: more than {MAX_INSTANCES} instances")

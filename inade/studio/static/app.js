@@ -2,7 +2,9 @@
 // (maps, latents, history); the server does every model step (POST /api/act) and
 // answers with PNGs. One request is in flight at a time: strokes made meanwhile are
 // kept and sent together as one edit when the answer arrives (older repaints are
-// superseded, never piled up).
+// superseded, never piled up). Requests name the session id the server issued
+// (POST /api/session); when the server no longer knows it (410: restarted, or the id was
+// the least recently used of many) the page takes a new one and sends the request again.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -15,7 +17,7 @@ const S = {
   selected: -1, locked: new Set(), cls: 0, tool: "brush",
   history: [], hpos: -1,
   busy: false, dirty: false, version: 0, queue: [],
-  client: Math.random().toString(36).slice(2), seq: 0,
+  client: null,                       // session id from POST /api/session
   reference: null, refPoint: null, stroke: null,
 };
 window.studio = S;  // for the browser test and the console
@@ -66,6 +68,12 @@ async function post(url, body) {
   const r = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
   return r;
 }
+async function newSession() {
+  const r = await post("/api/session", {});
+  const out = await r.json();
+  if (!r.ok || !out.client) throw new Error(out.error || `no session (${r.status})`);
+  S.client = out.client;
+}
 
 // Queue a user action; `needsState`: it reads the current maps (so pending strokes go first).
 // `extra` may be a function, called when the request is sent: ids are read after the strokes
@@ -90,13 +98,18 @@ async function send(job, isEdit) {
   const snap = isEdit ? { label: S.label.slice(), inst: S.inst.slice(), L: S.latents.L } : null;
   if (isEdit) S.dirty = false;
   const extra = typeof job.extra === "function" ? job.extra() : job.extra;
-  const body = { action: job.action, client: S.client, seq: ++S.seq, seed: takeSeed(job.seeds),
-    locked: [...S.locked], supersedable: isEdit, ...extra };
+  const body = { action: job.action, seed: takeSeed(job.seeds), locked: [...S.locked], supersedable: isEdit, ...extra };
   if (job.needsState) body.state = stateJSON();
   try {
+    if (!S.client) await newSession();
+    body.client = S.client;
     const r = await post("/api/act", body);
     const out = await r.json().catch(() => ({ error: `the server answered ${r.status} without a message` }));
-    if (r.status === 409) { if (isEdit) S.dirty = true; }
+    if (r.status === 410 && out.session === "unknown" && !job.renewed) {  // a new session, then the same request
+      S.client = null;
+      if (isEdit) S.dirty = true; else S.queue.unshift({ ...job, extra, renewed: true });
+    }
+    else if (r.status === 409) { if (isEdit) S.dirty = true; }
     else if (!r.ok || out.error) failed(out.error || `error ${r.status}`, isEdit);
     else if (isEdit) applyEdit(out, snap, sentVersion);
     else handle(job.action, out);
