@@ -30,17 +30,19 @@ options under ``config``), or the public code's ``*_net_G.pth`` (then give
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from inade.data import compact_ids, read_image, read_index_map, read_label_map, write_image
-from inade.data.images import image_to_tensor, to_uint8
+from inade.data import compact_ids, read_image, read_index_map, read_label_map
+from inade.data.images import image_format, image_to_tensor, save_image, to_uint8
 from inade.training.checkpoint import load_checkpoint
 from inade.utils.errors import USER_ERRORS, UserError, report
-from inade.utils.files import atomic_path
+from inade.utils.arguments import ArgumentParser
+from inade.utils.files import atomic_path, check_output_path, output_errors
 
 
 # ---------------------------------------------------------------------------
@@ -110,18 +112,19 @@ def load_models(checkpoint: str | Path, config_name: str | None = None, override
 # ---------------------------------------------------------------------------
 
 
-def read_instances(path: str | Path, label: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def read_instances(path: str | Path, label: np.ndarray | None, *, size: tuple[int, int] | None = None,
+                   size_of: str = "") -> tuple[np.ndarray, np.ndarray]:
     """``(compact ids [H, W] int64, raw id of each compact id [L])`` of an instance map file.
 
     The file is read by :func:`inade.data.read_index_map` and made compact with
     :func:`inade.data.compact_ids` ``(raw, label)``, the data loaders' rule: a raw id
     that spans several classes of ``label`` becomes one instance per class (its parts
     share the raw id). Without ``label`` (a reference map) every raw id is one instance.
+    The map must have ``label``'s size, else ``size`` (checked before decoding).
     """
-    raw = read_index_map(path)
-    if label is not None and raw.shape != label.shape:
-        raise UserError(f"{path}: instance map is {raw.shape[0]}x{raw.shape[1]} but the label map is "
-                        f"{label.shape[0]}x{label.shape[1]}")
+    if label is not None:
+        size, size_of = label.shape, "the label map"
+    raw = read_index_map(path, size=size, size_of=size_of)
     ids, classes = compact_ids(raw, label)
     raw_of = np.zeros(len(classes), np.int64)
     raw_of[ids.ravel()] = raw.ravel()
@@ -139,9 +142,26 @@ def ids_of_raw(raw_ids: list[int], raw_of: np.ndarray, what: str, path) -> list[
 
 def save_latents(path: str | Path, sample, raw_of: np.ndarray) -> None:
     """Write the sample's ``noise`` and ``z`` and the raw id of each noise row, atomically."""
+    with output_errors(path, "the latents"), atomic_path(path) as tmp:
+        _save_latents_to(tmp, sample, raw_of)
+
+
+def _save_latents_to(file, sample, raw_of: np.ndarray) -> None:
     state = {"noise": sample.noise.cpu(), "z": sample.z.cpu(), "instance_ids": torch.as_tensor(raw_of)}
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with open(file, "wb") as f:
         torch.save(state, f)
+
+
+def write_outputs(out: Path, rgb: np.ndarray, latents: Path | None, sample, raw_of: np.ndarray) -> None:
+    """The image and (``--save-latents``) its latents, both or neither: each goes to a temporary
+    file, and the two are renamed into place only when both are written."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(output_errors(out, "--out"))
+        image_tmp = stack.enter_context(atomic_path(out))
+        if latents is not None:
+            stack.enter_context(output_errors(latents, "--save-latents"))
+            _save_latents_to(stack.enter_context(atomic_path(latents)), sample, raw_of)
+        save_image(image_tmp, rgb, out)
 
 
 def load_latents(path: str | Path, raw_of: np.ndarray):
@@ -149,6 +169,12 @@ def load_latents(path: str | Path, raw_of: np.ndarray):
     obj = load_checkpoint(path)
     if not isinstance(obj, dict) or not {"noise", "z"} <= set(obj):
         raise UserError(f"{path}: not a latents file (expected the keys noise and z, from --save-latents)")
+    for key in ("noise", "z"):
+        value = obj[key]
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise UserError(f"{path}: {key} is not a float tensor (a latents file from --save-latents holds two)")
+        if not torch.isfinite(value).all():
+            raise UserError(f"{path}: {key} holds NaN or infinite values; make the latents again with --save-latents")
     saved_ids = obj.get("instance_ids")
     if saved_ids is not None and saved_ids.tolist() != raw_of.tolist():
         raise UserError(
@@ -187,22 +213,24 @@ def run(args) -> Path:
     """Run one ``inade-synth`` command; returns the written image's path (user errors: :class:`UserError`)."""
     from inade.synthesis import Sample, Synthesizer  # noqa: PLC0415
 
-    G, E, cfg = load_models(args.checkpoint, args.config, _parse_overrides(args.set), args.encoder, args.device)
+    out, latents_out = check_outputs(args)
+    device = check_device(args.device)
+    G, E, cfg = load_models(args.checkpoint, args.config, _parse_overrides(args.set), args.encoder, device)
     synth = Synthesizer(G, E, cfg)
+    # Every map must have the model's output size, checked from its header before it is decoded.
+    model_size = {"size": tuple(cfg.output_size),
+                  "size_of": f"the model's output (crop_size={cfg.crop_size}, aspect_ratio={cfg.aspect_ratio:g})"}
     label_np = read_label_map(args.label, label_nc=cfg.label_nc,
-                              contain_dontcare_label=getattr(cfg, "contain_dontcare_label", False))
+                              contain_dontcare_label=getattr(cfg, "contain_dontcare_label", False), **model_size)
     inst_path = args.inst or args.label
     inst_np, raw_of = read_instances(inst_path, label_np)
-    label = torch.from_numpy(label_np)[None].to(args.device)
-    inst = torch.from_numpy(inst_np)[None].to(args.device)
+    label = torch.from_numpy(label_np)[None].to(device)
+    inst = torch.from_numpy(inst_np)[None].to(device)
     if getattr(cfg, "add_sketch", False) and not args.sketch:
         raise UserError(f"{args.checkpoint}: the model was trained with --add_sketch: pass --sketch EDGE_MAP.png")
     if args.sketch:
-        sketch_np = read_index_map(args.sketch)
-        if sketch_np.shape != label_np.shape:
-            raise UserError(f"--sketch {args.sketch} is {sketch_np.shape[0]}x{sketch_np.shape[1]} but the label map "
-                            f"is {label_np.shape[0]}x{label_np.shape[1]}")
-        synth.sketch = (torch.from_numpy(sketch_np).float() / 255)[None, None].to(args.device)
+        sketch_np = read_index_map(args.sketch, **model_size)
+        synth.sketch = (torch.from_numpy(sketch_np).float() / 255)[None, None].to(device)
     try:
         if args.command == "random":
             sample = synth.random(label, inst, args.seed)
@@ -223,13 +251,35 @@ def run(args) -> Path:
                 sample = _copy_style(synth, args, label, inst, raw_of, inst_path, base)
     except ValueError as err:
         raise UserError(str(err)) from err
-    try:
-        out = write_image(args.out, to_uint8(sample.image[0]))
-        if args.save_latents:
-            save_latents(args.save_latents, sample, raw_of)
-    except OSError as err:
-        raise UserError(f"cannot write the output: {err}") from err
+    write_outputs(out, to_uint8(sample.image[0]), latents_out, sample, raw_of)
     return out
+
+
+def check_outputs(args) -> tuple[Path, Path | None]:
+    """``--out`` and ``--save-latents``, refused before any work when they cannot be written."""
+    out = check_output_path(args.out, "--out")
+    image_format(out)
+    latents = check_output_path(args.save_latents, "--save-latents") if args.save_latents else None
+    if latents is not None and latents.resolve() == out.resolve():
+        raise UserError(f"--save-latents {latents} is the --out image; give another file name")
+    return out, latents
+
+
+def check_device(name: str) -> torch.device:
+    """``--device``: ``cpu``, or ``cuda[:N]`` for a GPU this machine has."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as err:
+        raise UserError(f"--device {name!r}: not a device (use cpu, cuda or cuda:N)") from err
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {name}: this machine has no CUDA GPU (use --device cpu)")
+        if device.index is not None and device.index >= count:
+            raise UserError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 ... cuda:{count - 1}")
+    elif device.type != "cpu":
+        raise UserError(f"--device {name}: inade-synth runs on cpu or cuda[:N]")
+    return device
 
 
 def _copy_style(synth, args, label, inst, raw_of, inst_path, base):
@@ -237,14 +287,10 @@ def _copy_style(synth, args, label, inst, raw_of, inst_path, base):
     if synth.E is None:
         raise UserError(f"{args.checkpoint}: has no encoder (E), which copy-style needs; pass --encoder")
     ref_np = read_image(args.reference)
-    ref_inst_np, ref_raw_of = read_instances(args.reference_inst, None)
-    if ref_inst_np.shape != ref_np.shape[:2]:
-        raise UserError(
-            f"{args.reference_inst}: reference instance map is {ref_inst_np.shape} "
-            f"but the reference image is {ref_np.shape[:2]}"
-        )
-    ref = image_to_tensor(ref_np)[None].to(args.device)
-    ref_inst = torch.from_numpy(ref_inst_np)[None].to(args.device)
+    ref_inst_np, ref_raw_of = read_instances(args.reference_inst, None, size=ref_np.shape[:2],
+                                             size_of=f"the reference image {args.reference}")
+    ref = image_to_tensor(ref_np)[None].to(synth._like.device)
+    ref_inst = torch.from_numpy(ref_inst_np)[None].to(synth._like.device)
     pairs = []
     for j, i in _parse_pairs(args.pairs):
         (ref_id,) = ids_of_raw([j], ref_raw_of, "--pairs reference ids", args.reference_inst)
@@ -253,7 +299,7 @@ def _copy_style(synth, args, label, inst, raw_of, inst_path, base):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="inade-synth", description="Instance-level diverse image synthesis with INADE.")
+    parser = ArgumentParser(prog="inade-synth", description="Instance-level diverse image synthesis with INADE.")
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--checkpoint", required=True, help="our checkpoint (G, E, config) or a public *_net_G.pth")
@@ -289,9 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """``inade-synth``: 0 on success (the output's path on stdout); a user error prints one
     line ``error: …`` on stderr and returns 2."""
-    args = build_parser().parse_args(argv)
     try:
-        out = run(args)
+        out = run(build_parser().parse_args(argv))
     except USER_ERRORS as err:
         return report(err)
     print(out)

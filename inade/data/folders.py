@@ -91,14 +91,15 @@ class PairedDataset(torch.utils.data.Dataset):
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, index_seed(key))
         s = self.samples[index]
+        # Sizes are checked from the headers before decoding: with preprocess_mode 'none' the
+        # label map must already have the output size; the other maps must have the label map's.
+        expect = (self.size, "the output size (preprocess_mode='none')") if self.preprocess_mode == "none" else (None, "")
         label = read_label_map(s.label, label_nc=self.label_nc, contain_dontcare_label=self.contain_dontcare_label,
-                               shift_labels=self.shift_labels)
-        image = read_image(s.image)
-        inst = read_index_map(s.instance) if s.instance is not None else None
-        sketch = read_index_map(s.sketch) if s.sketch is not None else None
-        for name, arr, path in (("image", image, s.image), ("instance map", inst, s.instance), ("sketch", sketch, s.sketch)):
-            if arr is not None and arr.shape[:2] != label.shape:
-                raise DatasetError(f"{name} {path} is {arr.shape[0]}x{arr.shape[1]} but its label map {s.label} is {label.shape[0]}x{label.shape[1]}")
+                               shift_labels=self.shift_labels, size=expect[0], size_of=expect[1])
+        beside = {"size": label.shape, "size_of": f"its label map {s.label}"}
+        image = read_image(s.image, **beside)
+        inst = read_index_map(s.instance, **beside) if s.instance is not None else None
+        sketch = read_index_map(s.sketch, **beside) if s.sketch is not None else None
         g = plan_geometry(
             label.shape, self.preprocess_mode, self.size, self.load_size, self.flip,
             np.random.default_rng(seed),

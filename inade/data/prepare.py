@@ -19,15 +19,17 @@ optional for them; it is required by the public code.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from inade.data.folders import LAYOUTS, dataset_files
 from inade.data.ids import compact_ids
 from inade.data.images import DatasetError, read_image, read_index_map, write_index_map
-from inade.utils.errors import USER_ERRORS, report
+from inade.utils.arguments import ArgumentParser
+from inade.utils.errors import USER_ERRORS, UserError, report
+from inade.utils.files import output_errors
 
+PHASES = ("train", "val", "test")
 DEFAULT_PHASES = {"cityscapes": ("train", "val"), "ade20k": ("train", "val"), "coco": ("train", "val")}
 
 
@@ -52,7 +54,8 @@ def _deepfashion_labels_from_masks(root: Path, phase: str, overwrite: bool) -> i
     masks, labels = root / f"{p}_mask", root / f"{p}_label"
     if not masks.is_dir():
         return 0
-    labels.mkdir(exist_ok=True)
+    with output_errors(labels, "the label folder"):
+        labels.mkdir(exist_ok=True)
     n = 0
     for m in sorted(masks.glob("*.png")):
         out = labels / m.name
@@ -70,19 +73,20 @@ def prepare(dataset: str, root, phases=None, overwrite: bool = False, log=print)
     """
     root = Path(root)
     written = 0
-    for phase in phases or DEFAULT_PHASES.get(dataset, ("train", "test")):
+    phases = phases or DEFAULT_PHASES.get(dataset, ("train", "test"))
+    if dataset not in LAYOUTS or not set(phases) <= set(PHASES):
+        raise UserError(f"prepare: --dataset must be one of {', '.join(sorted(LAYOUTS))} and --phase among "
+                        f"{', '.join(PHASES)}; got {dataset!r}, {list(phases)}")
+    for phase in phases:
         if dataset == "deepfashion":
             written += _deepfashion_labels_from_masks(root, phase, overwrite)
         samples = dataset_files(dataset, root, phase)
         for i, s in enumerate(samples):
             label = read_index_map(s.label)
-            image = read_image(s.image)
-            if image.shape[:2] != label.shape:
-                raise DatasetError(f"image {s.image} is {image.shape[0]}x{image.shape[1]} but label map {s.label} is {label.shape[0]}x{label.shape[1]}")
+            beside = {"size": label.shape, "size_of": f"its label map {s.label}"}
+            read_image(s.image, **beside)
             target = instance_target(dataset, root, s.label, phase)
-            raw = read_index_map(s.instance) if s.instance is not None else None
-            if raw is not None and raw.shape != label.shape:
-                raise DatasetError(f"instance map {s.instance} is {raw.shape[0]}x{raw.shape[1]} but label map {s.label} is {label.shape[0]}x{label.shape[1]}")
+            raw = read_index_map(s.instance, **beside) if s.instance is not None else None
             if s.instance == target:
                 raw = None  # the layout already holds the compact map (rewritten from labels with --overwrite)
             writable = target is not None and not (dataset == "cityscapes" and raw is None)
@@ -100,13 +104,13 @@ def prepare(dataset: str, root, phases=None, overwrite: bool = False, log=print)
 def main(argv=None) -> int:
     """``python -m inade.data.prepare``: 0 on success; a missing or unreadable file prints one
     line ``error: …`` and returns 2."""
-    parser = argparse.ArgumentParser(prog="python -m inade.data.prepare", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m inade.data.prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("dataroot", help="the dataset's folder")
     parser.add_argument("--dataset", "--dataset_mode", dest="dataset", required=True, choices=sorted(LAYOUTS))
-    parser.add_argument("--phase", nargs="+", default=None, help="splits to process (default: both)")
+    parser.add_argument("--phase", nargs="+", default=None, choices=PHASES, help="splits to process (default: both)")
     parser.add_argument("--overwrite", action="store_true", help="rewrite existing instance maps")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         prepare(args.dataset, args.dataroot, args.phase, args.overwrite)
     except USER_ERRORS as err:
         return report(err)

@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from inade.utils.errors import UserError
+
 
 def _fsync_folder(folder: Path) -> None:
     """Make a rename inside ``folder`` durable (ignored where folders cannot be synced)."""
@@ -74,3 +76,35 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+class OutputError(UserError, OSError):
+    """A file the user asked for cannot be written (an ``OSError`` too, for callers that catch those)."""
+
+
+@contextlib.contextmanager
+def output_errors(path: str | os.PathLike, what: str = "the output") -> Iterator[None]:
+    """Turn an ``OSError`` while writing ``path`` (no permission, no space, a folder in the way)
+    into an :class:`OutputError` (a :class:`UserError`) naming the file."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as err:
+        raise OutputError(f"{path}: cannot write {what} ({err.strerror or err})") from err
+
+
+def check_output_path(path: str | os.PathLike, option: str) -> Path:
+    """Refuse, before anything is written, an output path that cannot become a file: an existing
+    folder, or a path below a file. Returns ``path`` as a :class:`Path`."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path}: is a folder; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{option} {path}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UserError(f"{option} {path}: cannot write in folder {parent} (no permission)")
+            break
+    return path
