@@ -4,6 +4,11 @@
     python -m inade.metrics stats IMAGE_DIR OUT.npz|OUT_DIR     # OUT_DIR gets m.npy, s.npy (train_mu_si layout)
     python -m inade.metrics lpips DIR_A DIR_B                    # mean LPIPS over same-named images
     python -m inade.metrics all results/inade_synthetic/test_latest [--real STATS] [--segmenter S]
+    python -m inade.metrics synthetic --checkpoint checkpoints/inade_synthetic/latest.pt   # known truth
+
+A results folder of ``python -m inade.test`` is checked against its ``test_run.json`` (every file
+listed, sizes and SHA-256, no unlisted image) before any metric reads it: a folder that mixes runs
+is refused.
 
 Weight files: ``--inception_weights`` / ``$INADE_INCEPTION_WEIGHTS``, ``--alexnet_weights`` /
 ``$INADE_ALEXNET_WEIGHTS`` (``--vgg16_weights`` / ``$INADE_VGG16_WEIGHTS``), ``--lpips_weights`` /
@@ -23,11 +28,14 @@ from pathlib import Path
 import torch
 
 from inade.metrics import diversity as div
+from inade.metrics import results as run_files
+from inade.metrics import synthetic
 from inade.metrics.fid import fid, inception_features, save_statistics, statistics
 from inade.metrics.images import list_images, load_image
 from inade.metrics.inception import load_inception
 from inade.metrics.lpips import LPIPS
 from inade.metrics.weights import ALEXNET, INCEPTION, LPIPS_LIN, VGG16, MetricsError
+from inade.training.options import OptionParser, at_least, device, positive_finite, resize_size
 from inade.utils.errors import USER_ERRORS, report
 from inade.utils.files import write_text_atomic
 
@@ -39,16 +47,16 @@ def _weights_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lpips_weights", default=None, help="lpips weights/v0.1 folder or its alex.pth / vgg.pth "
                    f"(default ${LPIPS_LIN['alex'].env})")
     p.add_argument("--lpips_net", default="alex", choices=("alex", "vgg"))
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch_size", type=int, default=50, help="images per Inception forward (none is dropped)")
-    p.add_argument("--resize_size", type=int, default=-1, help="pre-resize to (S, ratio*S), the public script's option")
-    p.add_argument("--resize_ratio", type=float, default=2.0, help="width/height of --resize_size (2: Cityscapes)")
+    p.add_argument("--device", type=device, default="cpu")
+    p.add_argument("--batch_size", type=at_least(1), default=50, help="images per Inception forward (none is dropped)")
+    p.add_argument("--resize_size", type=resize_size, default=-1, help="pre-resize to (S, ratio*S), the public script's option")
+    p.add_argument("--resize_ratio", type=positive_finite, default=2.0, help="width/height of --resize_size (2: Cityscapes)")
     p.add_argument("--method", default="sqrtm", choices=("sqrtm", "eigh"), help="matrix square root (sqrtm = pytorch-fid)")
     p.add_argument("--no_progress", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m inade.metrics", description=__doc__.split("\n\n")[0])
+    p = OptionParser(prog="python -m inade.metrics", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fid", help="FID between two folders (or statistics and a folder)")
     f.add_argument("real", help="image folder, .npz statistics, or a folder with m.npy and s.npy")
@@ -64,20 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("b")
     _weights_args(lp)
     a = sub.add_parser("all", help="every metric of a python -m inade.test results folder -> JSON + Markdown")
-    a.add_argument("results", help="results/<name>/test_<epoch> (synthesized_image*/, real_image/, input_label/)")
-    a.add_argument("--real", default=None, help="FID reference: statistics or an image folder (default: real_image/)")
+    a.add_argument("results", help="results/<name>/test_<epoch> (images/synthesized_image*/, images/real_image/, "
+                   "images/input_label/, test_run.json)")
+    a.add_argument("--real", default=None, help="FID reference: statistics or an image folder (default: images/real_image/)")
     a.add_argument("--segmenter", default=None, help="TorchScript file or module:function for mIoU / accuracy")
     a.add_argument("--ignore_index", type=int, default=None, help="label not counted by mIoU (default: don't-care class)")
     a.add_argument("--checkpoint", default=None, help="generator for mISD/mOID, mCSD/mOCD (default: from test_run.json)")
     a.add_argument("--no_generator", action="store_true", help="skip the resampling metrics")
-    a.add_argument("--layouts", type=int, default=16, help="test layouts for the resampling metrics")
-    a.add_argument("--samples", type=int, default=4, help="images per resampled region (pairs: samples*(samples-1)/2)")
-    a.add_argument("--max_regions", type=int, default=None, help="regions per layout (default all)")
-    a.add_argument("--rounds", type=int, default=10, help="LPIPS diversity: random pairs of style groups")
+    a.add_argument("--layouts", type=at_least(1), default=16, help="test layouts for the resampling metrics")
+    a.add_argument("--samples", type=at_least(2), default=4, help="images per resampled region (pairs: samples*(samples-1)/2)")
+    a.add_argument("--max_regions", type=at_least(1), default=None, help="regions per layout (default all)")
+    a.add_argument("--rounds", type=at_least(1), default=10, help="LPIPS diversity: random pairs of style groups")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--json", default=None, help="default RESULTS/metrics.json")
     a.add_argument("--md", default=None, help="default RESULTS/metrics.md")
     _weights_args(a)
+    synthetic.add_parser(sub)
     return p
 
 
@@ -92,9 +102,20 @@ def _feature_kw(args) -> dict:
 
 
 def _need(*paths) -> None:
+    """Every path exists; an image folder of an inade.test results folder agrees with its test_run.json."""
     for p in paths:
         if not Path(p).exists():
             raise MetricsError(f"not found: {p}")
+        root = run_files.results_root(p) if Path(p).is_dir() else None
+        if root is not None:
+            run_files.verify(root)
+
+
+def _write(path, text: str, option: str) -> Path:
+    try:
+        return write_text_atomic(path, text)
+    except OSError as e:
+        raise MetricsError(f"{option} {path}: cannot write ({e.strerror or e})") from None
 
 
 def cmd_fid(args, log) -> int:
@@ -104,8 +125,8 @@ def cmd_fid(args, log) -> int:
     value = fid(args.real, args.fake, net=net, method=args.method, log=log, **_feature_kw(args))
     print(f"FID: {value:.4f}")
     if args.json:
-        write_text_atomic(args.json, json.dumps({"fid": value, "real": args.real, "fake": args.fake,
-                                                 "seconds": time.perf_counter() - start}, indent=2) + "\n")
+        _write(args.json, json.dumps({"fid": value, "real": args.real, "fake": args.fake,
+                                      "seconds": time.perf_counter() - start}, indent=2) + "\n", "--json")
     return 0
 
 
@@ -142,6 +163,7 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, pa: Path, pb: Path) -> None:
 
 
 def cmd_lpips(args, log) -> int:
+    _need(args.a, args.b)
     lp = _load_lpips(args)
     ds = []
     with torch.no_grad():
@@ -164,8 +186,10 @@ def _optional(given, spec) -> bool:
 
 
 def _style_groups(results: Path) -> list[list[Path]]:
-    folders = [results / "synthesized_image"] + sorted(
-        (p for p in results.glob("synthesized_image_*") if p.is_dir()), key=lambda p: int(p.name.rsplit("_", 1)[1]))
+    images = run_files.image_root(results)
+    folders = [images / "synthesized_image"] + sorted(
+        (p for p in images.glob("synthesized_image_*") if p.is_dir() and p.name.rsplit("_", 1)[1].isdigit()),
+        key=lambda p: int(p.name.rsplit("_", 1)[1]))
     if not folders[0].is_dir():
         raise MetricsError(f"{results}: no synthesized_image/ folder (run python -m inade.test first)")
     groups = [list_images(folders[0])]
@@ -219,8 +243,9 @@ def _segmentation(results: Path, args, cfg_dict: dict) -> dict:
         raise MetricsError(f"{results}/test_run.json: no label_nc (needed for mIoU)")
     ignore = args.ignore_index if args.ignore_index is not None else (label_nc if dontcare else None)
     meter = ConfusionMeter(label_nc, ignore)
-    for p in list_images(results / "synthesized_image"):
-        lab_path = results / "input_label" / p.name
+    images = run_files.image_root(results)
+    for p in list_images(images / "synthesized_image"):
+        lab_path = images / "input_label" / p.name
         if not lab_path.is_file():
             raise MetricsError(f"{lab_path}: missing (mIoU compares each synthesized image with its input_label)")
         label = torch.from_numpy(read_index_map(lab_path))
@@ -238,18 +263,18 @@ def cmd_all(args, log) -> int:
     results = Path(args.results)
     if not results.is_dir():
         raise MetricsError(f"results folder not found: {results}")
-    meta_path = results / "test_run.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = run_files.verify(results)
+    images = run_files.image_root(results)
     out: dict = {"results": str(results), "load_average": list(os.getloadavg()), "metrics": {}, "skipped": {}}
     m, skipped = out["metrics"], out["skipped"]
     t0 = time.perf_counter()
 
     # FID
     if _optional(args.inception_weights, INCEPTION):
-        real = args.real or str(results / "real_image")
-        log(f"FID: {real} vs {results / 'synthesized_image'}")
+        real = args.real or str(images / "real_image")
+        log(f"FID: {real} vs {images / 'synthesized_image'}")
         net = load_inception(args.inception_weights, args.device)
-        m["FID"] = fid(real, results / "synthesized_image", net=net, method=args.method, **_feature_kw(args))
+        m["FID"] = fid(real, images / "synthesized_image", net=net, method=args.method, **_feature_kw(args))
     else:
         skipped["FID"] = f"needs {INCEPTION.filename} (--inception_weights or ${INCEPTION.env})"
 
@@ -296,9 +321,9 @@ def cmd_all(args, log) -> int:
     out["seconds"] = time.perf_counter() - t0
     json_path = Path(args.json) if args.json else results / "metrics.json"
     md_path = Path(args.md) if args.md else results / "metrics.md"
-    write_text_atomic(json_path, json.dumps(out, indent=2) + "\n")
+    _write(json_path, json.dumps(out, indent=2) + "\n", "--json")
     md = format_markdown(out)
-    write_text_atomic(md_path, md)
+    _write(md_path, md, "--md")
     print(md, end="")
     log(f"wrote {json_path} and {md_path}")
     return 0
@@ -316,13 +341,13 @@ def format_markdown(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-COMMANDS = {"fid": cmd_fid, "stats": cmd_stats, "lpips": cmd_lpips, "all": cmd_all}
+COMMANDS = {"fid": cmd_fid, "stats": cmd_stats, "lpips": cmd_lpips, "all": cmd_all, "synthetic": synthetic.run}
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
     try:
+        args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args, log) or 0
     except (MetricsError, *USER_ERRORS) as e:
         return report(e)

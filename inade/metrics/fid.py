@@ -201,9 +201,14 @@ def load_statistics(path: str | Path) -> Statistics:
         raise MetricsError(f"statistics not found: {e.filename}") from None
     except Exception as e:  # noqa: BLE001 - a corrupt npy/npz
         raise MetricsError(f"{p}: not readable FID statistics ({type(e).__name__}: {e})") from None
-    mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
+    try:
+        mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
+    except (TypeError, ValueError) as e:
+        raise MetricsError(f"{p}: not numeric FID statistics ({e})") from None
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise MetricsError(f"{p}: mu has shape {mu.shape} and sigma {sigma.shape}; expected [D] and [D, D]")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise MetricsError(f"{p}: FID statistics with NaN or infinite values (a corrupt file)")
     return Statistics(mu, sigma)
 
 
@@ -211,6 +216,13 @@ def save_statistics(path: str | Path, stats: Statistics) -> Path:
     """Write ``.npz`` (``mu``, ``sigma``, compressed, as pytorch-fid ``--save-stats``) or, for any
     other path, a folder with ``m.npy`` and ``s.npy`` (the public code's layout). Atomic per file."""
     p = Path(path)
+    try:
+        return _save_statistics(p, stats)
+    except OSError as e:
+        raise MetricsError(f"{p}: cannot write the statistics ({e.strerror or e})") from None
+
+
+def _save_statistics(p: Path, stats: Statistics) -> Path:
     if p.suffix == ".npz":
         buf = io.BytesIO()
         np.savez_compressed(buf, mu=stats.mu, sigma=stats.sigma)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from inade.metrics.weights import ALEXNET, LPIPS_LIN, VGG16, load_weights
+from inade.metrics.weights import ALEXNET, LPIPS_LIN, VGG16, MetricsError, load_weights
 from inade.models.vgg import _features as vgg_features
 
 SHIFT = (-0.030, -0.088, -0.188)
@@ -120,6 +120,10 @@ class LPIPS(nn.Module):
         """Unit-normalised backbone features of ``x [B, 3, H, W]`` in ``[-1, 1]`` (five maps)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"LPIPS needs [B, 3, H, W] images, got {tuple(x.shape)}")
+        low = MIN_SIZE[self.net_name]
+        if min(x.shape[-2:]) < low:
+            raise MetricsError(f"LPIPS ({self.net_name}) needs images of at least {low}x{low} pixels (its last "
+                               f"feature map would be empty), got {x.shape[-1]}x{x.shape[-2]}")
         return [unit_normalize(f.float()) for f in self.backbone((x.float() - self.shift) / self.scale)]
 
     def _combine(self, f0: list[Tensor], f1: list[Tensor], size, spatial: bool) -> Tensor:
@@ -140,6 +144,11 @@ class LPIPS(nn.Module):
         ``[P, 1, H, W]`` maps (``spatial``) or ``[P]``."""
         f = self.features(images)
         return self._combine([t[i] for t in f], [t[j] for t in f], images.shape[-2:], spatial)
+
+
+# The smallest side the backbone keeps a non-empty last feature map for (AlexNet's three
+# stride-2 stages after an 11x11 stride-4 conv; VGG16's four 2x2 pools before relu5_3).
+MIN_SIZE = {"alex": 31, "vgg": 16}
 
 
 def _lin_key(k: str) -> str | None:

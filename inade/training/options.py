@@ -148,6 +148,29 @@ def count_or_all(text: str) -> float:
     return int(v)
 
 
+def device(text: str) -> str:
+    """argparse type of ``--device``: ``cpu``, ``cuda``, ``cuda:N`` … that this machine has."""
+    import torch  # noqa: PLC0415
+
+    try:
+        d = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected a device such as cpu, cuda or cuda:0, got {text!r}") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: this machine has no CUDA device")
+    if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return text
+
+
+def resize_size(text: str) -> int:
+    """argparse type of the FID script's ``--resize_size``: ``-1`` (no resize) or a size ``>= 1``."""
+    v = _number(text, int)
+    if v != -1 and v < 1:
+        raise argparse.ArgumentTypeError(f"must be -1 (no resize) or >= 1, got {text}")
+    return v
+
+
 def add_base_options(p: argparse.ArgumentParser, *, entry: str) -> None:
     """The public code's ``BaseOptions`` (every name, the same meaning), for ``entry``
     ``train`` or ``test``. Defaults are ``None`` ("not given"): each entry point fills
