@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 import zipfile
 
 import numpy as np
@@ -106,10 +107,13 @@ def _png_upload(text, what: str, size: tuple[int, int] | None) -> io.BytesIO:
     if not data.startswith(PNG_MAGIC):
         raise StudioError(f"{what}: not a PNG file (it does not start with the PNG signature)")
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
             W, H = img.size
+    except Image.DecompressionBombError as err:
+        raise StudioError(f"{what}: far too large to decode ({err})") from None
     except Exception as err:  # noqa: BLE001 - Pillow raises several types for a corrupt file
-        raise StudioError(f"{what}: cannot read this PNG ({err})") from err
+        reason = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(err))
+        raise StudioError(f"{what}: cannot read this PNG ({reason})") from None
     if size is not None and (H, W) != tuple(size):
         raise StudioError(f"{what}: the map is {W}×{H} but this model makes {size[1]}×{size[0]} images")
     if size is None and max(H, W) > MAX_REFERENCE_SIDE:
