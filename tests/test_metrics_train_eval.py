@@ -30,7 +30,7 @@ def test_fid_every_epoch_keeps_the_best(tmp_path, monkeypatch):
     monkeypatch.setattr(train_eval, "load_inception", lambda path, device: PixelFeatures())
     opt, cfg, _ = parse_options(TINY + ["--checkpoints_dir", str(tmp_path), "--name", "run", "--train_eval",
                                         "--eval_epoch_freq", "1", "--eval_stats", str(tmp_path / "ref.npz"),
-                                        "--eval_how_many", "3"])
+                                        "--eval_how_many", "3", "--results_dir", str(tmp_path / "res")])
     lines = []
     tr = Trainer(opt, cfg, log=lines.append)
     tr.run()
@@ -43,6 +43,20 @@ def test_fid_every_epoch_keeps_the_best(tmp_path, monkeypatch):
     assert best["step"] == rec["history"][int(np.argmin([h["fid"] for h in rec["history"]]))]["step"]
     assert Image.open(run / "fid_curve.png").size == (480, 300)
     assert any("epoch 2: FID" in str(x) for x in lines)
+    # --results_dir: each evaluation's images where the public code puts them, one complete run each
+    for epoch in (1, 2):
+        shown = tmp_path / "res" / "run" / f"test_{epoch}"
+        assert sorted(p.name for p in (shown / "images" / "synthesized_image").iterdir()) == [
+            "00000.png", "00001.png", "00002.png"]
+        assert len(json.loads((shown / "test_run.json").read_text())["files"]) == 3
+    # --which_epoch best after the run: the public README's test command reads our best.pt
+    from inade.test import main as test_main  # noqa: PLC0415
+    assert test_main(["--name", "run", "--norm_mode", "inade", "--batchSize", "1", "--gpu_ids", "-1",
+                      "--which_epoch", "best", "--dataset_mode", "synthetic", "--dataroot", str(tmp_path),
+                      "--checkpoints_dir", str(tmp_path), "--results_dir", str(tmp_path / "res"),
+                      "--how_many", "2", "--no_progress"]) == 0
+    meta = json.loads((tmp_path / "res" / "run" / "test_best" / "test_run.json").read_text())
+    assert meta["checkpoint"].endswith("best.pt") and meta["step"] == best["step"] and meta["layouts"] == 2
 
 
 def test_missing_files_fail_before_training(tmp_path, monkeypatch):

@@ -8,6 +8,9 @@ public code's ``datasets/train_mu_si/<dataset_mode>/{m,s}.npy``, or a pytorch-fi
 so the curve compares generators, not noise draws. A new best FID keeps
 ``best_net_{G,D,E}.pth`` (the public names) and ``best.pt`` (our full checkpoint).
 The curve goes to the log, to ``fid.json`` (with the best) and ``fid_curve.png``.
+With ``--results_dir`` each evaluation's test images also go where the public code puts them,
+``<results_dir>/<name>/test_<epoch>/images/synthesized_image/<stem>.png``, as one complete
+results folder (:mod:`inade.metrics.results`), so ``python -m inade.metrics fid`` can re-check it.
 """
 from __future__ import annotations
 
@@ -90,11 +93,31 @@ class FIDTracker:
             G.train(was)
         return torch.stack(out)
 
+    def write_images(self, images: torch.Tensor, out: Path, epoch: int, step: int) -> Path:
+        """The evaluation's images (uint8 ``[N, 3, H, W]``) as one results folder at ``out``."""
+        from inade.data import write_image  # noqa: PLC0415
+        from inade.metrics import results  # noqa: PLC0415
+
+        results.check_replaceable(out)
+        with results.fresh_folder(out) as tmp:
+            for i, img in enumerate(images):
+                samples = getattr(self.data, "samples", None)  # a folder data set: the source file's name
+                stem = Path(samples[i].image).stem if samples is not None else f"{i:05d}"
+                write_image(tmp / results.IMAGES / "synthesized_image" / f"{stem}.png", img.permute(1, 2, 0).numpy())
+            results.write_manifest(tmp, {"name": self.opt.name, "epoch": epoch, "step": step, "phase": "test",
+                                         "dataset_mode": self.cfg.dataset_mode, "images": len(images),
+                                         "writer": "train.py --train_eval"})
+        return out
+
     def evaluate(self, trainer, epoch: int) -> float:
         """FID of ``trainer.G`` now; keeps the best checkpoints and writes the curve."""
         from inade.training import checkpoint as ckpt  # noqa: PLC0415
 
-        feats = inception_features(self.images(trainer.G), self.net, batch_size=16)
+        images = self.images(trainer.G)
+        results_dir = getattr(self.opt, "results_dir", None)
+        if results_dir:
+            self.write_images(images, Path(results_dir) / self.opt.name / f"test_{epoch}", epoch, trainer.step)
+        feats = inception_features(images, self.net, batch_size=16)
         s = statistics(feats)
         r = self.reference
         if r.mu.shape != s.mu.shape:
