@@ -357,3 +357,28 @@ def test_strokes_made_while_the_picture_is_drawn_are_kept(browser):
         # and the history has one entry for all three (the example's is the other).
         assert studio.edits == 2 and page.evaluate("studio.history.length") == 2
         page.close()
+
+
+def test_a_page_whose_session_was_forgotten_takes_a_new_one_and_goes_on(browser):
+    """Sessions are issued by the server and bounded; a page whose id was pushed out (or
+    a restarted server) gets 410 and carries on with a new id, without an error message."""
+    from inade.studio.server import Sessions, serving
+
+    from _studio import post
+
+    sessions = Sessions(cap=2)
+    with serving(tiny_studio(), sessions=sessions) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(url)
+        _idle(page)
+        first = page.evaluate("studio.client")
+        assert first in sessions
+        for _ in range(2):  # another client's sessions push the page's out
+            post(url + "api/session", {})
+        assert first not in sessions
+        before = page.evaluate("studio.history.length")
+        page.click("#redraw-all")
+        page.wait_for_function(f"studio.history.length === {before + 1} && studio.idle()", timeout=30_000)
+        assert page.evaluate("studio.client") not in (None, first)
+        assert page.get_attribute("#message", "class") == "ok", page.text_content("#message")
+        page.close()
