@@ -16,16 +16,20 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from inade.utils.checkpoint_io import first_non_finite, load_checkpoint
+from inade.utils.errors import UserError
+
 PREFIXES = ("module.", "netG.", "netE.", "netIE.")
 
 
 def _read(path_or_state_dict) -> Mapping[str, torch.Tensor]:
     if isinstance(path_or_state_dict, (str, os.PathLike)):
-        from inade.training.checkpoint import load_checkpoint  # noqa: PLC0415 (inade.training imports the models)
-
         state = load_checkpoint(path_or_state_dict)  # a missing or corrupt file: one UserError naming it
     elif isinstance(path_or_state_dict, Mapping):
         state = path_or_state_dict
+        bad = first_non_finite(state)
+        if bad is not None:  # a file was checked by load_checkpoint; a state dict is checked here
+            raise UserError(f"state dict: tensor {bad} holds NaN or inf values, so these weights are unusable")
     else:
         raise TypeError(
             f"path_or_state_dict must be a file path or a state dict, got {type(path_or_state_dict).__name__}"

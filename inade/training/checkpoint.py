@@ -12,14 +12,17 @@ Files in ``<checkpoints_dir>/<name>/``:
   ``util.save_network`` writes them (``inade.load_official`` reads the G and E ones).
 * ``<epoch>_net_*.pth`` every ``--save_epoch_freq`` epochs, like the public code.
 
-Every file is written through :func:`inade.utils.files.atomic_path` (a temporary
-file in the same folder, flushed, then renamed over the old one), so a crash or a
-full disk during a save leaves the previous checkpoint intact. Every file is read
-through :func:`load_checkpoint` (``weights_only``; one clear error for a bad file).
+Every file is written through :func:`atomic_save` (a temporary file in the same
+folder, flushed, then renamed over the old one; a NaN or inf tensor is refused
+before anything is written), so a crash or a full disk during a save leaves the
+previous checkpoint intact; the temporary files of a save cut short by ``kill -9``
+(``.<name>.XXXXXXXX.tmp``) are removed by the next run (:func:`remove_orphan_temporaries`).
+Every file is read through :func:`load_checkpoint` (:mod:`inade.utils.checkpoint_io`:
+the zip records' CRC-32 checked, ``weights_only``, every tensor finite; one clear
+error for a bad file).
 """
 from __future__ import annotations
 
-import pickle
 import random
 import re
 from pathlib import Path
@@ -27,37 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inade.official import load_official
+from inade.utils.checkpoint_io import atomic_save, first_non_finite, load_checkpoint
 from inade.utils.errors import UserError, one_line
-from inade.utils.files import atomic_path
 
 FORMAT = "inade-train-v1"
-
-
-def atomic_save(obj, path) -> Path:
-    """``torch.save(obj, path)`` that never leaves a half-written ``path`` behind (:func:`atomic_path`)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
-    return Path(path)
-
-
-def load_checkpoint(path):
-    """``torch.load(path, weights_only=True)`` on the CPU, with errors a user can act on.
-
-    Only tensors and plain Python values (and :class:`inade.Config`) are read, so a
-    file cannot run code. Every failure is a :class:`UserError` saying what is wrong
-    with the file: missing, empty or truncated, not a ``torch.save`` file, or holding
-    other Python objects (named).
-    """
-    from inade.config import Config  # noqa: PLC0415
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    try:
-        with torch.serialization.safe_globals([Config]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file: one clear message
-        raise UserError(f"{path}: {_what_is_wrong(err)}") from None
 
 
 def config_differences(saved, cfg) -> list[str]:
@@ -69,21 +46,34 @@ def config_differences(saved, cfg) -> list[str]:
     return [f"{k}={saved[k]!r} (this run: {now[k]!r})" for k in sorted(saved) if k in now and saved[k] != now[k]]
 
 
-def _what_is_wrong(err: Exception) -> str:
-    """What a ``torch.load(weights_only=True)`` failure says about the file, in our words
-    (torch's own text suggests ``weights_only=False``, which would let the file run code)."""
-    text = str(err)
-    found = re.search(r"GLOBAL ([\w.]+)", text)
-    if found:
-        return (f"holds a Python object ({found.group(1)}) besides tensors and plain values, so it is not a "
-                "checkpoint written by this project or the public code; it is not loaded (loading it could run code)")
-    if isinstance(err, EOFError) or "zip archive" in text or "central directory" in text:
-        return "not a complete PyTorch checkpoint (empty, truncated or corrupt): save or copy it again"
-    if isinstance(err, pickle.UnpicklingError):
-        return "not a PyTorch checkpoint (its contents are not what torch.save writes)"
-    if isinstance(err, OSError):
-        return f"cannot read it ({err.strerror or type(err).__name__})"
-    return f"not a readable PyTorch checkpoint ({type(err).__name__})"
+# The names atomic_path's mkstemp gives its temporary files: "." + the file's name + "." +
+# 8 characters of tempfile's alphabet + ".tmp".
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_orphan_temporaries(folder) -> list[Path]:
+    """Delete the temporary files that a save killed mid-way left in ``folder`` and its
+    ``samples/`` (only names of :func:`inade.utils.files.atomic_path`'s pattern); returns them.
+    Call it only while no save is running in ``folder``."""
+    folder = Path(folder)
+    removed = []
+    for where in (folder, folder / "samples"):
+        if not where.is_dir():
+            continue
+        for p in sorted(where.iterdir()):
+            if _TEMPORARY.match(p.name) and p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+def existing_checkpoints(folder) -> list[Path]:
+    """The trained models in ``folder``: ``latest.pt``, ``best.pt`` and every ``*_net_G.pth``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [folder / n for n in ("latest.pt", "best.pt") if (folder / n).is_file()]
+    return found + sorted(folder.glob("*_net_G.pth"))
 
 
 # ---------------------------------------------------------------------------
@@ -130,8 +120,11 @@ def cpu_state_dict(module: torch.nn.Module) -> dict:
 def save_public(folder, label: str, G, D, E=None) -> list[Path]:
     """``<label>_net_G.pth``, ``<label>_net_D.pth`` (and ``<label>_net_E.pth``): plain state dicts."""
     folder = Path(folder)
-    nets = {"G": G, "D": D, "E": E}
-    return [atomic_save(cpu_state_dict(m), folder / f"{label}_net_{k}.pth") for k, m in nets.items() if m is not None]
+    states = {k: cpu_state_dict(m) for k, m in {"G": G, "D": D, "E": E}.items() if m is not None}
+    bad = first_non_finite(states)
+    if bad is not None:  # all files or none: a set of G, D and E from one moment
+        raise UserError(f"{folder / f'{label}_net_*.pth'}: not written: tensor {bad} holds NaN or inf values")
+    return [atomic_save(state, folder / f"{label}_net_{k}.pth") for k, state in states.items()]
 
 
 def load_public(folder, label: str, G, D, E=None, log=print) -> None:
@@ -141,8 +134,6 @@ def load_public(folder, label: str, G, D, E=None, log=print) -> None:
     shape mismatches); the encoder file may also be named ``*_net_IE.pth`` as in
     the public release; ``D`` is optional (a missing file leaves ``D`` as initialised).
     """
-    from inade.official import load_official  # noqa: PLC0415
-
     folder = Path(folder)
     g_file = folder / f"{label}_net_G.pth"
     if not g_file.exists():

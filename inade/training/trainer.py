@@ -165,6 +165,8 @@ class Trainer:
             if self.E is not None:
                 self.E_train, self.E_fake = torch.compile(self.E_train), torch.compile(self.E)
         self.step = 0
+        self._finite = []  # (what, finite?) of this step's losses and gradients, see check_finite
+        self.last_saved_step = None
         self.last_grid_step = None
         self.grid_batch = self._grid_layouts() if self.dist.is_main else None
         self.fid_tracker = None
@@ -199,6 +201,7 @@ class Trainer:
             losses["KLD"] = losses["KLD"] * self.dist.world_size
         self.opt_G.zero_grad(set_to_none=True)
         self.scaler_G.scale(sum(losses.values())).backward()
+        self._note_finite(losses, "G" + ("/E" if self.E is not None else ""), self.opt_G, self.scaler_G)
         self.scaler_G.step(self.opt_G)
         self.scaler_G.update()
         self.D.requires_grad_(True)
@@ -213,6 +216,7 @@ class Trainer:
             losses = self.crit.discriminator_losses(self.D_train, label, inst, fake, real)
         self.opt_D.zero_grad(set_to_none=True)
         self.scaler_D.scale(sum(losses.values())).backward()
+        self._note_finite(losses, "D", self.opt_D, self.scaler_D)
         self.scaler_D.step(self.opt_D)
         self.scaler_D.update()
         return {k: v.detach() for k, v in losses.items()}
@@ -229,14 +233,48 @@ class Trainer:
         for opt, base in ((self.opt_G, self.base_lr[0]), (self.opt_D, self.base_lr[1])):
             for group in opt.param_groups:
                 group["lr"] = base * factor
-        losses = {}
+        losses, self._finite = {}, []
         if self.step % self.opt.D_steps_per_G == 0:
             losses.update(self.generator_step(label, inst, real, *self.latents(indices, num_instances, G_PASS),
                                               sketch=sketch))
         losses.update(self.discriminator_step(label, inst, real, *self.latents(indices, num_instances, D_PASS),
                                               sketch=sketch))
         self.step += 1
+        self.check_finite(losses)
         return losses
+
+    def _note_finite(self, losses: dict, nets: str, optimizer, scaler) -> None:
+        """Record, on the device (no sync), whether this sub-step's losses and, outside fp16's
+        GradScaler, its gradients are finite; :meth:`check_finite` reads them after the step."""
+        for k, v in losses.items():
+            self._finite.append((f"loss {k}", torch.isfinite(v.detach().float()).all()))
+        if scaler.is_enabled():  # fp16: the scaler skips a step whose scaled gradients overflow (normal)
+            return
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads:
+            self._finite.append((f"gradient of {nets}", torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()))
+
+    def check_finite(self, losses: dict) -> None:
+        """Stop (:class:`UserError`) when a loss, or a gradient outside fp16's GradScaler, was NaN or
+        inf in this step (in any process), naming the step, the first bad value and the losses.
+
+        One device-to-host sync per step. Nothing is saved after a bad step: the last checkpoint stays."""
+        flags = self._finite
+        ok = bool(torch.stack([f for _, f in flags]).all()) if flags else True
+        if not any_process(not ok, self.dist, self.device):
+            return
+        shown = ", ".join(f"{k} {float(v):.4g}" for k, v in losses.items())
+        if ok:
+            what = "a loss or gradient is NaN or inf in another process"
+        else:
+            first = next(name for name, f in flags if not bool(f))
+            what = f"the {first} is NaN or inf (losses: {shown})"
+        if self.last_saved_step is not None:
+            kept = f"the last checkpoint ({self.folder / 'latest.pt'}, step {self.last_saved_step}) is kept as it was"
+        else:
+            kept = "nothing was saved by this run"
+        raise UserError(f"training diverged at step {self.step}: {what}; {kept}: resume with --continue_train "
+                        "and a lower --lr (see docs/TRAINING.md)")
 
     # ------------------------------------------------------------------------------
     # The loop
@@ -245,8 +283,7 @@ class Trainer:
         """Train until ``total_steps`` (or Ctrl-C), saving along the way; returns the output folder."""
         opt = self.opt
         if self.dist.is_main:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.folder / "opt.txt", format_options(opt, self.cfg) + "\n")
+            self.prepare_folder()
         gb = opt.batchSize
         progress = Progress(self.total_steps, self.step, gb, print_every=opt.print_freq,
                             live=False if opt.no_progress else None, enabled=self.dist.is_main)
@@ -254,20 +291,22 @@ class Trainer:
         t0, start = time.perf_counter(), self.step
         interrupted = False
         with StopRequest(progress.message if self.dist.is_main else (lambda *a: None)) as stop:
-            while self.step < self.total_steps and not interrupted:
-                epoch, first = divmod(self.step, self.steps_per_epoch)
-                self.sampler.set_epoch(epoch, first)
-                for batch in self.loader:
-                    losses = self.train_step(batch)
-                    progress.update(self.step, self.step // self.steps_per_epoch + (self.step % self.steps_per_epoch > 0),
-                                    self.epochs, losses)
-                    self.after_step(progress)
-                    if any_process(stop.requested, self.dist, self.device):
-                        interrupted = True
-                        break
-                    if self.step >= self.total_steps:
-                        break
-        progress.close()
+            try:
+                while self.step < self.total_steps and not interrupted:
+                    epoch, first = divmod(self.step, self.steps_per_epoch)
+                    self.sampler.set_epoch(epoch, first)
+                    for batch in self.loader:
+                        losses = self.train_step(batch)
+                        progress.update(self.step, self.step // self.steps_per_epoch + (self.step % self.steps_per_epoch > 0),
+                                        self.epochs, losses)
+                        self.after_step(progress)
+                        if any_process(stop.requested, self.dist, self.device):
+                            interrupted = True
+                            break
+                        if self.step >= self.total_steps:
+                            break
+            finally:
+                progress.close()
         self.save(progress)
         if self.dist.is_main:
             if self.last_grid_step != self.step:
@@ -279,6 +318,21 @@ class Trainer:
                      f"{seconds:.1f} s ({done * gb / max(seconds, 1e-9):.1f} img/s)")
             self.log(self.outputs_text(interrupted))
         return self.folder
+
+    def prepare_folder(self) -> None:
+        """Create the output folder (an unwritable one is a :class:`UserError` naming
+        ``--checkpoints_dir``), remove the temporary files of a save that ``kill -9`` cut
+        short, and write ``opt.txt``."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            removed = ckpt.remove_orphan_temporaries(self.folder)
+            write_text_atomic(self.folder / "opt.txt", format_options(self.opt, self.cfg) + "\n")
+        except OSError as err:
+            why = err.strerror or type(err).__name__
+            raise UserError(f"--checkpoints_dir {self.opt.checkpoints_dir}: cannot write {self.folder} ({why})") from None
+        if removed:
+            self.log(f"note: removed {len(removed)} temporary file(s) of an interrupted save in {self.folder}: "
+                     + ", ".join(p.name for p in removed))
 
     def after_step(self, progress: Progress) -> None:
         """Grids, checkpoints and epoch snapshots at their frequencies (counted in images, as the public code)."""
@@ -362,8 +416,14 @@ class Trainer:
     def save(self, progress: Progress | None = None) -> None:
         """``latest.pt`` and the public ``latest_net_*.pth`` (process 0 writes; all wait)."""
         if self.dist.is_main:
-            ckpt.atomic_save(self.state_dict(), self.folder / "latest.pt")
+            state = self.state_dict()
+            bad = ckpt.first_non_finite(state)
+            if bad is not None:  # belt and braces: check_finite stops a diverging run before this
+                raise UserError(f"step {self.step}: not saving {self.folder / 'latest.pt'}: tensor {bad} holds NaN or "
+                                "inf values; the files on disk are kept as they were")
+            ckpt.atomic_save(state, self.folder / "latest.pt")
             ckpt.save_public(self.folder, "latest", self.G, self.D, self.E)
+            self.last_saved_step = self.step
         if self.dist.enabled:
             torch.distributed.barrier()
 
@@ -409,7 +469,9 @@ class Trainer:
             f"public-format weights:    {f / 'latest_net_G.pth'}, {f / 'latest_net_D.pth'}"
             + (f", {f / 'latest_net_E.pth'}" if self.E is not None else ""),
             f"sample grids:             {f / 'samples'}/ (rows: random styles; one instance resampled)",
-            f"evaluate:                 python -m inade.eval --checkpoint {f / 'latest.pt'}",
+            f"test images:              python -m inade.test --checkpoints_dir {self.opt.checkpoints_dir} "
+            f"--name {self.opt.name}  (writes results/{self.opt.name}/test_latest/)",
+            f"then the metrics:         python -m inade.metrics all results/{self.opt.name}/test_latest",
         ]
         return "\n".join(lines)
 
@@ -421,8 +483,23 @@ def main(argv=None) -> int:
     return run_command(_train, argv)
 
 
+def refuse_to_overwrite(opt) -> None:
+    """A fresh run (no ``--continue_train``) into a folder that holds a trained model stops
+    before writing anything, unless ``--overwrite`` (then the files are replaced only when
+    the new run saves)."""
+    if opt.continue_train or getattr(opt, "overwrite", False):
+        return
+    folder = Path(opt.checkpoints_dir) / opt.name
+    found = ckpt.existing_checkpoints(folder)
+    if found:
+        raise UserError(f"{folder} already holds a trained model ({', '.join(p.name for p in found[:3])}"
+                        f"{' ...' if len(found) > 3 else ''}): resume it with --continue_train, start a new one "
+                        "with another --name, or replace it with --overwrite")
+
+
 def _train(argv=None) -> int:
     opt, cfg, notes = parse_options(argv)
+    refuse_to_overwrite(opt)
     dist, device, note = setup(opt.gpu_ids)
     try:
         trainer = Trainer(opt, cfg, dist, device)
