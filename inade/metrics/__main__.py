@@ -30,7 +30,7 @@ import torch
 from inade.metrics import diversity as div
 from inade.metrics import results as run_files
 from inade.metrics import synthetic
-from inade.metrics.fid import fid, inception_features, save_statistics, statistics
+from inade.metrics.fid import fid, inception_features, load_statistics, save_statistics, statistics
 from inade.metrics.images import list_images, load_image
 from inade.metrics.inception import load_inception
 from inade.metrics.lpips import LPIPS
@@ -118,8 +118,28 @@ def _write(path, text: str, option: str) -> Path:
         raise MetricsError(f"{option} {path}: cannot write ({e.strerror or e})") from None
 
 
+def _stats_like(path) -> bool:
+    p = Path(path)
+    return p.suffix == ".npz" or (p.is_dir() and (p / "m.npy").exists())
+
+
+def _writable(path, option: str) -> None:
+    """Fail before any work when the output's folder cannot be made (e.g. a file is in the way)."""
+    folder = Path(path) if option == "out" and Path(path).suffix != ".npz" else Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MetricsError(f"{option if option != 'out' else 'statistics output'} {path}: cannot write there "
+                           f"({e.strerror or e})") from None
+
+
 def cmd_fid(args, log) -> int:
     _need(args.real, args.fake)
+    for side in (args.real, args.fake):  # statistics are read (and checked) before the network loads
+        if _stats_like(side):
+            load_statistics(side)
+    if args.json:
+        _writable(args.json, "--json")
     start = time.perf_counter()
     net = load_inception(args.inception_weights, args.device)
     value = fid(args.real, args.fake, net=net, method=args.method, log=log, **_feature_kw(args))
@@ -132,6 +152,7 @@ def cmd_fid(args, log) -> int:
 
 def cmd_stats(args, log) -> int:
     _need(args.images)
+    _writable(args.out, "out")
     net = load_inception(args.inception_weights, args.device)
     s = statistics(inception_features(args.images, net, **_feature_kw(args)))
     out = save_statistics(args.out, s)

@@ -213,7 +213,7 @@ def format_report(r: dict) -> str:
 
 def add_parser(sub) -> None:
     """The ``synthetic`` subcommand of ``python -m inade.metrics``."""
-    from inade.training.options import at_least  # noqa: PLC0415
+    from inade.training.options import at_least, device  # noqa: PLC0415
 
     p = sub.add_parser("synthetic", help="diversity and colour distributions on the synthetic set (known truth)",
                        description=__doc__.split("\n\n")[0])
@@ -224,7 +224,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data_seed", type=int, default=0, help="the synthetic set's seed (train.py --seed)")
     p.add_argument("--json", default=None, help="output JSON (default: eval_synthetic.json beside the checkpoint)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device, default="cpu")
 
 
 def run(args, log) -> int:
