@@ -48,7 +48,12 @@ def _alive(pid: int) -> bool:
 
 
 def check_replaceable(out: Path) -> None:
-    """Refuse to write ``out`` if something there was not written by ``inade.test``."""
+    """Refuse to write ``out`` if its folder cannot be made or something there was not written
+    by ``inade.test`` (before any work is done)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{out.parent}: cannot write results there ({e.strerror or e}) (--results_dir)") from None
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UserError(f"{out}: exists and is not a results folder (--results_dir / --name / --which_epoch)")
     if out.is_dir() and not (out / MANIFEST).is_file() and any(out.iterdir()):

@@ -1,0 +1,183 @@
+"""A results folder of python -m inade.test is one run: reruns replace it whole, a failure or
+kill -9 leaves the previous complete results, test_run.json lists exactly the files present,
+and inade.metrics refuses a folder that disagrees with it (one line)."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import inade
+from _cli import ROOT
+from inade.metrics import results
+from inade.metrics.__main__ import main as metrics_main
+from inade.test import main as inade_test_main
+from inade.utils.errors import UserError
+
+CFG = inade.config("synthetic", ngf=4, noise_nc=4, z_dim=8, crop_size=32)
+
+
+@pytest.fixture(scope="module")
+def ckpt_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    (d / "exp").mkdir()
+    torch.save({"G": inade.Generator(CFG).state_dict(), "config": CFG.to_dict(), "options": {"seed": 0}},
+               d / "exp" / "latest.pt")
+    return d
+
+
+def _args(ckpt_dir, res, *extra):
+    return ["--name", "exp", "--checkpoints_dir", str(ckpt_dir), "--results_dir", str(res), "--synthetic_size", "40",
+            "--no_progress", *extra]
+
+
+def _temps(out):
+    return sorted(p.name for p in out.parent.glob(f".{out.name}.*"))
+
+
+def _files(out):
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != "test_run.json")
+
+
+def test_rerun_leaves_only_the_new_runs_files(ckpt_dir, tmp_path):
+    out = tmp_path / "res" / "exp" / "test_latest"
+    assert inade_test_main(_args(ckpt_dir, tmp_path / "res", "--how_many", "4", "--samples", "3")) == 0
+    first = results.verify(out)
+    assert len(first["files"]) == 4 * 5 + 2
+    assert inade_test_main(_args(ckpt_dir, tmp_path / "res", "--how_many", "2", "--seed", "1")) == 0
+    meta = results.verify(out)
+    assert _files(out) == sorted(meta["files"]) and len(meta["files"]) == 2 * 3 + 2
+    assert not (out / "images" / "synthesized_image_1").exists() and meta["seed"] == 1
+    assert _temps(out) == []
+
+
+def test_failure_half_way_keeps_the_previous_results(ckpt_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "res" / "exp" / "test_latest"
+    assert inade_test_main(_args(ckpt_dir, tmp_path / "res", "--how_many", "3")) == 0
+    before = results.file_table(out)
+    calls = []
+
+    def write_then_fail(path, rgb, _real=inade.data.write_image):
+        calls.append(path)
+        if len(calls) == 5:
+            raise UserError(f"{path}: no space left on device")
+        return _real(path, rgb)
+
+    monkeypatch.setattr(inade.data, "write_image", write_then_fail)
+    assert inade_test_main(_args(ckpt_dir, tmp_path / "res", "--how_many", "6", "--samples", "2")) == 2
+    assert "no space left" in capsys.readouterr().err
+    assert results.file_table(out) == before and results.verify(out)["layouts"] == 3
+    assert _temps(out) == []
+
+
+def test_refuses_to_replace_a_folder_it_did_not_write(ckpt_dir, tmp_path, capsys):
+    out = tmp_path / "res" / "exp" / "test_latest"
+    out.mkdir(parents=True)
+    (out / "my_notes.txt").write_text("mine")
+    assert inade_test_main(_args(ckpt_dir, tmp_path / "res", "--how_many", "1")) == 2
+    assert "not written by python -m inade.test" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["my_notes.txt"] and _temps(out) == []
+
+
+def test_unwritable_results_dir_is_one_line(ckpt_dir, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert inade_test_main(_args(ckpt_dir, tmp_path / "file" / "res", "--how_many", "1")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "--results_dir" in err and "\n" not in err
+
+
+@pytest.fixture(scope="module")
+def done(ckpt_dir, tmp_path_factory):
+    res = tmp_path_factory.mktemp("done")
+    assert inade_test_main(_args(ckpt_dir, res, "--how_many", "2")) == 0
+    return res / "exp" / "test_latest"
+
+
+def _extra_image(out):
+    shutil.copy(out / "images" / "synthesized_image" / "00000.png", out / "images" / "synthesized_image" / "00007.png")
+
+
+def _edited_image(out):
+    (out / "images" / "real_image" / "00001.png").write_bytes(b"\x89PNG not the same")
+
+
+def _missing_image(out):
+    (out / "images" / "input_label" / "00000.png").unlink()
+
+
+def _broken_json(out):
+    (out / "test_run.json").write_text('{"files": {')
+
+
+def _not_a_manifest(out):
+    (out / "test_run.json").write_text("[1, 2]")
+
+
+TAMPER = {"extra-image-of-another-run": (_extra_image, "00007.png"), "edited-image": (_edited_image, "00001.png"),
+          "missing-image": (_missing_image, "00000.png"), "broken-test_run.json": (_broken_json, "test_run.json"),
+          "test_run.json-not-an-object": (_not_a_manifest, "test_run.json")}
+
+
+@pytest.mark.parametrize("tamper,needle", list(TAMPER.values()), ids=list(TAMPER))
+def test_metrics_refuse_a_folder_that_disagrees_with_test_run_json(done, tmp_path, tamper, needle, capsys):
+    out = tmp_path / "test_latest"
+    shutil.copytree(done, out)
+    assert metrics_main(["all", str(out), "--no_generator"]) == 0  # the complete folder is accepted
+    capsys.readouterr()
+    tamper(out)
+    assert metrics_main(["all", str(out), "--no_generator"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and needle in err and "\n" not in err
+    if tamper is _extra_image:  # fid on the image folder checks the results folder around it too
+        assert metrics_main(["fid", str(out / "images" / "real_image"), str(out / "images" / "synthesized_image")]) == 2
+        assert "00007.png" in capsys.readouterr().err
+
+
+def test_a_run_killed_while_its_results_moved_in_is_restored(done, tmp_path):
+    out = tmp_path / "test_latest"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    shutil.copytree(done, tmp_path / f".test_latest.{dead.pid}.old.tmp")  # the previous results, set aside
+    (tmp_path / f".test_latest.{dead.pid}.abc123.tmp").mkdir()  # the new, half-moved ones
+    results.remove_stale(out)
+    assert results.verify(out)["layouts"] == 2 and _temps(out) == []
+
+
+def test_kill_9_at_random_moments_leaves_no_mix(ckpt_dir, tmp_path):
+    """kill -9 while the images are being written (twice, at random moments), then a full rerun."""
+    res = tmp_path / "res"
+    out = res / "exp" / "test_latest"
+    assert inade_test_main(_args(ckpt_dir, res, "--how_many", "2")) == 0
+    previous = results.file_table(out)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    rng = random.Random()
+    delays = []
+    for _ in range(2):
+        proc = subprocess.Popen([sys.executable, "-m", "inade.test", *_args(ckpt_dir, res, "--samples", "2")],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not any((p / "images").exists() for p in out.parent.glob(".test_latest.*.tmp")):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before writing"
+            time.sleep(0.02)
+        delays.append(rng.uniform(0.0, 0.4))
+        time.sleep(delays[-1])
+        finished = proc.poll() is not None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if finished:  # a fast machine: the run completed before the kill; its results replaced the previous
+            previous = results.file_table(out)
+            assert sorted(previous) == sorted(results.verify(out)["files"])
+        assert results.file_table(out) == previous, delays  # the previous complete results, untouched
+    assert inade_test_main(_args(ckpt_dir, res, "--how_many", "3")) == 0
+    meta = results.verify(out)
+    assert _files(out) == sorted(meta["files"]) and meta["layouts"] == 3
+    assert _temps(out) == [], delays  # the killed runs' folders are gone
