@@ -318,3 +318,204 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---------------------------------------------------------------------------
+# The method of every comparison (issue 20): each path in its own process,
+# warm-up then N calls, min / median / spread, the machine, its load and its peaks
+# ---------------------------------------------------------------------------
+
+RESULT_PREFIX = "BENCH-RESULT "
+
+
+def time_calls(fn, *, warmup: int, calls: int, sync=lambda: None, setup=None, clock=time.perf_counter) -> list[float]:
+    """Seconds of each of ``calls`` calls of ``fn()`` after ``warmup`` untimed ones;
+    ``setup()`` runs untimed before every call, ``sync()`` before each clock reading."""
+    if warmup < 0 or calls < 1:
+        raise ValueError(f"need warmup >= 0 and calls >= 1, got {warmup} and {calls}")
+    for _ in range(warmup):
+        if setup is not None:
+            setup()
+        fn()
+    out = []
+    for _ in range(calls):
+        if setup is not None:
+            setup()
+        sync()
+        t0 = clock()
+        fn()
+        sync()
+        out.append(clock() - t0)
+    return out
+
+
+def sample_stats(seconds: list[float]) -> dict:
+    """``{n, min_ms, median_ms, max_ms, spread}`` of call times; ``spread`` = max/min − 1
+    (0.05: the slowest call took 5 % longer than the fastest)."""
+    import statistics  # noqa: PLC0415
+
+    if not seconds:
+        raise ValueError("no samples")
+    lo, hi = min(seconds), max(seconds)
+    return {"n": len(seconds), "min_ms": lo * 1e3, "median_ms": statistics.median(seconds) * 1e3,
+            "max_ms": hi * 1e3, "spread": hi / lo - 1 if lo > 0 else None}
+
+
+def usage_snapshot() -> dict:
+    """Process counters whose difference over the timed calls is reported: minor page faults,
+    system and user CPU seconds, and the peak resident set (MB) so far."""
+    import resource  # noqa: PLC0415
+
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return {"minflt": u.ru_minflt, "sys_s": u.ru_stime, "user_s": u.ru_utime, "maxrss_MB": u.ru_maxrss / 1024}
+
+
+def usage_per_call(before: dict, after: dict, calls: int) -> dict:
+    """Minor faults and system seconds per call between two :func:`usage_snapshot`, and the peak RSS."""
+    return {"minor_faults_per_call": (after["minflt"] - before["minflt"]) / calls,
+            "sys_s_per_call": (after["sys_s"] - before["sys_s"]) / calls,
+            "peak_rss_MB": after["maxrss_MB"]}
+
+
+def isolated(module: str, spec: dict, *, run=None, python: str | None = None, timeout: float | None = None) -> dict:
+    """Run one measurement in a fresh process: ``python -m <module> --worker '<spec JSON>'``.
+
+    The worker prints its result as one line ``BENCH-RESULT {json}`` (see :func:`worker_main`);
+    no compiled graph, cache, allocator state or thread pool of one path reaches another.
+    Returns the worker's dict with ``load_before`` / ``load_after`` (1-min load average) added,
+    or ``{"error": ...}`` when the process failed (a failed path is a table entry, not fatal).
+    """
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    run = run or subprocess.run
+    cmd = [python or sys.executable, "-m", module, "--worker", json.dumps(spec)]
+    load_before = os.getloadavg()[0]
+    try:
+        proc = run(cmd, capture_output=True, text=True, timeout=timeout)
+    except Exception as err:  # noqa: BLE001 - a timeout is reported like a crash
+        return {"error": f"{type(err).__name__}: {err}"[:300], "load_before": round(load_before, 2)}
+    found = [line[len(RESULT_PREFIX):] for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if proc.returncode != 0 or not found:
+        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] or ["no output"]
+        return {"error": f"exit {proc.returncode}: {tail[0]}"[:300], "load_before": round(load_before, 2)}
+    return {**json.loads(found[-1]), "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
+
+
+def worker_main(measure, argv=None) -> bool:
+    """In a benchmark's ``main``: when called as ``--worker SPEC``, run ``measure(spec)`` and print
+    its dict as the ``BENCH-RESULT`` line; returns whether it was a worker call."""
+    import sys  # noqa: PLC0415
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] != "--worker":
+        return False
+    result = measure(json.loads(argv[1]))
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    return True
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def precision_context(precision: str, device: torch.device):
+    """The context a call runs in: nothing for ``fp32``, bfloat16 autocast for ``bf16``
+    (the same on both sides of a comparison)."""
+    import contextlib  # noqa: PLC0415
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def compare_same_precision(rows: list[dict], *, ours: str = "ours", base: str, match=("call", "precision", "batch"),
+                           cross_precision: dict | None = None) -> list[dict]:
+    """Adds to each ``ours`` row the speed-up over the ``base`` row that agrees on every field of
+    ``match`` — precision included, so fp32 meets fp32 and bf16 autocast meets bf16 autocast:
+    ``x_by_min``, ``x_by_median`` and ``memory_ratio`` (ours / base peak). A row with no partner
+    gets none. ``cross_precision={"ours": "bf16", "base": "fp32"}`` adds, per call, a row whose
+    name says ``cross-precision`` (never silently mixed into the same-precision rows)."""
+    def key(r):
+        return tuple(r.get(f) for f in match)
+
+    by = {key(r): r for r in rows if r["path"] == base}
+    out = [dict(r) for r in rows]
+    for r in out:
+        if r["path"] != ours or "error" in r:
+            continue
+        b = by.get(key(r))
+        if b is None or "error" in b:
+            continue
+        r.update(_ratios(r, b))
+    if cross_precision:
+        for r in [r for r in out if r["path"] == ours and r.get("precision") == cross_precision["ours"]]:
+            partner = dict(r, precision=cross_precision["base"])
+            b = by.get(key(partner))
+            if b is not None and "error" not in b and "error" not in r:
+                out.append({**{k: r[k] for k in r if k in (*match, "path", "min_ms", "median_ms", "spread")},
+                            "call": f"{r['call']} (cross-precision: ours {cross_precision['ours']} vs "
+                                    f"{base} {cross_precision['base']})", **_ratios(r, b)})
+    return out
+
+
+def _ratios(r: dict, b: dict) -> dict:
+    out = {"x_by_min": b["min_ms"] / r["min_ms"], "x_by_median": b["median_ms"] / r["median_ms"]}
+    if r.get("peak_MB") and b.get("peak_MB"):
+        out["memory_ratio"] = r["peak_MB"] / b["peak_MB"]
+    return out
+
+
+def peak_kernels(device: torch.device, n: int = 2048, copy_MB: int = 256) -> dict:
+    """``{name: (fn, work)}`` of the peak measurements: ``mm_fp32`` and ``mm_bf16`` (an ``n×n``
+    ``torch.mm``, work = 2n³ FLOPs) and ``copy`` (``copy_MB`` copied, work = bytes read + written)."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    a32, b32 = (torch.randn(n, n, generator=g).to(device) for _ in range(2))
+    a16, b16 = a32.bfloat16(), b32.bfloat16()
+    src = torch.empty(copy_MB * 2**20 // 4, device=device).fill_(1.0)
+    dst = torch.empty_like(src).fill_(0.0)
+    return {"mm_fp32": (lambda: torch.mm(a32, b32), 2 * n**3),
+            "mm_bf16": (lambda: torch.mm(a16, b16), 2 * n**3),
+            "copy": (lambda: dst.copy_(src), 2 * src.numel() * src.element_size())}
+
+
+def cuda_event_seconds(fn) -> float:
+    """Seconds of one ``fn()`` between two CUDA events."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
+
+
+def wall_seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure_peaks(device: torch.device, *, repeats: int = 5, timer=None, kernels: dict | None = None) -> dict:
+    """The machine's own peaks, measured now: ``fp32_flops`` and ``bf16_flops`` (FLOP/s of a large
+    ``torch.mm``) and ``copy_bytes_per_s`` (a large copy), each the best of ``repeats`` timed
+    calls after one warm-up (CUDA events on GPU, the wall clock on CPU). Every figure of a
+    benchmark is then stated as a fraction of these (:func:`fraction_of_peak`)."""
+    timer = timer or (cuda_event_seconds if device.type == "cuda" else wall_seconds)
+    kernels = kernels if kernels is not None else peak_kernels(device)
+    names = {"mm_fp32": "fp32_flops", "mm_bf16": "bf16_flops", "copy": "copy_bytes_per_s"}
+    out = {}
+    for name, (fn, work) in kernels.items():
+        fn()
+        best = min(timer(fn) for _ in range(repeats))
+        out[names.get(name, name)] = work / best
+    out["method"] = (f"best of {repeats} after a warm-up: torch.mm of 2048x2048 fp32/bf16, a 256 MB copy "
+                     f"({'CUDA events' if device.type == 'cuda' else 'wall clock'}, {torch.get_num_threads()} threads)")
+    return out
+
+
+def fraction_of_peak(work: float, seconds: float, peak: float | None) -> float | None:
+    """``work / seconds / peak``: the share of the machine's measured peak a call reached."""
+    if not peak or not seconds:
+        return None
+    return work / seconds / peak
