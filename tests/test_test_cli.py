@@ -85,3 +85,28 @@ def test_errors_are_one_line(ckpt_dir, tmp_path, capsys):
     assert err.startswith("error: ") and "99_net_G.pth" in err and "\n" not in err
     assert main(["--name", "nothere", "--checkpoints_dir", str(tmp_path)]) == 2
     assert "no such experiment folder" in capsys.readouterr().err
+
+
+def test_public_readme_test_command_on_a_public_layout_checkpoint(tmp_path):
+    """The public README's command, verbatim but --gpu_ids -1, on <checkpoints_dir>/<name>/best_net_G.pth and
+    best_net_E.pth; the images land where the public code puts them (util/visualizer.py save_images,
+    util/html.py: <results_dir>/<name>/test_<which_epoch>/images/<visual>/<stem>.png beside index.html)."""
+    from _cli import run_cli  # noqa: PLC0415
+
+    cfg = inade.config("synthetic")
+    exp = tmp_path / "checkpoints" / "inade_synthetic"
+    exp.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(inade.Generator(cfg).state_dict(), exp / "best_net_G.pth")
+    torch.save(inade.NoiseEncoder(cfg).state_dict(), exp / "best_net_E.pth")
+    command = ("-m inade.test --name inade_synthetic --norm_mode inade --batchSize 1 --gpu_ids -1 --which_epoch best "
+               "--dataset_mode synthetic --dataroot DATA").split()
+    proc = run_cli(command, cwd=tmp_path, timeout=240)  # (the encoder's path, --use_vae: test_public_files_and_use_vae)
+    assert proc.returncode == 0, proc.stderr.decode()
+    web = tmp_path / "results" / "inade_synthetic" / "test_best"
+    for visual in ("synthesized_image", "input_label", "real_image"):
+        assert sorted(p.name for p in (web / "images" / visual).iterdir()) == [f"{i:05d}.png" for i in range(64)]
+    assert Image.open(web / "images" / "synthesized_image" / "00063.png").size == cfg.output_size[::-1]
+    assert (web / "index.html").is_file()
+    meta = json.loads((web / "test_run.json").read_text())
+    assert meta["checkpoint"].endswith("best_net_G.pth") and meta["layouts"] == 64
