@@ -1,4 +1,5 @@
-"""inade.eval: the metrics on generators whose answers are known, and the command."""
+"""python -m inade.metrics synthetic (formerly inade.eval): the metrics on generators whose answers are known,
+the command, and the inade.eval alias."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ from torch import nn
 
 import inade
 from inade.data.synthetic import COLOR_MEAN, COLOR_STD
-from inade.eval import compare_colors, evaluate, format_report, main, pair_distance, wasserstein_1d
+from inade.metrics.__main__ import main as metrics_main
+from inade.metrics.synthetic import compare_colors, evaluate, format_report, pair_distance, wasserstein_1d
 
 
 class OracleGenerator(nn.Module):
@@ -93,8 +95,18 @@ def test_command_on_a_train_py_checkpoint(tmp_path, capsys):
     G = inade.Generator(cfg)
     path = tmp_path / "latest.pt"
     torch.save({"G": G.state_dict(), "E": None, "config": cfg.to_dict(), "step": 7}, path)
-    assert main(["--checkpoint", str(path), "--scenes", "2", "--samples", "2"]) == 0
+    assert metrics_main(["synthetic", "--checkpoint", str(path), "--scenes", "2", "--samples", "2"]) == 0
     out = json.loads((tmp_path / "eval_synthetic.json").read_text())
     assert out["step"] == 7 and out["scenes"] == 2 and set(out["diversity"]) >= {"inside_l1", "outside_l1"}
     assert "inside the resampled instance" in capsys.readouterr().out
-    assert main(["--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert metrics_main(["synthetic", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing.pt'}: no such file"
+
+
+def test_inade_eval_is_an_alias_that_says_it_moved(tmp_path, capsys):
+    from inade.eval import main as eval_main  # noqa: PLC0415
+
+    assert eval_main(["--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "note: python -m inade.eval moved to python -m inade.metrics synthetic"
+    assert len(err) == 2 and err[1].startswith("error: ") and "missing.pt" in err[1]

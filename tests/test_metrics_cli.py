@@ -111,3 +111,54 @@ def test_all_on_inade_test_output(tmp_path, weights, capsys):
     assert "| L1 mISD ↑ |" in md and "| FID | — (needs pt_inception" in md
     assert main(["all", str(tmp_path / "nothere")]) == 2
     assert "results folder not found" in _error(capsys)
+
+
+def _lpips_tiny(tmp_path, weights):
+    a, b = _images(tmp_path / "a", 1, size=(24, 24)), _images(tmp_path / "b", 1, size=(24, 24), seed=1)
+    return ["lpips", str(a), str(b), "--alexnet_weights", str(weights["alex"]), "--lpips_weights", str(weights["lin"])]
+
+
+def _stats_unwritable(tmp_path, weights):
+    (tmp_path / "file").write_text("x")
+    return ["stats", str(_images(tmp_path / "i", 1)), str(tmp_path / "file" / "s.npz"), "--inception_weights", "w.pth"]
+
+
+def _json_unwritable(tmp_path, weights):
+    (tmp_path / "file").write_text("x")
+    i = str(_images(tmp_path / "i", 1))
+    return ["fid", i, i, "--json", str(tmp_path / "file" / "fid.json"), "--inception_weights", "w.pth"]
+
+
+def _stats_corrupt(tmp_path, weights):
+    (tmp_path / "ref.npz").write_bytes(b"PK\x03\x04 not a zip")
+    return ["fid", str(tmp_path / "ref.npz"), str(_images(tmp_path / "i", 1)), "--inception_weights", "w.pth"]
+
+
+def _stats_nan(tmp_path, weights):
+    np.savez(tmp_path / "ref.npz", mu=np.full(4, np.nan), sigma=np.eye(4))
+    return ["fid", str(tmp_path / "ref.npz"), str(_images(tmp_path / "i", 1)), "--inception_weights", "w.pth"]
+
+
+def _stats_folder_corrupt(tmp_path, weights):
+    (tmp_path / "mu_si").mkdir()
+    (tmp_path / "mu_si" / "m.npy").write_bytes(b"\x93NUMPY garbage")
+    (tmp_path / "mu_si" / "s.npy").write_bytes(b"")
+    return ["fid", str(tmp_path / "mu_si"), str(_images(tmp_path / "i", 1)), "--inception_weights", "w.pth"]
+
+
+RUNTIME = {
+    "lpips-on-images-too-small": (_lpips_tiny, "at least 31x31"),
+    "stats-output-unwritable": (_stats_unwritable, "s.npz"),
+    "fid-json-unwritable": (_json_unwritable, "--json"),
+    "fid-statistics-corrupt": (_stats_corrupt, "ref.npz"),
+    "fid-statistics-nan": (_stats_nan, "ref.npz"),
+    "fid-statistics-folder-corrupt": (_stats_folder_corrupt, "mu_si"),
+}
+
+
+@pytest.mark.parametrize("make,needle", list(RUNTIME.values()), ids=list(RUNTIME))
+def test_runtime_user_errors_are_one_line(make, needle, tmp_path, weights, capsys):
+    """Each fails before a network loads where it can (the weight file named here does not exist)."""
+    assert main(make(tmp_path, weights)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err and needle in err, err
