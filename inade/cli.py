@@ -84,12 +84,22 @@ def load_models(checkpoint: str | Path, config_name: str | None = None, override
     """``(G, E or None, cfg)`` from one of our checkpoints or a public-code one."""
     import inade  # noqa: PLC0415
 
-    path = Path(checkpoint)
+    path = need_file(checkpoint, "--checkpoint")
+    if encoder is not None:
+        need_file(encoder, "--encoder")
+    if config_name is not None:
+        try:
+            inade.config(config_name)
+        except ValueError as err:
+            raise UserError(f"--config: {err}") from None
     obj = load_checkpoint(path)
     ours = isinstance(obj, dict) and "G" in obj
     try:
+        cfg = build_config(obj.get("config") if ours else None, config_name, overrides or {})
+    except (ValueError, TypeError) as err:
+        raise UserError(f"{path}: invalid model options (saved config, --config, --set): {err}") from None
+    try:
         if ours:
-            cfg = build_config(obj.get("config"), config_name, overrides or {})
             G = inade.Generator(cfg)
             G.load_state_dict(obj["G"])
             E = None
@@ -97,7 +107,6 @@ def load_models(checkpoint: str | Path, config_name: str | None = None, override
                 E = inade.NoiseEncoder(cfg)
                 E.load_state_dict(obj["E"])
         else:
-            cfg = build_config(None, config_name, overrides or {})
             G = inade.load_official(inade.Generator(cfg), obj)
             E = None
         if encoder is not None:
@@ -164,9 +173,17 @@ def write_outputs(out: Path, rgb: np.ndarray, latents: Path | None, sample, raw_
         save_image(image_tmp, rgb, out)
 
 
+def need_file(path: str | Path, option: str) -> Path:
+    """``path`` as a :class:`Path`; a folder given for a file is a :class:`UserError` naming ``option``."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path}: is a folder, not a file")
+    return path
+
+
 def load_latents(path: str | Path, raw_of: np.ndarray):
     """``(noise, z)`` from a ``--save-latents`` file made for the same instance map."""
-    obj = load_checkpoint(path)
+    obj = load_checkpoint(need_file(path, "--latents"))
     if not isinstance(obj, dict) or not {"noise", "z"} <= set(obj):
         raise UserError(f"{path}: not a latents file (expected the keys noise and z, from --save-latents)")
     for key in ("noise", "z"):
@@ -246,6 +263,9 @@ def run(args) -> Path:
                 ids = ids_of_raw(_parse_ids(args.instances, "--instances"), raw_of, "--instances", inst_path)
                 sample = synth.resample_instances(label, inst, base, ids, args.seed)
             elif args.command == "resample-class":
+                if not 0 <= args.class_id <= cfg.label_nc:
+                    raise UserError(f"--class {args.class_id}: this model's classes are 0 ... {cfg.label_nc - 1}"
+                                    f" ({cfg.label_nc} for don't-care)")
                 sample = synth.resample_class(label, inst, base, args.class_id, args.seed)
             else:
                 sample = _copy_style(synth, args, label, inst, raw_of, inst_path, base)
@@ -287,6 +307,9 @@ def _copy_style(synth, args, label, inst, raw_of, inst_path, base):
     if synth.E is None:
         raise UserError(f"{args.checkpoint}: has no encoder (E), which copy-style needs; pass --encoder")
     ref_np = read_image(args.reference)
+    if ref_np.shape[0] % 16 or ref_np.shape[1] % 16 or min(ref_np.shape[:2]) < 32:
+        raise UserError(f"--reference {args.reference}: the image is {ref_np.shape[0]}x{ref_np.shape[1]} (HxW); the "
+                        "encoder needs both sides multiples of 16, at least 32")
     ref_inst_np, ref_raw_of = read_instances(args.reference_inst, None, size=ref_np.shape[:2],
                                              size_of=f"the reference image {args.reference}")
     ref = image_to_tensor(ref_np)[None].to(synth._like.device)

@@ -134,6 +134,15 @@ def _files(folder: Path, suffixes=IMAGE_EXTENSIONS, recursive=False) -> list[Pat
     return sorted(p for p in folder.glob(pattern) if p.is_file() and p.name.lower().endswith(tuple(suffixes)))
 
 
+def _map_files(folder: Path) -> list[Path]:
+    """The label or instance maps (PNG) in ``folder``; a JPEG there is refused (a lossy map has wrong ids)."""
+    lossy = _files(folder, (".jpg", ".jpeg"))
+    if lossy:
+        raise DatasetError(f"{lossy[0]}: label and instance maps must be lossless (PNG): JPEG changes class ids "
+                           "at edges; save the maps as PNG")
+    return _files(folder, (".png",))
+
+
 def _need_dir(folder: Path, what: str) -> Path:
     if not folder.is_dir():
         raise DatasetError(f"{what} folder not found: {folder}")
@@ -182,7 +191,7 @@ def cityscapes_files(root: Path, phase: str) -> list[Sample]:
 def ade20k_files(root: Path, phase: str) -> list[Sample]:
     p = "validation" if phase in ("test", "val") else "training"
     images = _files(_need_dir(root / "images" / p, "ADE20K image (images/<split>)"), (".jpg", ".jpeg"))
-    labels = _files(_need_dir(root / "annotations" / p, "ADE20K annotation (annotations/<split>)"), (".png",))
+    labels = _map_files(_need_dir(root / "annotations" / p, "ADE20K annotation (annotations/<split>)"))
     return _pair_by_stem(labels, images, None)
 
 
@@ -192,9 +201,9 @@ def celeba_files(root: Path, phase: str) -> list[Sample]:
         base = root / p
         inst_dir = base / "instances"
         return _pair_by_stem(
-            _files(base / "labels", (".png",)),
+            _map_files(base / "labels"),
             _files(_need_dir(base / "images", "CelebAMask-HQ image (<split>/images)")),
-            _files(inst_dir, (".png",)) if inst_dir.is_dir() else None,
+            _map_files(inst_dir) if inst_dir.is_dir() else None,
         )
     for cand in ((p, "val") if p == "test" else (p,)):
         if (root / f"{cand}_label").is_dir():
@@ -203,12 +212,12 @@ def celeba_files(root: Path, phase: str) -> list[Sample]:
 
 
 def _underscore_layout(root: Path, p: str, name: str, need_inst: bool = False) -> list[Sample]:
-    labels = _files(_need_dir(root / f"{p}_label", f"{name} label ({p}_label)"), (".png",))
+    labels = _map_files(_need_dir(root / f"{p}_label", f"{name} label ({p}_label)"))
     images = _files(_need_dir(root / f"{p}_img", f"{name} image ({p}_img)"))
     inst_dir = root / f"{p}_inst"
     if need_inst:
         _need_dir(inst_dir, f"{name} instance ({p}_inst)")
-    return _pair_by_stem(labels, images, _files(inst_dir, (".png",)) if inst_dir.is_dir() else None)
+    return _pair_by_stem(labels, images, _map_files(inst_dir) if inst_dir.is_dir() else None)
 
 
 def deepfashion_files(root: Path, phase: str) -> list[Sample]:
@@ -223,9 +232,9 @@ def folder_files(root: Path, phase: str) -> list[Sample]:
     base = root / phase if (root / phase / "labels").is_dir() else root
     inst_dir = base / "instances"
     return _pair_by_stem(
-        _files(_need_dir(base / "labels", "label (labels/)"), (".png",)),
+        _map_files(_need_dir(base / "labels", "label (labels/)")),
         _files(_need_dir(base / "images", "image (images/)")),
-        _files(inst_dir, (".png",)) if inst_dir.is_dir() else None,
+        _map_files(inst_dir) if inst_dir.is_dir() else None,
     )
 
 
