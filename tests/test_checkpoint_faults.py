@@ -4,8 +4,10 @@ temporary files of a killed save removed, the import circle gone (issues 18 and 
 from __future__ import annotations
 
 import ast
+import errno
 import shutil
 import struct
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -255,13 +257,34 @@ def test_orphan_temporaries_of_a_killed_save_are_removed(tmp_path):
     assert all(p.exists() for p in kept) and not any(p.exists() for p in orphans)
 
 
-def test_unwritable_checkpoints_dir_is_one_line(tmp_path, capsys):
-    blocker = tmp_path / "a_file"
-    blocker.write_text("not a folder")
-    argv = TINY + ["--checkpoints_dir", str(blocker / "ck"), "--name", "run", "--max_steps", "1"]
-    assert main(argv) == 2
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+RUNTIME_ERRORS = {  # id: (extra options, setup(tmp_path, monkeypatch), what the line must name)
+    "checkpoints_dir-under-a-file": (["--checkpoints_dir", "{tmp}/a_file/ck"],
+                                     lambda tmp, mp: (tmp / "a_file").write_text("x"),
+                                     ["--checkpoints_dir {tmp}/a_file/ck: cannot write"]),
+    "disk-full-at-the-first-save": ([], lambda tmp, mp: mp.setattr(torch, "save", _disk_full),
+                                    ["{tmp}/run: cannot write latest.pt and latest_net_*.pth (No space left on device)", "are intact"]),
+    "batchSize-larger-than-the-data": (["--batchSize", "16"], None,
+                                       ["--batchSize 16: the data set has only 8 samples"]),
+    "continue_train-latest.pt-is-a-folder": (["--continue_train"],
+                                             lambda tmp, mp: (tmp / "run" / "latest.pt").mkdir(parents=True),
+                                             ["{tmp}/run/latest.pt: a folder, not a checkpoint file"]),
+}
+
+
+@pytest.mark.parametrize("case", list(RUNTIME_ERRORS))
+def test_train_runtime_user_errors_are_one_line(tmp_path, capsys, monkeypatch, case):
+    extra, setup, needles = RUNTIME_ERRORS[case]
+    if setup is not None:
+        setup(tmp_path, monkeypatch)
+    argv = TINY + ["--checkpoints_dir", str(tmp_path), "--name", "run", "--max_steps", "1", "--display_freq", "1000",
+                   *(a.format(tmp=tmp_path) for a in extra)]
+    code = main(argv)
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"error: --checkpoints_dir {blocker / 'ck'}: cannot write"), err
+    assert_user_error(subprocess.CompletedProcess(argv, code, "", err), *(n.format(tmp=tmp_path) for n in needles))
 
 
 def _imports(path: Path) -> set[str]:

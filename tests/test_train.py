@@ -144,6 +144,11 @@ def test_train_py_cli_runs(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "checkpoint (full resume)" in r.stderr and str(tmp_path / "inade_synthetic" / "latest.pt") in r.stderr
+    # the closing lines point at the test images, then the metrics of that results folder
+    test_line = f"python -m inade.test --checkpoints_dir {tmp_path} --name inade_synthetic"
+    metrics_line = "python -m inade.metrics all results/inade_synthetic/test_latest"
+    assert test_line in r.stderr and metrics_line in r.stderr and r.stderr.index(test_line) < r.stderr.index(metrics_line)
+    assert "inade.eval" not in r.stderr
     assert (tmp_path / "inade_synthetic" / "latest_net_G.pth").exists()
     assert not (tmp_path / "inade_synthetic" / "latest_net_E.pth").exists()
 

@@ -71,6 +71,17 @@ def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
+@contextlib.contextmanager
+def _writing(folder: Path, what: str):
+    """A failed write (full disk, folder removed, permission taken away) is one line naming the
+    folder and the files; the files being replaced are intact (every write is atomic)."""
+    try:
+        yield
+    except OSError as err:
+        raise UserError(f"{folder}: cannot write {what} ({err.strerror or type(err).__name__}); the files already "
+                        "there are intact") from None
+
+
 class StopRequest:
     """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step and
     save; a second Ctrl-C aborts at once."""
@@ -123,6 +134,9 @@ class Trainer:
         if opt.batchSize % world:
             raise UserError(f"--batchSize {opt.batchSize} must be a multiple of the {world} processes")
         self.local_batch = opt.batchSize // world
+        if len(self.dataset) < opt.batchSize:
+            raise UserError(f"--batchSize {opt.batchSize}: the data set has only {len(self.dataset)} samples "
+                            "(one global batch must fit in it)")
         self.sampler = EpochSampler(len(self.dataset), self.local_batch, seed=opt.seed, rank=self.dist.rank,
                                     world_size=world, shuffle=not opt.serial_batches)
         self.loader = torch.utils.data.DataLoader(
@@ -349,7 +363,8 @@ class Trainer:
             epoch = self.step // self.steps_per_epoch
             keep = opt.save_epoch_freq > 0 and (epoch % opt.save_epoch_freq == 0 or epoch == self.epochs)
             if keep and self.dist.is_main:
-                ckpt.save_public(self.folder, str(epoch), self.G, self.D, self.E)
+                with _writing(self.folder, f"{epoch}_net_*.pth"):
+                    ckpt.save_public(self.folder, str(epoch), self.G, self.D, self.E)
             if getattr(self.opt, "train_eval", False) and epoch % self.opt.eval_epoch_freq == 0:
                 if self.fid_tracker is not None:
                     self.fid_tracker.evaluate(self, epoch)
@@ -423,8 +438,9 @@ class Trainer:
             if bad is not None:  # belt and braces: check_finite stops a diverging run before this
                 raise UserError(f"step {self.step}: not saving {self.folder / 'latest.pt'}: tensor {bad} holds NaN or "
                                 "inf values; the files on disk are kept as they were")
-            ckpt.atomic_save(state, self.folder / "latest.pt")
-            ckpt.save_public(self.folder, "latest", self.G, self.D, self.E)
+            with _writing(self.folder, "latest.pt and latest_net_*.pth"):
+                ckpt.atomic_save(state, self.folder / "latest.pt")
+                ckpt.save_public(self.folder, "latest", self.G, self.D, self.E)
             self.last_saved_step = self.step
         if self.dist.enabled:
             torch.distributed.barrier()
@@ -444,7 +460,7 @@ class Trainer:
             return None
         b = self.grid_batch
         path = self.folder / "samples" / f"step_{self.step:07d}.png"
-        with self.autocast():
+        with self.autocast(), _writing(self.folder, path.name):
             save_grid(path, self.G, self.cfg, b["label"].to(self.device), b["instance"].to(self.device),
                       b["image"].to(self.device), num_styles=GRID_STYLES, seed=self.opt.seed)
         return path
