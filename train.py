@@ -9,8 +9,12 @@ Options keep the names of the authors' public code (``python train.py --help``).
 Outputs: ``<checkpoints_dir>/<name>/`` (``latest.pt`` for ``--continue_train``,
 ``latest_net_{G,D,E}.pth`` in the public code's format, ``samples/*.png``).
 The loop itself is :mod:`inade.training.trainer`. A user error (a missing dataroot
-or file, a class id outside ``label_nc``, an unreadable checkpoint) prints one line
-``error: …`` on stderr and exits with code 2.
+or file, a class id outside ``label_nc``, an unreadable, damaged or NaN checkpoint,
+a folder that already holds a trained model without ``--continue_train`` or
+``--overwrite``, a diverged run) prints one line ``error: …`` on stderr and exits
+with code 2; a diverged run keeps its last good checkpoint (docs/TRAINING.md).
+Afterwards: ``python -m inade.test --name <name>``, then
+``python -m inade.metrics all results/<name>/test_latest``.
 """
 import sys
 

@@ -98,6 +98,8 @@ def load_official(module: nn.Module, path_or_state_dict, strict: bool = True) ->
 
     Raises:
         ValueError: naming every missing key, unexpected key and shape mismatch.
+        UserError: a missing, damaged (CRC-32) or unreadable file, or a NaN / inf tensor,
+            naming the file (or the state dict's) and the tensor (:mod:`inade.utils.checkpoint_io`).
     """
     state = _read(path_or_state_dict)
     own = module.state_dict()
