@@ -420,7 +420,8 @@ class Studio:
     def _point(point, inst, where: str) -> int:
         """Instance id under ``[x, y]`` of ``inst`` ``[1, H, W]``."""
         H, W = inst.shape[-2:]
-        if not (isinstance(point, (list, tuple)) and len(point) == 2 and all(isinstance(v, (int, float)) and np.isfinite(v) for v in point)):
+        numbers = isinstance(point, (list, tuple)) and len(point) == 2 and all(isinstance(v, (int, float)) for v in point)
+        if not (numbers and all(np.isfinite(v) for v in point)):
             raise StudioError(f"a point must be [x, y], got {point!r}")
         x, y = int(np.floor(point[0])), int(np.floor(point[1]))
         if not (0 <= x < W and 0 <= y < H):
