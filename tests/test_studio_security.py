@@ -197,7 +197,8 @@ JSON_VALUES = st.recursive(
     max_leaves=6)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(action=st.sampled_from(ACTIONS), field=st.sampled_from(FIELDS + [f"state.{f}" for f in STATE_FIELDS]),
        value=JSON_VALUES)
 def test_any_malformed_field_is_a_user_error_never_a_crash(studio, state, action, field, value):
