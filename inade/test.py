@@ -79,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 # built with them; ours holds its own configuration, and a different value is refused.
 MODEL_OPTIONS = ("label_nc", "ngf", "z_dim", "noise_nc", "crop_size", "aspect_ratio", "num_upsampling_layers",
                  "contain_dontcare_label", "norm_G", "add_sketch")
-# Options that change only how the test split is read (honoured for every checkpoint).
-DATA_OPTIONS = ("load_size", "preprocess_mode", "no_instance")
+# Options that change only how the test split is read (honoured for every checkpoint). --load_size
+# is not one: outside training the loader reads at the model's size, as the public test's defaults
+# (load_size = crop_size) do; IGNORED_BY["test"] notes it.
+DATA_OPTIONS = ("preprocess_mode", "no_instance")
 
 
 def parse_test_options(argv=None):
@@ -112,7 +114,8 @@ def apply_options(cfg, opt, ours: bool):
     if ours:
         for key, value in model_overrides(opt).items():
             if getattr(cfg, key) != value:
-                raise UserError(f"--{key} {value} disagrees with the checkpoint, which was trained with "
+                given = f"--{key}" if value is True else f"--{key} {value}"
+                raise UserError(f"{given} disagrees with the checkpoint, which was trained with "
                                 f"{key}={getattr(cfg, key)!r} (our checkpoints hold their configuration: leave --{key} out)")
     data = {k: getattr(opt, k) for k in DATA_OPTIONS if getattr(opt, k, None) is not None}
     if opt.dataset_mode and opt.dataset_mode != cfg.dataset_mode:
@@ -235,7 +238,7 @@ def run(opt, log=print) -> Path:
                              max_dataset_size=opt.max_dataset_size)
     except ValueError as e:
         raise UserError(str(e)) from None
-    n = int(min(len(data), opt.how_many))
+    n = int(min(len(data), opt.how_many, opt.max_dataset_size or math.inf))  # (the synthetic set has no files to cut)
     if n == 0:
         raise UserError(f"the {opt.phase} split of {cfg.dataset_mode} is empty")
     subset = torch.utils.data.Subset(data, range(n))

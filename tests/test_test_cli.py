@@ -85,6 +85,12 @@ def test_errors_are_one_line(ckpt_dir, tmp_path, capsys):
     assert err.startswith("error: ") and "99_net_G.pth" in err and "\n" not in err
     assert main(["--name", "nothere", "--checkpoints_dir", str(tmp_path)]) == 2
     assert "no such experiment folder" in capsys.readouterr().err
+    # our checkpoint holds its configuration: a model option that disagrees is refused, not ignored
+    assert _run(ckpt_dir, tmp_path, "--ngf", "8") == 2
+    assert "--ngf 8 disagrees with the checkpoint" in capsys.readouterr().err
+    assert _run(ckpt_dir, tmp_path, "--add_sketch") == 2
+    assert "--add_sketch disagrees" in capsys.readouterr().err
+    assert not (tmp_path / "res").exists()
 
 
 def test_public_readme_test_command_on_a_public_layout_checkpoint(tmp_path):

@@ -50,10 +50,12 @@ def _alive(pid: int) -> bool:
 def check_replaceable(out: Path) -> None:
     """Refuse to write ``out`` if its folder cannot be made or something there was not written
     by ``inade.test`` (before any work is done)."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{out.parent}: cannot write results there ({e.strerror or e}) (--results_dir)") from None
+    base = out.parent  # nothing is created here: the nearest existing folder must take new entries
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"{out.parent}: cannot write results there ({base} is "
+                        f"{'not a folder' if not base.is_dir() else 'not writable'}) (--results_dir)")
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UserError(f"{out}: exists and is not a results folder (--results_dir / --name / --which_epoch)")
     if out.is_dir() and not (out / MANIFEST).is_file() and any(out.iterdir()):
@@ -84,6 +86,9 @@ def fresh_folder(out: str | os.PathLike) -> Iterator[Path]:
         out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(out)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # a folder as mkdir makes it (mkdtemp's is private)
     except OSError as e:
         raise UserError(f"{out.parent}: cannot write results there ({e.strerror or e}) (--results_dir)") from None
     try:

@@ -82,8 +82,10 @@ _IGNORED_BOTH = ("model", "norm_E", "netG", "nef", "display_winsize", "load_from
 IGNORED_BY = {
     "train": _IGNORED_BOTH + ("no_html", "tf_log", "debug", "optimizer", "netD_subarch"),
     # The test reads weights (no initialisation, no discriminator), never flips and reads in order.
+    # --load_size: outside training the loader reads at the model's size (inade.data.build_dataset),
+    # which is what the public test's defaults (load_size = crop_size = 256) amount to.
     "test": _IGNORED_BOTH + ("norm_D", "init_type", "init_variance", "train_eval", "eval_dims", "eval_epoch_freq",
-                             "serial_batches", "no_flip"),
+                             "serial_batches", "no_flip", "load_size"),
 }
 IGNORED = IGNORED_BY["train"]
 
