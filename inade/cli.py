@@ -248,27 +248,31 @@ def run(args) -> Path:
     if args.sketch:
         sketch_np = read_index_map(args.sketch, **model_size)
         synth.sketch = (torch.from_numpy(sketch_np).float() / 255)[None, None].to(device)
+    # The command's own inputs are read and checked before the generator runs.
+    latents = load_latents(args.latents, raw_of) if getattr(args, "latents", None) else None
+    if args.command == "resample":
+        ids = ids_of_raw(_parse_ids(args.instances, "--instances"), raw_of, "--instances", inst_path)
+    elif args.command == "resample-class" and not 0 <= args.class_id <= cfg.label_nc:
+        raise UserError(f"--class {args.class_id}: this model's classes are 0 ... {cfg.label_nc - 1}"
+                        f" ({cfg.label_nc} for don't-care)")
+    elif args.command == "copy-style":
+        ref, ref_inst, pairs = _read_reference(synth, args, raw_of, inst_path)
     try:
         if args.command == "random":
             sample = synth.random(label, inst, args.seed)
         else:
-            if args.latents:
-                noise, z = load_latents(args.latents, raw_of)
-                base = Sample(image=None, noise=noise.to(synth._like), z=z.to(synth._like))
+            if latents is not None:
+                base = Sample(image=None, noise=latents[0].to(synth._like), z=latents[1].to(synth._like))
             else:
                 base = synth.random(label, inst, args.base_seed)
             if args.command == "render":
                 sample = synth.generate(label, inst, base.noise, base.z)
             elif args.command == "resample":
-                ids = ids_of_raw(_parse_ids(args.instances, "--instances"), raw_of, "--instances", inst_path)
                 sample = synth.resample_instances(label, inst, base, ids, args.seed)
             elif args.command == "resample-class":
-                if not 0 <= args.class_id <= cfg.label_nc:
-                    raise UserError(f"--class {args.class_id}: this model's classes are 0 ... {cfg.label_nc - 1}"
-                                    f" ({cfg.label_nc} for don't-care)")
                 sample = synth.resample_class(label, inst, base, args.class_id, args.seed)
             else:
-                sample = _copy_style(synth, args, label, inst, raw_of, inst_path, base)
+                sample = synth.copy_style(label, inst, base, ref, ref_inst, pairs, sample=args.sample, seed=args.seed)
     except ValueError as err:
         raise UserError(str(err)) from err
     write_outputs(out, to_uint8(sample.image[0]), latents_out, sample, raw_of)
@@ -302,8 +306,9 @@ def check_device(name: str) -> torch.device:
     return device
 
 
-def _copy_style(synth, args, label, inst, raw_of, inst_path, base):
-    """copy-style: each target part of a raw id takes the style of the reference's raw id."""
+def _read_reference(synth, args, raw_of, inst_path):
+    """copy-style's reference image, its instance map and the ``--pairs`` as compact ids (each target
+    part of a raw id takes the style of the reference's raw id), read and checked before any synthesis."""
     if synth.E is None:
         raise UserError(f"{args.checkpoint}: has no encoder (E), which copy-style needs; pass --encoder")
     ref_np = read_image(args.reference)
@@ -318,7 +323,7 @@ def _copy_style(synth, args, label, inst, raw_of, inst_path, base):
     for j, i in _parse_pairs(args.pairs):
         (ref_id,) = ids_of_raw([j], ref_raw_of, "--pairs reference ids", args.reference_inst)
         pairs += [(ref_id, t) for t in ids_of_raw([i], raw_of, "--pairs target ids", inst_path)]
-    return synth.copy_style(label, inst, base, ref, ref_inst, pairs, sample=args.sample, seed=args.seed)
+    return ref, ref_inst, pairs
 
 
 def build_parser() -> argparse.ArgumentParser:
