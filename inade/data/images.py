@@ -19,9 +19,18 @@ one rule, the same in training, preparation and ``inade-synth``:
   first channel would merge its ids, so it is refused, naming the file; convert
   it to one id per pixel first.
 
+Maps must be lossless: a JPEG, lossy WebP or JPEG-compressed TIFF map is refused
+(its compression changes ids at edges).
+
+Nothing is decoded before its header is checked (:func:`open_image`, the one guard of
+every reader): against the size the caller expects (the model's output size, a
+sample's label map), or, where none is expected, against :data:`MAX_PIXELS`; Pillow's
+decompression-bomb error and warning become one error naming the file.
+
 Every read error names the file and is a :class:`DatasetError` (a
 :class:`inade.utils.errors.UserError` and a ``ValueError``). Every write goes
-through :func:`inade.utils.files.atomic_path`. The rule and the reasons for it:
+through :func:`inade.utils.files.atomic_path`; a file that cannot be written is an
+:class:`inade.utils.files.OutputError` naming it. The rule and the reasons for it:
 ``docs/FILES.md``.
 """
 from __future__ import annotations

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from inade.data.folders import LAYOUTS, dataset_files
 from inade.data.ids import compact_ids
-from inade.data.images import DatasetError, read_image, read_index_map, write_index_map
+from inade.data.images import read_image, read_index_map, write_index_map
 from inade.utils.arguments import ArgumentParser
 from inade.utils.errors import USER_ERRORS, UserError, report
 from inade.utils.files import output_errors
