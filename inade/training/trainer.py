@@ -284,11 +284,11 @@ class Trainer:
             first = next(name for name, f in flags if not bool(f))
             what = f"the {first} is NaN or inf (losses: {shown})"
         if self.last_saved_step is not None:
-            kept = f"the last checkpoint ({self.folder / 'latest.pt'}, step {self.last_saved_step}) is kept as it was"
+            then = (f"the last checkpoint ({self.folder / 'latest.pt'}, step {self.last_saved_step}) is kept as it "
+                    "was: resume with --continue_train and a lower --lr")
         else:
-            kept = "nothing was saved by this run"
-        raise UserError(f"training diverged at step {self.step}: {what}; {kept}: resume with --continue_train "
-                        "and a lower --lr (see docs/TRAINING.md)")
+            then = "this run saved nothing: start again with a lower --lr"
+        raise UserError(f"training diverged at step {self.step}: {what}; {then} (see docs/TRAINING.md)")
 
     # ------------------------------------------------------------------------------
     # The loop
