@@ -47,6 +47,11 @@ def d(tmp_path_factory):
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(d / "ref64.png")
     torch.save({"noise": torch.full((1, 2, 2, 4), float("nan")), "z": torch.zeros(1, 8)}, d / "nan_latents.pt")
     torch.save({"noise": torch.zeros(1, 2, 2, 4), "z": "not a tensor"}, d / "bad_latents.pt")
+    data = (d / "label.png").read_bytes()
+    (d / "cut.png").write_bytes(data[: len(data) // 2])
+    flipped = bytearray(data)
+    flipped[60] ^= 0xFF  # inside the compressed pixels: the header reads, the decoding fails
+    (d / "flipped.png").write_bytes(bytes(flipped))
     (d / "folder").mkdir()
     (d / "a_file").write_text("x")
     return d
@@ -82,6 +87,10 @@ def _synth_cases():
         ("label-missing", "random --checkpoint {d}/ck.pt --label {d}/none.png --out {d}/out/o.png", "none.png: no such file"),
         ("label-folder", "random --checkpoint {d}/ck.pt --label {d}/folder --out {d}/out/o.png", "folder: is a folder"),
         ("label-not-image", "random --checkpoint {d}/ck.pt --label {d}/a_file --out {d}/out/o.png", "a_file: cannot read"),
+        ("label-truncated", "random --checkpoint {d}/ck.pt --label {d}/cut.png --out {d}/out/o.png",
+         "cut.png: cannot read it as a label/instance map"),
+        ("label-corrupt", "random --checkpoint {d}/ck.pt --label {d}/flipped.png --out {d}/out/o.png",
+         "flipped.png: cannot read it as a label/instance map"),
         ("label-jpeg", "random --checkpoint {d}/ck.pt --label {d}/label.jpg --out {d}/out/o.png",
          "label.jpg: label and instance maps must be lossless (PNG): JPEG changes class ids at edges"),
         ("label-other-size", "random --checkpoint {d}/ck.pt --label {d}/label40.png --out {d}/out/o.png",
@@ -192,7 +201,8 @@ PREPARE_CASES = [
     ("image-other-size", "{t}/ds --dataset folder --phase train", "images/a.png: an image is 16x24 (HxW) but its label map"),
     ("image-bomb", "{t}/ds --dataset folder --phase train", "images/a.png: refused to decode"),
     ("label-jpeg", "{t}/ds --dataset folder --phase train", "b.jpg: label and instance maps must be lossless"),
-    ("output-unwritable", "{t}/ade --dataset ade20k --phase train", "instances"),
+    ("output-unwritable", "{t}/ade --dataset ade20k --phase train",
+     "{t}/ade/instances/training/x.png: cannot write the map (Not a directory)"),
 ]
 
 
