@@ -17,7 +17,10 @@ from inade.data.ids import cityscapes_class, compact_ids, split_mixed_instances
 from inade.data.sampler import EpochSampler, augmentation_seed
 from inade.data.synthetic import CLASS_NAMES, Scene, SyntheticScenes
 from inade.data.images import (
+    MAX_PIXELS,
     DatasetError,
+    image_size,
+    open_image,
     read_image,
     read_index_map,
     read_label_map,
@@ -71,6 +74,7 @@ __all__ = [
     "DATASET_MODES",
     "DatasetError",
     "EpochSampler",
+    "MAX_PIXELS",
     "PairedDataset",
     "Scene",
     "SyntheticScenes",
@@ -79,6 +83,8 @@ __all__ = [
     "cityscapes_class",
     "compact_ids",
     "dataset_files",
+    "image_size",
+    "open_image",
     "read_image",
     "read_index_map",
     "read_label_map",
