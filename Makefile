@@ -24,7 +24,10 @@ train: setup
 test: setup
 	$(PY) -m pytest -q tests $(ARGS)
 
+# Every benchmark, then the tables of README.md / docs/PERFORMANCE.md and the plots
+# (matplotlib: the optional `bench` extra, installed here only).
 bench: setup
+	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q "matplotlib>=3.5"
 	$(PY) -m bench $(ARGS)
 
 # INADE Studio on http://127.0.0.1:8000/ (the `make train` checkpoint unless ARGS="--checkpoint C ...").

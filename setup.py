@@ -65,8 +65,9 @@ setup(
     entry_points={"console_scripts": ["inade-synth=inade.cli:main"]},
     # studio: INADE Studio's web server (python -m inade.studio); its browser test also needs playwright.
     # metrics: FID's matrix square root (scipy.linalg.sqrtm, as pytorch-fid).
+    # bench: the plots of python -m bench.report (tables need nothing extra).
     extras_require={"triton": ["triton>=3.0"], "studio": ["starlette>=0.37", "uvicorn>=0.29"],
-                    "metrics": ["scipy>=1.9"],
+                    "metrics": ["scipy>=1.9"], "bench": ["matplotlib>=3.5"],
                     "test": ["pytest", "starlette>=0.37", "uvicorn>=0.29", "playwright>=1.40", "scipy>=1.9"]},
     package_data={"inade.studio": ["static/*"]},
     ext_modules=ext_modules,

@@ -17,24 +17,25 @@ ours with :func:`inade.load_official`) and the same inputs:
   for bench/official_style.py's re-implementations of the public code's approach.
 
 Rows: ``G inference`` (eval, ``torch.no_grad``) in float32 and under
-``torch.autocast(dtype=bfloat16)`` — ours in bfloat16 is compared with the baseline in
-float32 (as published) and its image error against our float32 image is stated —
-``E+G inference`` (encode a reference image, generate with its per-instance styles;
-float32) and ``G train fwd+bwd`` (train mode: batch statistics, one power iteration; loss
-``mean(y²)``, backward; gradients cleared untimed). Times are medians of alternating
-single calls (ours, baseline, ours, ...), so both paths see the same machine load.
+``torch.autocast(dtype=bfloat16)`` on both sides, ``E+G inference`` (encode a reference
+image, generate with its per-instance styles; float32) and ``G train fwd+bwd`` (train mode:
+batch statistics, one power iteration; loss ``mean(y²)``, backward; gradients cleared
+untimed). The method is :mod:`bench.common`'s: every (path, call) in its own process,
+``--warmup`` untimed calls then ``--calls`` timed ones, min, median and spread, the load
+average before and after, peak extra memory (one more call, profiled); a speed-up only
+between rows of the same precision; each row's share of the machine's float32 / bfloat16
+``torch.mm`` peak (measured at the start, in its own process) from the call's FLOPs
+(:mod:`inade.flops` on ours).
 
     python -m bench.bench_model_speed --official-code /path/to/INADE
-    python -m bench.bench_model_speed --ngf 16 --min-run-time 1        # quick, official-style
+    python -m bench.bench_model_speed --ngf 16 --calls 3                # quick, official-style
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import os
-import statistics
 import sys
-import time
 
 import torch
 
@@ -115,29 +116,6 @@ def face_layout(size: int, num_instances: int, label_nc: int) -> tuple[torch.Ten
     # ids must be compact: drop ids covered entirely by later shapes
     _, compact = torch.unique(inst, return_inverse=True)
     return label[None], compact.reshape(size, size)[None]
-
-
-def interleaved_medians(fns: dict[str, object], device: torch.device, min_run_time: float,
-                        min_samples: int = 5, setup=None) -> dict[str, float]:
-    """Median milliseconds of each ``fns[path]()``, sampled in alternation (one call of each path per
-    round, after a warm-up call) until every path has ``min_samples`` samples and ``min_run_time``
-    seconds. The CPU of this machine is shared: alternating puts both paths under the same load,
-    where back-to-back blocks of ``torch.utils.benchmark`` runs would not. ``setup()`` runs untimed
-    before every call."""
-    setup = setup or (lambda: None)
-    samples = {path: [] for path in fns}
-    for fn in fns.values():
-        setup()
-        fn()
-    while any(len(v) < min_samples or sum(v) < min_run_time for v in samples.values()):
-        for path, fn in fns.items():
-            setup()
-            common.sync(device)
-            t0 = time.perf_counter()
-            fn()
-            common.sync(device)
-            samples[path].append(time.perf_counter() - t0)
-    return {path: statistics.median(v) * 1e3 for path, v in samples.items()}
 
 
 def _official(fn):
@@ -266,40 +244,6 @@ def generator_calls(G, forward) -> dict:
             "G train fwd+bwd": (clear, train)}
 
 
-def measure(ours: dict, base: dict, base_path: str, device, min_run_time: float) -> list[dict]:
-    """Rows of median time and peak extra memory for every call of ``ours`` (and of ``base``)."""
-    rows = []
-    for name, (setup, fn) in ours.items():
-        paths = {"ours": fn}
-        if name in base:
-            paths[base_path] = base[name][1]
-        both = (lambda s1, s2: (lambda: (s1 and s1(), s2 and s2())))(setup, base.get(name, (None,))[0])
-        load = os.getloadavg()[0]
-        medians = interleaved_medians(paths, device, min_run_time, min_samples=3, setup=both)
-        for path, call in paths.items():
-            both()
-            peak = common.peak_extra_bytes(call, device)
-            rows.append({"call": name, "path": path, "median_ms": medians[path], "peak_extra_MB": peak / 2**20,
-                         "load_1min": round((load + os.getloadavg()[0]) / 2, 2)})
-            print(f"  {name:18s} {path:15s} {medians[path]:9.1f} ms  {peak / 2**20:8.1f} MB", flush=True)
-    return rows
-
-
-def compare(rows: list[dict], base_path: str) -> None:
-    """Speed-up and memory ratio of each 'ours' row against the baseline in float32 for
-    inference (the public code runs in float32) and the same call otherwise."""
-    by = {(r["call"], r["path"]): r for r in rows}
-    for r in rows:
-        if r["path"] != "ours":
-            continue
-        ref_call = "G inference fp32" if r["call"].startswith("G inference") else r["call"]  # bf16 vs fp32
-        b = by.get((ref_call, base_path))
-        if b is not None:
-            r["vs"] = f"{base_path} {ref_call.split()[-1]}"
-            r["speedup"] = b["median_ms"] / r["median_ms"]
-            r["memory_ours_over_baseline"] = r["peak_extra_MB"] / max(b["peak_extra_MB"], 1e-9)
-
-
 def op_summary(device) -> list[dict]:
     """The fused ops' float32 forward+backward rows from the op benchmarks' committed JSON
     (``bench/results/<device>/instance_*.json``), with the speed-up over the official-style
@@ -322,83 +266,177 @@ def op_summary(device) -> list[dict]:
     return rows
 
 
+CALLS = ("G inference fp32", "G inference bf16", "G train fwd+bwd", "E+G inference fp32")
+
+
+def _setup(spec: dict):
+    """``(cfg, device, label, inst, noise, z, real)``: the same inputs in every worker."""
+    device = torch.device(spec["device"])
+    cfg = inade.config("celeba", ngf=spec["ngf"], crop_size=spec["size"])
+    label, inst = (t.to(device) for t in face_layout(spec["size"], spec["instances"], cfg.label_nc))
+    L = int(inst.max()) + 1
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(1, L, 2, cfg.noise_nc, generator=g).to(device)
+    z = torch.randn(1, cfg.z_dim, generator=g).to(device)
+    real = (torch.rand(1, 3, spec["size"], spec["size"], generator=g) * 2 - 1).to(device)
+    return cfg, device, label, inst, noise, z, real
+
+
+def _paths(spec: dict, which: tuple[str, ...]):
+    """``{path: calls}`` for the paths in ``which`` (``ours``, ``public code``, ``official-style``);
+    ours loads the public code's initial weights when a checkout is given."""
+    cfg, device, label, inst, noise, z, real = _setup(spec)
+    out = {}
+    public = None
+    if spec.get("official_code"):
+        models, info = build_public(spec["official_code"], cfg)
+        if models is None:
+            raise RuntimeError(f"the public code did not build: {info}")
+        public, public_E = (m.to(device) for m in models)
+    if "ours" in which or "official-style" in which:
+        G, E = inade.Generator(cfg), inade.NoiseEncoder(cfg)
+        if public is not None:
+            inade.load_official(G, public.state_dict())
+            inade.load_official(E, public_E.state_dict())
+        G, E = G.to(device), E.to(device)
+        ours = generator_calls(G, lambda: G(label, inst, noise=noise, z=z))
+        ours.update(encoder_call(E, G, lambda: G(label, inst, noise=noise, z=z, remap=E(real, inst))))
+        out["ours"] = ours
+        out["official-style"] = {name: (setup, _official(fn)) for name, (setup, fn) in ours.items()}
+    if "public code" in which:
+        seg, onehot = official_style.public_generator_inputs(label, inst, cfg)
+        base = generator_calls(public, lambda: public(seg, input_instances=onehot, noise=noise, noise_ins=z))
+        base.update(encoder_call(public_E, public, lambda: public_remapped(public, public_E, seg, onehot, real, noise, z)))
+        out["public code"] = base
+    return out
+
+
+def worker(spec: dict) -> dict:
+    """One process: ``peaks``, ``flops`` (of each call of ours), ``notes`` (the public code's
+    images against ours, the compat swap) or ``time`` (one path, one call)."""
+    torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
+    if spec["what"] == "peaks":
+        return {"peaks": common.measure_peaks(device)}
+    if spec["what"] == "flops":
+        from inade import flops  # noqa: PLC0415
+
+        calls = _paths({**spec, "official_code": None}, ("ours",))["ours"]
+        out = {}
+        for name, (setup, fn) in calls.items():
+            if setup:
+                setup()
+            c = flops.count(fn)
+            out[name] = float(c["conv_linear"] + c["inade_ops"])
+        return {"flops": out}
+    if spec["what"] == "notes":
+        return {"notes": agreement_notes(spec)}
+    path = spec["path_name"]
+    setup, fn = _paths(spec, (path,))[path][spec["call"]]
+    sync = (lambda: common.sync(device))
+    seconds = common.time_calls(fn, warmup=spec["warmup"], calls=spec["calls"], sync=sync, setup=setup)
+    if setup:
+        setup()
+    peak = common.peak_extra_bytes(fn, device) / 2**20
+    return {**common.sample_stats(seconds), "peak_MB": peak, "samples_s": seconds}
+
+
+def agreement_notes(spec: dict) -> list[str]:
+    """The float32 images of both codes, ours under bfloat16 autocast against float32, and
+    inade.compat swapped into the public code (correctness, not timing: both in one process)."""
+    base_path = "public code" if spec.get("official_code") else "official-style"
+    paths = _paths(spec, ("ours", base_path))
+    ours, base = paths["ours"], paths[base_path]
+    with torch.no_grad():
+        y32 = ours["G inference fp32"][1]().float()
+        y16 = ours["G inference bf16"][1]().float()
+        yb = base["G inference fp32"][1]().float()
+        eg = ours["E+G inference fp32"][1]().float() - base["E+G inference fp32"][1]().float()
+    err = (y16 - y32).abs()
+    notes = [f"max |ours - {base_path}| of the float32 image: {(y32 - yb).abs().max():.2e} (G), {eg.abs().max():.2e} (E+G)",
+             f"bfloat16 autocast image error vs float32 (ours): max {err.max():.2e}, mean {err.mean():.2e} "
+             "(initialised weights, not a trained model)"]
+    if spec.get("official_code"):
+        notes.append(check_compat_swap(spec["official_code"]))
+    return notes
+
+
+def precision_of(call: str) -> str:
+    return "bf16" if "bf16" in call else "fp32"
+
+
+def run(args, isolated=common.isolated) -> tuple[list[dict], dict, list[str]]:
+    """``(rows, peaks, notes)``: every (path, call) through ``isolated`` (a fake in tests)."""
+    device = common.default_device()
+    base_spec = {"ngf": args.ngf, "size": args.size, "instances": args.instances, "device": str(device),
+                 "threads": args.threads, "official_code": args.official_code}
+    module = "bench.bench_model_speed"
+    peaks = isolated(module, {**base_spec, "what": "peaks"}).get("peaks", {})
+    flops = isolated(module, {**base_spec, "what": "flops"}).get("flops", {})
+    notes_result = isolated(module, {**base_spec, "what": "notes"})
+    notes = notes_result.get("notes") or [f"agreement check failed: {notes_result.get('error')}"]
+    base_path = "public code" if args.official_code else "official-style"
+    rows = []
+    for call in args.calls_to_run:
+        precision = precision_of(call)
+        for path in (base_path, "ours"):
+            r = isolated(module, {**base_spec, "what": "time", "path_name": path, "call": call,
+                                  "warmup": args.warmup, "calls": args.calls})
+            r.pop("samples_s", None)
+            row = {"call": call.replace(" fp32", "").replace(" bf16", ""), "path": path, "precision": precision,
+                   "batch": 1, **r}
+            if "error" not in r and flops.get(call):
+                row["gflop"] = flops[call] / 1e9
+                row["flop_fraction"] = common.fraction_of_peak(
+                    flops[call], r["min_ms"] / 1e3, peaks.get("fp32_flops" if precision == "fp32" else "bf16_flops"))
+            print(f"  {call:20s} {path:14s} " + (row.get("error") or f"min {row['min_ms']:.0f} ms, median "
+                  f"{row['median_ms']:.0f} ms, spread {row['spread']:.0%}, peak extra {row['peak_MB']:.0f} MB"),
+                  flush=True)
+            rows.append(row)
+    notes.append(peaks.get("method", "peaks not measured"))
+    return common.compare_same_precision(rows, base=base_path), peaks, notes
+
+
 def main(argv=None) -> None:
+    if common.worker_main(worker, argv):
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--official-code", metavar="DIR", help="a checkout of tzt101/INADE to compare with")
     p.add_argument("--ngf", type=int, default=64)
     p.add_argument("--size", type=int, default=256, help="output size (crop_size), square")
     p.add_argument("--instances", type=int, default=10)
-    p.add_argument("--min-run-time", type=float, default=3.0, help="seconds of timing per path and call")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--calls", type=int, default=9)
+    p.add_argument("--only", dest="calls_to_run", nargs="+", default=list(CALLS), choices=CALLS, metavar="CALL")
     p.add_argument("--name", default="model_speed", help="results file name")
     args = p.parse_args(argv)
-
+    if args.calls < 1 or args.warmup < 0:
+        raise SystemExit("error: --calls must be at least 1 and --warmup at least 0")
     device = common.default_device()
-    cfg = inade.config("celeba", ngf=args.ngf, crop_size=args.size)
-    label, inst = (t.to(device) for t in face_layout(args.size, args.instances, cfg.label_nc))
-    L = int(inst.max()) + 1
-    g = torch.Generator().manual_seed(1)
-    noise = torch.randn(1, L, 2, cfg.noise_nc, generator=g).to(device)
-    z = torch.randn(1, cfg.z_dim, generator=g).to(device)
-    notes = [f"CelebAMask-HQ config, ngf={args.ngf}, {args.size}x{args.size}, B=1, {L} instances; "
-             f"ops: {inade.ops.resolve(device)} backend; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"]
-
-    models, info = build_public(args.official_code, cfg) if args.official_code else (None, "no --official-code")
-    G, E = inade.Generator(cfg), inade.NoiseEncoder(cfg)
-    real = (torch.rand(1, 3, args.size, args.size, generator=g) * 2 - 1).to(device)
-    public = None
-    if models is not None:
-        public, public_E = (m.to(device) for m in models)
-        inade.load_official(G, public.state_dict())
-        inade.load_official(E, public_E.state_dict())
-        seg, onehot = official_style.public_generator_inputs(label, inst, cfg)
-        base_path = "public code"
-        base = generator_calls(public, lambda: public(seg, input_instances=onehot, noise=noise, noise_ins=z))
-        base.update(encoder_call(public_E, public,
-                                 lambda: public_remapped(public, public_E, seg, onehot, real, noise, z)))
-        notes.append(check_compat_swap(args.official_code))
-        notes.append(f"baseline: the public code at {args.official_code} (stubbed imports: {info or 'none'}), "
-                     "same weights via inade.load_official, its one-hot inputs built untimed")
-    else:
-        base_path = "official-style"
-        notes.append(f"baseline: official-style re-implementation (public code not run: {info})")
-    G, E = G.to(device), E.to(device)
-    ours = generator_calls(G, lambda: G(label, inst, noise=noise, z=z))
-    ours.update(encoder_call(E, G, lambda: G(label, inst, noise=noise, z=z, remap=E(real, inst))))
-    if public is None:
-        base = {name: (setup, _official(fn)) for name, (setup, fn) in ours.items()}
-
-    with torch.no_grad():
-        G.eval()
-        y32 = G(label, inst, noise=noise, z=z)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            y16 = G(label, inst, noise=noise, z=z).float()
-        yb = base["G inference fp32"][1]().float()
-        eg = ours["E+G inference fp32"][1]().float() - base["E+G inference fp32"][1]().float()
-    notes.append(f"max |ours - {base_path}| of the float32 image: {(y32 - yb).abs().max():.2e} (G), "
-                 f"{eg.abs().max():.2e} (E+G)")
-    err = (y16 - y32).abs()
-    notes.append(f"bfloat16 autocast image error vs float32: max {err.max():.2e}, mean {err.mean():.2e}, i.e. "
-                 f"{err.max() / y32.abs().max():.2%} of the image's largest value {y32.abs().max():.3f} "
-                 "(initialised weights, not a trained model)")
-    print(f"device {common.device_name(device)}, ngf {args.ngf}, {args.size}x{args.size}, L={L}, "
-          f"baseline {base_path}", flush=True)
-    load_before = os.getloadavg()
-    rows = measure(ours, base, base_path, device, args.min_run_time)
-    notes.append(f"load average (1 min) before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} on "
-                 f"{os.cpu_count()} cores (shared machine; load_1min per row; paths timed alternately)")
-    compare(rows, base_path)
+    rows, peaks, notes = run(args)
     for r in rows:
-        r.update(ngf=args.ngf, size=args.size, batch=1, instances=L, config="celeba")
+        r.update(ngf=args.ngf, size=args.size, instances=args.instances, config="celeba")
+    notes.insert(0, f"CelebAMask-HQ config, ngf={args.ngf}, {args.size}x{args.size}, B=1, {args.instances} instances, "
+                    f"{args.threads} threads; each row its own process, {args.warmup} warm-up + {args.calls} timed "
+                    f"calls; ops: {inade.ops.resolve(device)} backend; OMP_WAIT_POLICY="
+                    f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     path = common.write_results(args.name, rows, device, notes="\n".join(notes))
-    table = common.markdown_table(rows, ["call", "path", "median_ms", "peak_extra_MB", "vs", "speedup",
-                                         "memory_ours_over_baseline", "load_1min"])
+    import json  # noqa: PLC0415
+
+    from inade.utils.files import write_text_atomic  # noqa: PLC0415
+
+    doc = json.loads(path.read_text())
+    doc["peaks"] = peaks
+    write_text_atomic(path, json.dumps(doc, indent=1) + "\n")
+    table = common.markdown_table(rows, ["call", "path", "precision", "min_ms", "median_ms", "spread", "peak_MB",
+                                         "flop_fraction", "x_by_min", "x_by_median", "memory_ratio", "load_before",
+                                         "load_after", "error"])
     text = f"# Model speed ({common.device_name(device)})\n\n{table}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     ops = op_summary(device)
     if ops:
         text += ("\n## The ops, forward+backward (float32, from the op benchmarks' JSON)\n\n"
                  + common.markdown_table(ops, ["op", "shape", "fwd_bwd_ms", "x_vs_official", "vs_L1"]) + "\n")
-    from inade.utils.files import write_text_atomic  # noqa: PLC0415
-
     write_text_atomic(path.with_suffix(".md"), text)
     print("\n" + text)
     print(f"wrote {path} and {path.with_suffix('.md').name}")

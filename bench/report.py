@@ -1,0 +1,414 @@
+"""Every benchmark figure of README.md and docs/PERFORMANCE.md, regenerated from the
+committed JSON, and the plots beside it:
+
+    python -m bench.report            # rewrite the tables in both files, write the plots
+    python -m bench.report --check    # exit 1 if a table in a file differs from the JSON
+
+A table lives between ``<!-- bench:table NAME -->`` and ``<!-- bench:end -->`` in a
+Markdown file; NAME is one of :data:`TABLES`. Text outside the markers is never touched,
+so the prose around a table should not restate its numbers. Plots (PNG, with matplotlib,
+the optional ``bench`` extra; skipped with a note without it) go to
+``bench/results/<device>/plots/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DEVICE = "cpu-2core"
+DOCS = (ROOT / "README.md", ROOT / "docs" / "PERFORMANCE.md")
+BLOCK = re.compile(r"(<!-- bench:table (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- bench:end -->)", re.S)
+
+
+# ---------------------------------------------------------------------------
+# Reading the JSON
+# ---------------------------------------------------------------------------
+
+
+def load(name: str, results: Path | None = None, device: str = DEVICE) -> dict | None:
+    path = (results or RESULTS) / device / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def fmt(v, digits: int = 3) -> str:
+    """A number to ``digits`` significant digits (no exponent for everyday sizes); '' for None."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "yes" if v else ""
+    if isinstance(v, float):
+        if v != 0 and (abs(v) >= 10 ** digits or abs(v) < 1e-3):
+            return f"{v:.{digits}g}"
+        return f"{float(f'{v:.{digits}g}'):g}"
+    return str(v)
+
+
+def ms(v) -> str:
+    """Milliseconds as ``X ms`` or ``X s``."""
+    if v is None:
+        return ""
+    return f"{fmt(v / 1e3)} s" if v >= 1000 else f"{fmt(v)} ms"
+
+
+def pct(v) -> str:
+    return "" if v is None else f"{v * 100:.0f} %"
+
+
+def times(v) -> str:
+    return "" if v is None else f"{v:.2f}×"
+
+
+def table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    sep = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def load_range(rows: list[dict]) -> str:
+    loads = [r[k] for r in rows for k in ("load_before", "load_after", "load_1min") if r.get(k) is not None]
+    return f"{min(loads):.1f}–{max(loads):.1f}" if loads else "not recorded"
+
+
+# ---------------------------------------------------------------------------
+# The tables
+# ---------------------------------------------------------------------------
+
+
+def t_peaks(results) -> str:
+    doc = load("peaks", results)
+    if doc is None:
+        return "*(no peaks.json yet: `python -m bench.peaks`)*"
+    p, m = doc["peaks"], doc["machine"]
+    return table(["measured peak", "value", "how"], [
+        ["float32 `torch.mm`", f"{fmt(p['fp32_flops'] / 1e9)} GFLOP/s", "2048×2048, best of 5"],
+        ["bfloat16 `torch.mm`", f"{fmt(p['bf16_flops'] / 1e9)} GFLOP/s", "2048×2048, best of 5"],
+        ["copy", f"{fmt(p['copy_bytes_per_s'] / 1e9)} GB/s", "256 MB read + 256 MB written, best of 5"],
+    ]) + (f"\n\n{m['processor']}, {m['threads']} threads, torch {m['torch']}, {m['date']}, "
+          f"1-min load average {m['loadavg'][0]:.1f} when measured.")
+
+
+def _train_rows(results):
+    doc = load("train_step", results)
+    return (doc or {}).get("rows", []), (doc or {})
+
+
+def t_train_headline(results) -> str:
+    rows, doc = _train_rows(results)
+    if not rows:
+        return "*(no train_step.json yet: `python -m bench.bench_train_step --official-code DIR`)*"
+    out = []
+    for r in rows:
+        if r["path"] != "ours" or "x_by_min" not in r:
+            continue
+        batch = f"{r['batch']}" + (" (budget)" if r.get("budget_batch") and r["batch"] > 2 else "")
+        out.append([f"{'float32' if r['precision'] == 'fp32' else 'bfloat16 autocast'}, batch {batch}",
+                    fmt(r["images_per_s"]), times(r["x_by_min"]), times(r["x_by_median"]),
+                    fmt(r.get("memory_ratio")), pct(r.get("flop_fraction"))])
+    for r in rows:
+        if r["path"] == "ours" and r.get("budget_x_batch"):
+            out.append([f"same memory ({r.get('budget_MB')} MB), {'float32' if r['precision'] == 'fp32' else 'bf16'}: "
+                        f"batch {r['batch']} against {round(r['batch'] / r['budget_x_batch'])}",
+                        fmt(r["images_per_s"]), times(r["budget_x_images_per_s"]) + " images/s", "", "", ""])
+    return table(["training iteration, ours vs public code", "ours, images/s", "speed-up by min",
+                  "by median", "memory, ours / public", "ours, % of FLOP peak"], out)
+
+
+def t_train_step(results) -> str:
+    rows, doc = _train_rows(results)
+    if not rows:
+        return "*(no train_step.json yet)*"
+    out = []
+    for r in rows:
+        if "error" in r:
+            out.append([r["path"], r["precision"], str(r["batch"]), "error: " + r["error"][:80]] + [""] * 9)
+            continue
+        out.append([r["path"], r["precision"], str(r["batch"]) + (" †" if r.get("budget_batch") else ""),
+                    ms(r["min_ms"]), ms(r["median_ms"]), pct(r["spread"]), fmt(r["images_per_s"]),
+                    f"{r['peak_MB']:.0f}", pct(r.get("flop_fraction")), times(r.get("x_by_min")),
+                    fmt(r.get("minor_faults_per_call") / 1e6 if r.get("minor_faults_per_call") is not None else None),
+                    fmt(r.get("sys_s_per_call")), f"{r.get('load_before', 0):.1f} / {r.get('load_after', 0):.1f}"])
+    text = table(["path", "precision", "batch", "min", "median", "spread", "images/s", "peak MB", "% FLOP peak",
+                  "speed-up by min", "minor faults / iter (M)", "system s / iter", "load before / after"], out,
+                 "lllrrrrrrrrrr")
+    notes = doc.get("notes", "").splitlines()
+    return text + "\n\n† the batch of the memory budget. " + " ".join(n.rstrip(".") + "." for n in notes if n)
+
+
+def t_model_speed(results) -> str:
+    doc = load("model_speed", results)
+    if doc is None:
+        return "*(no model_speed.json yet)*"
+    rows = doc["rows"]
+    if rows and "min_ms" in rows[0]:  # the separate-process method
+        out = []
+        for r in rows:
+            if r["path"] != "ours" or "x_by_min" not in r:
+                continue
+            out.append([r["call"], r["precision"], ms(r["min_ms"]), times(r["x_by_min"]), times(r["x_by_median"]),
+                        pct(r.get("spread")), fmt(r.get("memory_ratio")), pct(r.get("flop_fraction"))])
+        return table(["call (B=1)", "precision", "ours, min", "speed-up by min", "by median", "ours' spread",
+                      "memory, ours / public", "ours, % of FLOP peak"], out, "llrrrrrr")
+    out = []  # the earlier in-process, interleaved-median method
+    for r in rows:
+        if r["path"] != "ours" or "speedup" not in r or "bf16" in r["call"]:
+            continue
+        out.append([r["call"], ms(r["median_ms"]), times(r["speedup"]), fmt(r.get("memory_ours_over_baseline"))])
+    return table(["call (B=1), float32 both sides", "ours, median", "speed-up by median (in one process)",
+                  "memory, ours / public"], out) + (
+        "\n\nEarlier method: both codes in one process, calls interleaved, medians; load "
+        f"{load_range(rows)}. Not comparable with the separate-process figures above.")
+
+
+def t_ops_quick(results) -> str:
+    peaks = (load("peaks", results) or {}).get("peaks", {})
+    out = []
+    for op in ("instance_modulation", "instance_avg_pool", "instance_conv2d"):
+        doc = load(f"{op}_quick", results)
+        if doc is None:
+            continue
+        by = {r["backend"]: r for r in doc["rows"]}
+        ours, off, comp = by.get("cpp"), by.get("official-style"), by.get("compile(reference)")
+        if ours is None:
+            continue
+        floor = ours.get("fwd_bwd_GBps")
+        frac = floor * 1e9 / peaks["copy_bytes_per_s"] if floor and peaks.get("copy_bytes_per_s") else None
+        out.append([f"`{op}`", ours["shape"], ms(ours["fwd_bwd_ms"]), ms(off["fwd_bwd_ms"]) if off else "",
+                    times(ours.get("x_vs_official")), ms(comp["fwd_bwd_ms"]) if comp else "",
+                    fmt(floor), pct(frac), f"{ours['peak_extra_MB']:.0f} / {off['peak_extra_MB']:.0f}" if off else ""])
+    return table(["op, forward+backward, float32", "shape", "ours (C++)", "official-style", "speed-up",
+                  "`torch.compile(reference)`", "ours, GB/s of floor bytes", "% of copy peak",
+                  "peak extra MB, ours / official"], out, "llrrrrrrr")
+
+
+def t_ops_layouts(results) -> str:
+    out = []
+    for op in ("instance_modulation", "instance_avg_pool", "instance_conv2d"):
+        doc = load(f"{op}_layouts", results)
+        if doc is None:
+            continue
+        cells = []
+        for layout in ("block", "random", "own"):
+            r = next((r for r in doc["rows"] if r["layout"] == layout and r["backend"] == "cpp"), None)
+            if r is None:
+                cells.append("")
+                continue
+            extra = f" (L = {r['L']})" if layout == "own" else ""
+            cells.append(ms(r["fwd_bwd_ms"]) + extra + (f", {times(r['x_vs_official'])} official-style"
+                                                        if r.get("x_vs_official") else ""))
+        out.append([f"`{op}` {doc['rows'][0]['shape']}"] + cells)
+    return table(["op, forward+backward (ours)", "8×8 blocks", "random id per pixel", "every pixel its own instance"],
+                 out, "lrrr")
+
+
+def t_ops_instances(results) -> str:
+    out = []
+    for op in ("instance_modulation", "instance_avg_pool", "instance_conv2d"):
+        doc = load(f"{op}_instances", results)
+        if doc is None:
+            continue
+        cells = []
+        for layout in ("block", "random"):
+            rs = sorted((r for r in doc["rows"] if r["layout"] == layout and r["backend"] == "cpp"), key=lambda r: r["L"])
+            cells.append(" / ".join(fmt(r.get("time_vs_L1"), 3) for r in rs if r["L"] > 1))
+        off = sorted((r for r in doc["rows"] if r["layout"] == "block" and r["backend"] == "official-style"),
+                     key=lambda r: r["L"])
+        cells.append(" → ".join(ms(r["fwd_bwd_ms"]) for r in off[:: max(1, len(off) - 1)]))
+        out.append([f"`{op}` " + re.sub(r"-L\d+$", "", doc["rows"][0]["shape"])] + cells)
+    return table(["op, forward+backward: time at L = 16 / 64 / 256 over L = 1", "block maps", "random ids",
+                  "official-style, L = 1 → 256"], out, "llll")
+
+
+def t_params_flops(results) -> str:
+    doc = load("models_params_flops", results)
+    if doc is None:
+        return ""
+    out = [[r["config"], r["output"], f"{r['params']:,}", f"{r['paper_params_M']} M" if r.get("paper_params_M") else "",
+            fmt(r["gmacs_paper_convention"], 4), f"{r['paper_gflops']} G" if r.get("paper_gflops") else "",
+            fmt(r["gflops_all"], 4)] for r in doc["rows"] if r.get("paper_params_M")]
+    return table(["configuration", "output", "generator params (ours = public code)", "paper", "GMACs conv+linear",
+                  "paper \"FLOPs\"", "GFLOP per inference (`inade.flops`)"], out, "llrrrrr")
+
+
+TABLES = {
+    "peaks": t_peaks,
+    "train-headline": t_train_headline,
+    "train-step": t_train_step,
+    "model-speed": t_model_speed,
+    "ops-quick": t_ops_quick,
+    "ops-layouts": t_ops_layouts,
+    "ops-instances": t_ops_instances,
+    "params-flops": t_params_flops,
+}
+
+
+# ---------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------
+
+
+def render(text: str, results: Path | None = None) -> str:
+    """``text`` with every ``bench:table`` block replaced by its table from the JSON."""
+    def sub(m):
+        name = m.group("name")
+        if name not in TABLES:
+            raise KeyError(f"unknown bench table {name!r} (known: {', '.join(TABLES)})")
+        return m.group(1) + TABLES[name](results).rstrip("\n") + "\n" + m.group(4)
+
+    return BLOCK.sub(sub, text)
+
+
+def stale(paths=DOCS, results: Path | None = None) -> list[str]:
+    """The files whose tables differ from the JSON (``file: table``)."""
+    out = []
+    for path in paths:
+        text = Path(path).read_text()
+        fresh = render(text, results)
+        if fresh != text:
+            old = {m.group("name"): m.group("body") for m in BLOCK.finditer(text)}
+            new = {m.group("name"): m.group("body") for m in BLOCK.finditer(fresh)}
+            out += [f"{path}: {name}" for name in old if old[name] != new.get(name)]
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Plots
+# ---------------------------------------------------------------------------
+
+
+def _pixels(shape: str) -> int | None:
+    m = re.search(r"(\d+)x(\d+)", shape)
+    return int(m.group(1)) * int(m.group(2)) if m else None
+
+
+def plot_all(results: Path | None = None, device: str = DEVICE) -> list[Path]:
+    """The PNGs: op time against L and against resolution, the training iteration and the
+    generator (time and memory, ours against the public code), fractions of the measured peaks."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    results = results or RESULTS
+    out_dir = results / device / "plots"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    ops = ("instance_modulation", "instance_avg_pool", "instance_conv2d")
+    styles = {"cpp": ("ours (C++)", "C0"), "official-style": ("official-style", "C3"),
+              "reference": ("reference", "C7"), "compile(reference)": ("compile(reference)", "C2")}
+
+    def save(fig, name):
+        path = out_dir / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, op in zip(axes, ops):
+        doc = load(f"{op}_instances", results, device)
+        if doc is None:
+            continue
+        for backend, (label, color) in styles.items():
+            rs = sorted((r for r in doc["rows"] if r["backend"] == backend and r["layout"] == "block"),
+                        key=lambda r: r["L"])
+            if rs:
+                ax.plot([r["L"] for r in rs], [r["fwd_bwd_ms"] for r in rs], "o-", label=label, color=color)
+        ax.set(xscale="log", yscale="log", xlabel="instances L", ylabel="forward+backward, ms",
+               title=f"{op}\n{re.sub(r'-L[0-9]+$', '', doc['rows'][0]['shape'])}, 8×8-block maps")
+        ax.legend(fontsize=8)
+    save(fig, "ops_vs_instances.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, op, prefix in zip(axes, ("instance_modulation", "instance_conv2d"), ("city-", "enc-")):
+        doc = load(op, results, device)
+        if doc is None:
+            continue
+        for backend, (label, color) in styles.items():
+            rs = sorted((r for r in doc["rows"] if r["backend"] == backend and r["shape"].startswith(prefix)
+                         and r.get("fwd_bwd_ms")), key=lambda r: _pixels(r["shape"]))
+            if rs:
+                ax.plot([_pixels(r["shape"]) for r in rs], [r["fwd_bwd_ms"] for r in rs], "o", label=label, color=color)
+        ax.set(xscale="log", yscale="log", xlabel="pixels per map (H·W)", ylabel="forward+backward, ms",
+               title=f"{op}: the model's own layers\n({'Cityscapes generator' if prefix == 'city-' else 'encoder'}, C varies)")
+        ax.legend(fontsize=8)
+    save(fig, "ops_vs_resolution.png")
+
+    rows, _ = _train_rows(results)
+    rows = [r for r in rows if "error" not in r]
+    if rows:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
+        labels = sorted({(r["precision"], r["batch"]) for r in rows}, key=lambda k: (k[0] != "fp32", k[1]))
+        x = range(len(labels))
+        for i, (side, color) in enumerate((("ours", "C0"), ("public code", "C3"))):
+            by = {(r["precision"], r["batch"]): r for r in rows if r["path"] == side}
+            xs = [j + (i - 0.5) * 0.38 for j in x]
+            a1.bar(xs, [by[k]["images_per_s"] if k in by else 0 for k in labels], 0.38, label=side, color=color)
+            a2.bar(xs, [by[k]["peak_MB"] if k in by else 0 for k in labels], 0.38, label=side, color=color)
+        for ax, what in ((a1, "images/s (min time)"), (a2, "peak memory, MB")):
+            ax.set_xticks(list(x), [f"{p}\nB{b}" for p, b in labels])
+            ax.set(ylabel=what, title=f"training iteration (G step + D step): {what}")
+            ax.legend(fontsize=8)
+        save(fig, "train_step.png")
+
+    peaks = (load("peaks", results, device) or {}).get("peaks", {})
+    bars = []
+    for op in ops:
+        doc = load(f"{op}_quick", results, device)
+        r = next((r for r in (doc or {}).get("rows", []) if r["backend"] == "cpp"), None)
+        if r and r.get("fwd_bwd_GBps") and peaks.get("copy_bytes_per_s"):
+            bars.append((f"{op}\n(bytes floor / copy peak)", r["fwd_bwd_GBps"] * 1e9 / peaks["copy_bytes_per_s"], "C0"))
+    for r in rows:
+        if r.get("flop_fraction") and r["batch"] == 1:
+            bars.append((f"train iter. {r['path']}\n{r['precision']} B1 (FLOPs / mm peak)", r["flop_fraction"],
+                         "C0" if r["path"] == "ours" else "C3"))
+    if bars:
+        fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(bars)), 4))
+        ax.bar(range(len(bars)), [b[1] * 100 for b in bars], color=[b[2] for b in bars])
+        ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=7)
+        ax.axhline(100, color="k", lw=0.8)
+        ax.set(ylabel="% of the machine's measured peak", title="How close to the limit (peaks measured by the benchmark)")
+        save(fig, "roofline.png")
+    return written
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="only compare; exit 1 when a table is stale")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args(argv)
+    if args.check:
+        bad = stale()
+        for b in bad:
+            print(f"stale: {b}", file=sys.stderr)
+        if bad:
+            print("error: tables differ from bench/results: run python -m bench.report", file=sys.stderr)
+        return 1 if bad else 0
+    from inade.utils.files import write_text_atomic  # noqa: PLC0415
+
+    for path in DOCS:
+        if path.is_file():
+            text = path.read_text()
+            fresh = render(text)
+            if fresh != text:
+                write_text_atomic(path, fresh)
+                print(f"updated {path.relative_to(ROOT)}")
+    if not args.no_plots:
+        try:
+            import matplotlib  # noqa: F401, PLC0415
+        except ImportError:
+            print("note: matplotlib is not installed (pip install -e .[bench]): no plots written")
+            return 0
+        for path in plot_all():
+            print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
