@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 from _cli import assert_user_error, run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from test_train import TINY, one_thread, quiet_trainer, tiny_options  # noqa: F401 - the tiny run and its fixture
 
@@ -97,6 +99,34 @@ def test_damaged_and_nan_files_are_refused_by_the_reader(bad_files, case):
         cfg = tiny_options(path.parent)[1]
         with pytest.raises(UserError, match=message.split(":")[0]):
             inade.load_official(inade.Generator(cfg), path)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(where=st.floats(0, 1, exclude_max=True), xor=st.binary(min_size=1, max_size=4).filter(any))
+def test_any_changed_bytes_are_refused_or_change_nothing(trained, tmp_path, where, xor):
+    """An attacker's view: change 1-4 bytes anywhere in a checkpoint (data, pickle, headers,
+    directory). The reader refuses it with a UserError, or it loads exactly the original
+    (the bytes were padding). Never another exception, never different weights."""
+    src = trained / "latest_net_E.pth"
+    raw = bytearray(src.read_bytes())
+    at = int(where * (len(raw) - len(xor)))
+    raw[at: at + len(xor)] = bytes(a ^ b for a, b in zip(raw[at: at + len(xor)], xor))
+    changed = tmp_path / "changed.pth"
+    changed.write_bytes(bytes(raw))
+    try:
+        got = load_checkpoint(changed)
+    except UserError as err:
+        assert str(err).startswith(f"{changed}: ") and "\n" not in str(err)
+    else:
+        assert _same(torch.load(src, weights_only=True), got), f"bytes at {at} changed the weights silently"
 
 
 def test_torch_load_alone_would_have_read_them(bad_files):
