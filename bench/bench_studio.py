@@ -1,6 +1,7 @@
 """INADE Studio: time from a click on an instance to the new picture on screen, in headless Chromium.
 
     python -m bench.bench_studio [--clicks 5] [--checkpoint checkpoints/inade_synthetic/latest.pt]
+    python -m bench.bench_studio --load [--clients 20] [--requests 20]
 
 Two models: the synthetic preset (64×64; the ``make train`` checkpoint when it
 exists, else random weights of the same size) and a full-width CelebAMask-HQ
@@ -10,6 +11,13 @@ For each, the page loads an example layout, then the largest instance is clicked
 the click event to the ``load`` event of the new picture: request, model, PNG,
 transfer, decode); "server" is the time inside ``Studio.act`` alone. Medians.
 Writes ``bench/results/cpu-2core/studio.json`` with the machine's load average.
+
+``--load``: many pages at once, without a browser. ``--clients`` threads each take a
+session (``POST /api/session``), load an example and send ``--requests`` variation
+requests (4 variations of one instance each) one after another, all against one
+server on the synthetic model; every request must be answered 200. Writes the
+latencies' median, p95 and maximum under ``"load"`` in the same file (the click
+figures stay).
 """
 from __future__ import annotations
 
@@ -19,7 +27,10 @@ import os
 import platform
 import shutil
 import statistics
+import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +109,47 @@ def measure(browser, G, cfg, clicks: int) -> dict:
     }
 
 
+def _post(url: str, body: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=600) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        body = err.read()
+        return err.code, json.loads(body) if "json" in err.headers.get("Content-Type", "") else {"error": body}
+
+
+def load(G, cfg, clients: int, requests: int) -> dict:
+    """``clients`` pages sending ``requests`` variation requests each at once; latencies in ms."""
+    latencies, statuses, lock = [], [], threading.Lock()
+    with serving(Studio(G, None, cfg, title=cfg.name)) as url:
+        def page(k: int) -> None:
+            status, out = _post(url + "api/session", {})
+            client = {"client": out["client"]} if status == 200 else {}  # a server without sessions
+            status, out = _post(url + "api/act", {"action": "example", "name": "scene 0", "seed": k, **client})
+            state = out["state"]
+            for n in range(requests):
+                t = time.perf_counter()
+                status, _ = _post(url + "api/act", {"action": "variations", "instance": 1, "count": 4,
+                                                     "seed": 1000 * k + 4 * n, "state": state, **client})
+                with lock:
+                    latencies.append(1000 * (time.perf_counter() - t))
+                    statuses.append(status)
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=page, args=(k,)) for k in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+    q = statistics.quantiles(latencies, n=20)
+    return {"clients": clients, "requests_per_client": requests, "variations_per_request": 4,
+            "answered": len(statuses), "ok": statuses.count(200), "statuses": sorted(set(statuses)),
+            "median_ms": statistics.median(latencies), "p95_ms": q[18], "max_ms": max(latencies),
+            "wall_s": wall, "requests_per_s": len(statuses) / wall}
+
+
 def screenshot(browser, G, cfg, path: str, title: str) -> None:
     """The page after an example, a click on an instance and its variations, as a PNG at ``path``."""
     with serving(Studio(G, None, cfg, title=title)) as url:
@@ -130,7 +182,12 @@ def main(argv=None) -> int:
     ap.add_argument("--chromium", default=os.environ.get("INADE_CHROMIUM") or shutil.which("chromium"))
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--screenshot", metavar="PNG", help="only save a screenshot of the synthetic model's page")
+    ap.add_argument("--load", action="store_true", help="only the many-pages load test (no browser)")
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--requests", type=int, default=20)
     args = ap.parse_args(argv)
+    if args.load:
+        return main_load(args)
     from playwright.sync_api import sync_playwright
 
     if args.screenshot:
@@ -162,6 +219,24 @@ def main(argv=None) -> int:
               f"| {c['server_median_ms']:.0f} ms | {results['loadavg_before'][0]:.1f} → {results['loadavg_after'][0]:.1f} |")
     print(f"wrote {args.out}")
     return 0
+
+
+def main_load(args) -> int:
+    from inade.utils.files import write_text_atomic
+
+    G, cfg, what = models("synthetic", args.checkpoint)
+    before = os.getloadavg()
+    result = {"weights": what, "ngf": cfg.ngf, "size": "x".join(map(str, cfg.output_size[::-1])),
+              **load(G, cfg, args.clients, args.requests), "loadavg_before": before, "loadavg_after": os.getloadavg()}
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    results["load"] = result
+    write_text_atomic(out, json.dumps(results, indent=1) + "\n")
+    print(f"{result['clients']} clients × {result['requests_per_client']} variation requests: {result['ok']} of "
+          f"{result['answered']} answered 200; median {result['median_ms']:.0f} ms, p95 {result['p95_ms']:.0f} ms, "
+          f"max {result['max_ms']:.0f} ms, {result['requests_per_s']:.1f} requests/s "
+          f"(load {before[0]:.1f} → {result['loadavg_after'][0]:.1f}); wrote {out}")
+    return 0 if result["ok"] == result["answered"] == args.clients * args.requests else 1
 
 
 if __name__ == "__main__":
