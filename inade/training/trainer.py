@@ -424,7 +424,8 @@ class Trainer:
                 why = f"it was trained with {', '.join(differ)}" if differ else one_line(err)
                 raise UserError(f"{full}: does not fit this run ({why})") from err
             if self.dist.is_main:  # a kill between the files of one save leaves them a save apart: align them
-                ckpt.save_public(self.folder, "latest", self.G, self.D, self.E)
+                with _writing(self.folder, "latest_net_*.pth"):
+                    ckpt.save_public(self.folder, "latest", self.G, self.D, self.E)
             self.log(f"resumed from {full} at step {self.step}")
         else:
             ckpt.load_public(self.folder, self.opt.which_epoch, self.G, self.D, self.E, log=self.log)
