@@ -130,6 +130,8 @@ class Synthesizer:
     def resample_class(self, label: Tensor, inst: Tensor, base, class_id: int, seed: int,
                        *, z: Tensor | None = None) -> Sample:
         """Redraw the noise of every instance of class ``class_id``; the rest keep theirs."""
+        if not 0 <= int(class_id) <= self.cfg.label_nc:  # (a huge id would overflow the comparison)
+            raise ValueError(f"class_id {class_id} is outside the model's classes 0 ... {self.cfg.label_nc}")
         inst = split_mixed_instances(inst, label)
         noise, z = self._base(base, z, label)
         L = noise.shape[1]

@@ -197,6 +197,9 @@ def test_synthesizer_errors(G, maps, base):
         synth.resample_instances(label, inst, base.noise[:, :, :1], [1], seed=0, z=base.z)
     with pytest.raises(TypeError, match="seed must be an int"):
         synth.random(label, inst, seed=1.5)
+    for class_id in (-1, 10**30):
+        with pytest.raises(ValueError, match=f"class_id {class_id} is outside the model's classes"):
+            synth.resample_class(label, inst, base, class_id, seed=0)
 
 
 # ---------------------------------------------------------------------------
