@@ -358,7 +358,8 @@ def main(argv=None) -> int:
     notes.insert(0, f"CelebAMask-HQ config, ngf {args.ngf}, {args.size}x{args.size}, {args.instances} instances, "
                     f"VGG19 loss on (random weights, same on both sides), {args.threads} threads; each row its own "
                     f"process, {args.warmup} warm-up + {args.calls} timed iterations ({args.budget_calls} at a budget "
-                    f"batch > 2); load average on {os.cpu_count()} cores before/after each row in the table")
+                    f"batch > 2); load average on {os.cpu_count()} cores before/after each row in the table; "
+                    f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     table = common.markdown_table(rows, COLUMNS)
     print(table)
     if args.no_write:
