@@ -177,3 +177,31 @@ def test_train_step_runs_every_row_in_its_own_process_with_the_same_precision_pa
     budget = next(r for r in out if r["path"] == "ours" and r.get("budget_batch") and r["precision"] == "fp32")
     assert budget["batch"] == 5 and budget["budget_x_batch"] == 2.5
     assert any("3000 MB" in n for n in notes)
+
+
+def test_model_speed_pairs_bf16_with_bf16_in_separate_processes():
+    from bench import bench_model_speed
+
+    specs = []
+
+    def fake(module, spec):
+        specs.append(spec)
+        if spec["what"] == "peaks":
+            return {"peaks": {"fp32_flops": 1e11, "bf16_flops": 4e11}}
+        if spec["what"] == "flops":
+            return {"flops": {c: 1e10 for c in bench_model_speed.CALLS}}
+        if spec["what"] == "notes":
+            return {"notes": []}
+        ms = {"public code": 800.0, "ours": 400.0}[spec["path_name"]] / (2 if "bf16" in spec["call"] else 1)
+        return {"min_ms": ms, "median_ms": ms, "spread": 0.0, "peak_MB": 100.0}
+
+    args = argparse.Namespace(ngf=8, size=32, instances=3, threads=1, official_code="/x", warmup=1, calls=2,
+                              calls_to_run=["G inference fp32", "G inference bf16"])
+    rows, _, _ = bench_model_speed.run(args, isolated=fake)
+    timed = [s for s in specs if s["what"] == "time"]
+    assert [(s["path_name"], s["call"]) for s in timed] == [
+        ("public code", "G inference fp32"), ("ours", "G inference fp32"),
+        ("public code", "G inference bf16"), ("ours", "G inference bf16")]
+    bf16 = next(r for r in rows if r["path"] == "ours" and r["precision"] == "bf16")
+    assert bf16["x_by_min"] == 2.0  # 400 / 200, not 800 / 200 against the public float32
+    assert bf16["flop_fraction"] == pytest.approx(1e10 / 0.2 / 4e11)
