@@ -41,7 +41,7 @@ from inade.data import compact_ids, read_image, read_index_map, read_label_map
 from inade.data.images import image_format, image_to_tensor, save_image, to_uint8
 from inade.training.checkpoint import load_checkpoint
 from inade.utils.errors import USER_ERRORS, UserError, report
-from inade.utils.arguments import ArgumentParser
+from inade.utils.arguments import ArgumentParser, check_device
 from inade.utils.files import atomic_path, check_output_path, output_errors
 
 
@@ -287,23 +287,6 @@ def check_outputs(args) -> tuple[Path, Path | None]:
     if latents is not None and latents.resolve() == out.resolve():
         raise UserError(f"--save-latents {latents} is the --out image; give another file name")
     return out, latents
-
-
-def check_device(name: str) -> torch.device:
-    """``--device``: ``cpu``, or ``cuda[:N]`` for a GPU this machine has."""
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError) as err:
-        raise UserError(f"--device {name!r}: not a device (use cpu, cuda or cuda:N)") from err
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise UserError(f"--device {name}: this machine has no CUDA GPU (use --device cpu)")
-        if device.index is not None and device.index >= count:
-            raise UserError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 ... cuda:{count - 1}")
-    elif device.type != "cpu":
-        raise UserError(f"--device {name}: inade-synth runs on cpu or cuda[:N]")
-    return device
 
 
 def _read_reference(synth, args, raw_of, inst_path):

@@ -52,8 +52,8 @@ import numpy as np
 import torch
 
 from inade.metrics import results
-from inade.training.options import (OptionParser, add_base_options, at_least, check_base_options,
-                                    count_or_all)
+from inade.training.options import add_base_options, check_base_options
+from inade.utils.arguments import ArgumentParser, at_least, count_or_all
 from inade.utils.errors import UserError, run_command
 from inade.utils.files import write_text_atomic
 
@@ -62,7 +62,7 @@ GRID_ROWS = 8
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OptionParser(prog="python -m inade.test", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m inade.test", description=__doc__.split("\n\n")[0])
     add_base_options(p, entry="test")
     g = p.add_argument_group("test (the public test_options.py, and ours)")
     g.add_argument("--results_dir", type=str, default="./results/", help="results go to <results_dir>/<name>/<phase>_<which_epoch>")

@@ -70,7 +70,7 @@ def _synth_cases():
         ("seed-nan", rand + " --seed nan", "--seed"),
         ("seed-float", rand + " --seed 1.5", "--seed"),
         ("base-seed-inf", res + " --instances 7 --base-seed inf", "--base-seed"),
-        ("device-banana", rand + " --device banana", "--device 'banana'"),
+        ("device-banana", rand + " --device banana", "--device banana"),
         ("device-cuda-none", rand + " --device cuda:3", "--device cuda:3"),
         ("device-meta", rand + " --device meta", "--device meta"),
         ("checkpoint-missing", "random --checkpoint {d}/none.pt --label {d}/label.png --out {d}/out/o.png", "none.pt"),

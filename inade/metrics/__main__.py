@@ -35,7 +35,8 @@ from inade.metrics.images import list_images, load_image
 from inade.metrics.inception import load_inception
 from inade.metrics.lpips import LPIPS
 from inade.metrics.weights import ALEXNET, INCEPTION, LPIPS_LIN, VGG16, MetricsError
-from inade.training.options import OptionParser, at_least, device, positive_finite, resize_size
+from inade.training.options import resize_size
+from inade.utils.arguments import ArgumentParser, at_least, device, positive_finite
 from inade.utils.errors import USER_ERRORS, report
 from inade.utils.files import write_text_atomic
 
@@ -56,7 +57,7 @@ def _weights_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OptionParser(prog="python -m inade.metrics", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m inade.metrics", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fid", help="FID between two folders (or statistics and a folder)")
     f.add_argument("real", help="image folder, .npz statistics, or a folder with m.npy and s.npy")

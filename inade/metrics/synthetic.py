@@ -213,7 +213,7 @@ def format_report(r: dict) -> str:
 
 def add_parser(sub) -> None:
     """The ``synthetic`` subcommand of ``python -m inade.metrics``."""
-    from inade.training.options import at_least, device  # noqa: PLC0415
+    from inade.utils.arguments import at_least, device  # noqa: PLC0415
 
     p = sub.add_parser("synthetic", help="diversity and colour distributions on the synthetic set (known truth)",
                        description=__doc__.split("\n\n")[0])

@@ -16,18 +16,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from inade.utils.arguments import ArgumentParser, check_device
 from inade.utils.errors import UserError, run_command
 
 DEFAULT_CHECKPOINT = Path("checkpoints/inade_synthetic/latest.pt")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one ``error:`` line (run_command) instead of usage and a prefixed line
-        raise UserError(f"{message} (see python -m inade.studio --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m inade.studio", description="INADE Studio: paint, click, re-draw.")
+    p = ArgumentParser(prog="python -m inade.studio", description="INADE Studio: paint, click, re-draw.")
     p.add_argument("--checkpoint", help=f"our checkpoint or a public *_net_G.pth (default: {DEFAULT_CHECKPOINT})")
     p.add_argument("--encoder", help="public-code encoder checkpoint (*_net_E.pth), for reference styles")
     p.add_argument("--config", help="dataset preset when the checkpoint has no config (cityscapes, ade20k, celeba, ...)")
@@ -42,20 +38,6 @@ class StartError(UserError):
     """Why the studio cannot start; printed as one line."""
 
 
-def _device(name: str):
-    import torch  # noqa: PLC0415
-
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError) as err:
-        raise StartError(f"--device {name}: not a device ({str(err).splitlines()[0]})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise StartError(f"--device {name}: this torch has no CUDA device (use --device cpu)")
-    if device.type not in ("cpu", "cuda"):
-        raise StartError(f"--device {name}: the studio runs on cpu or cuda")
-    return device
-
-
 def _load(args):
     from inade.cli import _parse_overrides, load_models  # noqa: PLC0415
     from inade.studio.engine import Studio  # noqa: PLC0415
@@ -63,7 +45,7 @@ def _load(args):
     checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
     if args.checkpoint is None and not checkpoint.is_file():
         raise StartError(f"{checkpoint} does not exist: run `make train` first, or pass --checkpoint")
-    device = _device(args.device)
+    device = check_device(args.device)
     try:
         G, E, cfg = load_models(checkpoint, args.config, _parse_overrides(args.set), args.encoder, device)
         return Studio(G, E, cfg, title=str(checkpoint))

@@ -7,7 +7,7 @@ Defaults come from the dataset's preset (:func:`inade.config`, chosen by
 do not apply here are accepted and ignored (one note lists them); a value that asks
 for something not built is refused. The rule lives once here (:func:`add_base_options`,
 :func:`check_base_options`) for both entry points; a bad option or value is one line
-``error: …`` naming it (:class:`OptionParser`).
+``error: …`` naming it (:class:`inade.utils.arguments.ArgumentParser`).
 
 Two deliberate differences from the public code, both documented in
 ``docs/TRAINING.md``: the encoder is on by default (``--no_vae`` turns it off;
@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 
 import inade
 from inade.config import Config
+from inade.utils.arguments import (ArgumentParser, _number, adam_beta, at_least, count_or_all, device,
+                                   non_negative_finite, positive_finite)
 from inade.utils.errors import UserError
 
 # dataset_mode -> preset of inade.config
@@ -88,81 +89,6 @@ IGNORED_BY = {
                              "serial_batches", "no_flip", "load_size"),
 }
 IGNORED = IGNORED_BY["train"]
-
-
-class OptionParser(argparse.ArgumentParser):
-    """argparse whose errors (unknown option, bad value) are one :class:`UserError` line
-    naming the option, instead of a usage block: the entry points print ``error: …``."""
-
-    def error(self, message):
-        raise UserError(f"{message} (see {self.prog} --help)")
-
-
-def _number(text: str, kind):
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-
-
-def at_least(low: int):
-    """argparse type: an integer ``>= low``."""
-    def parse(text: str) -> int:
-        v = _number(text, int)
-        if v < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
-        return v
-    parse.__name__ = f"integer >= {low}"
-    return parse
-
-
-def positive_finite(text: str) -> float:
-    """argparse type: a finite number ``> 0`` (a learning rate, a variance, an aspect ratio)."""
-    v = _number(text, float)
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return v
-
-
-def non_negative_finite(text: str) -> float:
-    """argparse type: a finite number ``>= 0`` (a loss weight)."""
-    v = _number(text, float)
-    if not (math.isfinite(v) and v >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return v
-
-
-def adam_beta(text: str) -> float:
-    """argparse type: an Adam beta in ``[0, 1)``."""
-    v = _number(text, float)
-    if not (0 <= v < 1):
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return v
-
-
-def count_or_all(text: str) -> float:
-    """argparse type of ``--how_many``: a whole number ``>= 1`` or ``inf`` (all; the public default)."""
-    v = _number(text, float)
-    if v == math.inf:
-        return v
-    if not (math.isfinite(v) and v >= 1 and v == int(v)):
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1 (or inf: all), got {text}")
-    return int(v)
-
-
-def device(text: str) -> str:
-    """argparse type of ``--device``: ``cpu``, ``cuda``, ``cuda:N`` … that this machine has."""
-    import torch  # noqa: PLC0415
-
-    try:
-        d = torch.device(text)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"expected a device such as cpu, cuda or cuda:0, got {text!r}") from None
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"{text}: this machine has no CUDA device")
-    if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
-        raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return text
 
 
 def resize_size(text: str) -> int:
@@ -262,7 +188,7 @@ def check_base_options(opt, entry: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OptionParser(
+    p = ArgumentParser(
         prog="train.py",
         description="Train INADE (CVPR 2021). With no arguments: the built-in synthetic set on the CPU, "
         "a few minutes. Option names are the public code's (tzt101/INADE).",
