@@ -148,8 +148,11 @@ def test_weight_file_errors(weights, tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="unexpected key.*AuxLogits"):
         load_inception(mt.save({**state, "AuxLogits.fc.weight": torch.zeros(3)}, tmp_path / "aux.pth"))
     (tmp_path / "text.pth").write_text("not a checkpoint")
-    with pytest.raises(WeightsError, match=r"text\.pth: not a readable PyTorch weight file"):
+    with pytest.raises(WeightsError, match=r"text\.pth: not a PyTorch checkpoint"):
         load_inception(tmp_path / "text.pth")
+    nan = {**state, "Conv2d_1a_3x3.conv.weight": torch.full_like(state["Conv2d_1a_3x3.conv.weight"], float("nan"))}
+    with pytest.raises(WeightsError, match=r"nan\.pth: tensor Conv2d_1a_3x3\.conv\.weight holds NaN"):
+        load_inception(mt.save(nan, tmp_path / "nan.pth"))  # third-party weights go through the checked reader too
     with pytest.raises(WeightsError, match="does not fit"):
         load_inception(mt.save(mt.lpips_lin_state("alex"), tmp_path / "alex.pth"))
     # num_batches_tracked present (newer torch.save) is accepted too

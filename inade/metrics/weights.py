@@ -16,6 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from inade.utils.checkpoint_io import load_checkpoint
+from inade.utils.errors import UserError
+
 
 class MetricsError(ValueError):
     """A user-fixable problem with a metric's inputs (the message names the file)."""
@@ -85,11 +88,10 @@ LPIPS_LIN = {
 
 def read_state_dict(path: Path, spec: WeightFile) -> dict[str, torch.Tensor]:
     """The tensors of a ``torch.save``\\ d state dict (``weights_only``), or :class:`WeightsError`."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - pickle, zip and EOF errors all mean the same to a user
-        raise WeightsError(f"{path}: not a readable PyTorch weight file ({type(e).__name__}: {e}); "
-                           f"expected {spec.filename}") from e
+    try:  # the one checked reader: CRC-32 of every record, weights_only, finite tensors
+        obj = load_checkpoint(path)
+    except UserError as e:
+        raise WeightsError(f"{e} (expected {spec.filename})") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

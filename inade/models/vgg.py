@@ -17,6 +17,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from inade.utils.checkpoint_io import load_checkpoint
+from inade.utils.errors import UserError
+
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
 WEIGHTS_ENV = "INADE_VGG19_WEIGHTS"
 
@@ -147,10 +150,10 @@ def load_vgg19(path: str | os.PathLike | None = None, *, require: bool = False,
             warnings.warn(f"VGG perceptual loss is off: {err}", RuntimeWarning, stacklevel=2)
             _warned = True
         return None
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"{file}: cannot read VGG19 weights ({err})") from err
+    try:  # the one checked reader: CRC-32 of every record, weights_only, finite tensors
+        state = load_checkpoint(file)
+    except UserError as err:
+        raise ValueError(f"cannot read VGG19 weights: {err}") from None
     if not isinstance(state, dict):
         raise ValueError(f"{file}: expected a state dict of VGG19 weights, got {type(state).__name__}")
     vgg = VGG19(normalize_input=normalize_input)
