@@ -23,7 +23,7 @@ import sys
 
 import inade
 from inade.config import Config
-from inade.utils.arguments import (ArgumentParser, _number, adam_beta, at_least, count_or_all, device,
+from inade.utils.arguments import (ArgumentParser, _number, adam_beta, at_least, count_or_all, device, folder_name,
                                    non_negative_finite, positive_finite)
 from inade.utils.errors import UserError
 
@@ -107,7 +107,7 @@ def add_base_options(p: argparse.ArgumentParser, *, entry: str) -> None:
 
     S = None
     g = p.add_argument_group("experiment")
-    g.add_argument("--name", type=str, default=S,
+    g.add_argument("--name", type=folder_name, default=S,
                    help="experiment name: <checkpoints_dir>/<name> (train: default inade_<dataset_mode>)")
     g.add_argument("--checkpoints_dir", type=str, default="./checkpoints", help="where experiments are saved")
     g.add_argument("--gpu_ids", type=str, default=S,

@@ -112,3 +112,11 @@ def check_device(name: str, option: str = "--device"):
     if problem:
         raise UserError(f"{option} {name}: {problem}")
     return torch.device(name)
+
+
+def folder_name(text: str) -> str:
+    """argparse type of ``--name``: one folder name inside ``--checkpoints_dir`` / ``--results_dir``
+    (no ``/``, not ``.`` or ``..``), so an experiment never writes outside the folder the user chose."""
+    if not text or text in (".", "..") or "/" in text or "\\" in text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"must be one folder name (no '/', not '.' or '..'), got {text!r}")
+    return text
