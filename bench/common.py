@@ -496,7 +496,7 @@ def wall_seconds(fn) -> float:
     return time.perf_counter() - t0
 
 
-def measure_peaks(device: torch.device, *, repeats: int = 5, timer=None, kernels: dict | None = None) -> dict:
+def measure_peaks(device: torch.device, *, repeats: int = 10, timer=None, kernels: dict | None = None) -> dict:
     """The machine's own peaks, measured now: ``fp32_flops`` and ``bf16_flops`` (FLOP/s of a large
     ``torch.mm``) and ``copy_bytes_per_s`` (a large copy), each the best of ``repeats`` timed
     calls after one warm-up (CUDA events on GPU, the wall clock on CPU). Every figure of a
