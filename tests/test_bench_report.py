@@ -15,10 +15,11 @@ def test_the_docs_tables_equal_the_committed_json():
         assert "<!-- bench:table " in path.read_text(), path
 
 
-def _results(tmp_path, rows, peaks=None):
+def _results(tmp_path, rows, peaks=None, run_peaks=None):
     d = tmp_path / "results" / report.DEVICE
     d.mkdir(parents=True)
-    (d / "train_step.json").write_text(json.dumps({"machine": {}, "notes": "fake run", "rows": rows}))
+    (d / "train_step.json").write_text(json.dumps({"machine": {}, "notes": "fake run", "rows": rows,
+                                                   "peaks": run_peaks or {}}))
     if peaks:
         (d / "peaks.json").write_text(json.dumps({"peaks": peaks, "machine": {
             "processor": "x86_64", "threads": 2, "torch": "2.13", "date": "2026-12-06", "loadavg": [1.0, 1, 1]}}))
@@ -29,7 +30,7 @@ ROWS = [
     {"path": "public code", "precision": "fp32", "batch": 1, "min_ms": 7780.0, "median_ms": 8000.0, "spread": 0.2,
      "images_per_s": 0.1285, "peak_MB": 5000.0, "flop_fraction": 0.2, "load_before": 5.0, "load_after": 6.0},
     {"path": "ours", "precision": "fp32", "batch": 1, "min_ms": 4330.0, "median_ms": 4444.0, "spread": 0.05,
-     "images_per_s": 0.2309, "peak_MB": 1950.0, "flop_fraction": 0.4321, "x_by_min": 1.7968, "x_by_median": 1.8001,
+     "images_per_s": 0.2309, "peak_MB": 1950.0, "gflop": 281.0, "x_by_min": 1.7968, "x_by_median": 1.8001,
      "memory_ratio": 0.39, "load_before": 5.5, "load_after": 6.5, "minor_faults_per_call": 140000.0,
      "sys_s_per_call": 0.24},
 ]
@@ -75,3 +76,11 @@ def test_plots_are_written_beside_the_json(tmp_path):
     written = report.plot_all(results)
     assert {p.name for p in written} >= {"train_step.png", "roofline.png"}
     assert all(p.parent == results / report.DEVICE / "plots" and p.stat().st_size > 1000 for p in written)
+
+
+def test_fractions_use_the_highest_peak_measured_on_the_machine(tmp_path):
+    """A peak measured during a busy spell (the run's own, 5e10) must not inflate the fraction."""
+    results = _results(tmp_path, ROWS, peaks={"fp32_flops": 1.5e11, "bf16_flops": 3e11, "copy_bytes_per_s": 2e10},
+                       run_peaks={"fp32_flops": 5e10, "bf16_flops": 1e11})
+    assert report.best_peaks(results)["fp32_flops"] == 1.5e11
+    assert report.flop_fraction(ROWS[1], report.best_peaks(results)) == pytest.approx(281e9 / 4.33 / 1.5e11)
