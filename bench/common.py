@@ -467,16 +467,26 @@ def _ratios(r: dict, b: dict) -> dict:
     return out
 
 
-def peak_kernels(device: torch.device, n: int = 2048, copy_MB: int = 256) -> dict:
+def peak_kernels(device: torch.device, n: int = 2048, copy_MB: int = 256, conv: tuple = (4, 256, 64)) -> dict:
     """``{name: (fn, work)}`` of the peak measurements: ``mm_fp32`` and ``mm_bf16`` (an ``n×n``
-    ``torch.mm``, work = 2n³ FLOPs) and ``copy`` (``copy_MB`` copied, work = bytes read + written)."""
+    ``torch.mm``, work = 2n³ FLOPs), ``conv_fp32`` and ``conv_bf16`` (a dense 3×3 ``F.conv2d``
+    of ``B×C×S×S`` to C channels, work = 2·MACs: on some CPUs oneDNN's convolutions run wider
+    vectors than the BLAS behind ``mm``) and ``copy`` (``copy_MB`` copied, work = bytes read +
+    written)."""
     g = torch.Generator(device="cpu").manual_seed(0)
     a32, b32 = (torch.randn(n, n, generator=g).to(device) for _ in range(2))
     a16, b16 = a32.bfloat16(), b32.bfloat16()
+    B, C, S = conv
+    x32, w32 = torch.randn(B, C, S, S, generator=g).to(device), torch.randn(C, C, 3, 3, generator=g).to(device)
+    x16, w16 = x32.bfloat16(), w32.bfloat16()
+    conv_flops = 2 * B * C * S * S * C * 9
     src = torch.empty(copy_MB * 2**20 // 4, device=device).fill_(1.0)
     dst = torch.empty_like(src).fill_(0.0)
+    conv2d = torch.nn.functional.conv2d
     return {"mm_fp32": (lambda: torch.mm(a32, b32), 2 * n**3),
             "mm_bf16": (lambda: torch.mm(a16, b16), 2 * n**3),
+            "conv_fp32": (lambda: conv2d(x32, w32, padding=1), conv_flops),
+            "conv_bf16": (lambda: conv2d(x16, w16, padding=1), conv_flops),
             "copy": (lambda: dst.copy_(src), 2 * src.numel() * src.element_size())}
 
 
@@ -503,13 +513,19 @@ def measure_peaks(device: torch.device, *, repeats: int = 10, timer=None, kernel
     benchmark is then stated as a fraction of these (:func:`fraction_of_peak`)."""
     timer = timer or (cuda_event_seconds if device.type == "cuda" else wall_seconds)
     kernels = kernels if kernels is not None else peak_kernels(device)
-    names = {"mm_fp32": "fp32_flops", "mm_bf16": "bf16_flops", "copy": "copy_bytes_per_s"}
     out = {}
     for name, (fn, work) in kernels.items():
         fn()
         best = min(timer(fn) for _ in range(repeats))
-        out[names.get(name, name)] = work / best
-    out["method"] = (f"best of {repeats} after a warm-up: torch.mm of 2048x2048 fp32/bf16, a 256 MB copy "
+        out[name if name == "copy" else f"{name}_flops"] = work / best
+    if "copy" in out:
+        out["copy_bytes_per_s"] = out.pop("copy")
+    for precision in ("fp32", "bf16"):  # the FLOP peak of a precision: its faster dense kernel
+        rates = [out[k] for k in (f"mm_{precision}_flops", f"conv_{precision}_flops") if k in out]
+        if rates:
+            out[f"{precision}_flops"] = max(rates)
+    out["method"] = (f"best of {repeats} after a warm-up: torch.mm of 2048x2048 and a 3x3 conv2d 256->256 on "
+                     f"4x64x64 in fp32/bf16 (the faster is the FLOP peak), a 256 MB copy "
                      f"({'CUDA events' if device.type == 'cuda' else 'wall clock'}, {torch.get_num_threads()} threads)")
     return out
 

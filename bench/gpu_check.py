@@ -348,10 +348,16 @@ def stage_c(out: str, device, mode: str) -> None:
     import torch  # noqa: PLC0415
 
     stage = Stage(out, "c")
-    if mode == "dry-run":
-        from bench import common  # noqa: PLC0415
+    from bench import common  # noqa: PLC0415
 
+    if mode == "dry-run":
         common.compiled = lambda fn: None  # no torch.compile baseline on the CPU dry run (minutes of C++ builds)
+    try:  # the machine's own peaks first (CUDA events on a GPU): every figure is stated against them
+        kernels = common.peak_kernels(device, n=256, copy_MB=4) if mode == "dry-run" else None
+        peaks = common.measure_peaks(device, kernels=kernels)
+        stage.add(what="peaks", ok=True, **{k: v for k, v in peaks.items()})
+    except Exception as err:  # noqa: BLE001
+        stage.add(what="peaks", ok=False, error=f"{type(err).__name__}: {err}"[:500])
     dtypes = [torch.float32] if mode != "full" else [torch.float32, torch.bfloat16]
     modules = {}
     for name in _DRY_SHAPES:
@@ -607,7 +613,8 @@ def summary_markdown(summary: dict) -> str:
             keys = [k for k in ("what", "op", "module", "preset", "size", "shape", "dtype", "variant") if k in r]
             head = " / ".join(_fmt(r[k]) for k in keys)
             vals = {k: r[k] for k in ("ms", "images_per_s", "peak_MB", "counts", "failed", "summary", "skipped",
-                                      "error", "returncode", "gpu", "torch", "triton", "extension") if r.get(k)}
+                                      "error", "returncode", "gpu", "torch", "triton", "extension", "fp32_flops",
+                                      "bf16_flops", "copy_bytes_per_s") if r.get(k)}
             lines.append(f"- {'ok' if r.get('ok') else 'FAIL'}: {head}: " + "; ".join(
                 f"{k} {_fmt(v)}" for k, v in vals.items()))
             for row in r.get("rows", []):

@@ -114,22 +114,25 @@ def test_a_cross_precision_row_says_so_in_its_name():
 def test_peaks_are_work_over_the_best_time_of_each_kernel():
     calls = []
     kernels = {"mm_fp32": (lambda: calls.append("mm32"), 8e9), "mm_bf16": (lambda: calls.append("mm16"), 8e9),
-               "copy": (lambda: calls.append("copy"), 4e9)}
-    times = iter([0.4, 0.2, 0.3,  0.1, 0.2, 0.1,  2.0, 1.0, 4.0])
+               "conv_fp32": (lambda: calls.append("conv32"), 8e9), "copy": (lambda: calls.append("copy"), 4e9)}
+    times = iter([0.4, 0.2, 0.3,  0.1, 0.2, 0.1,  0.1, 0.4, 0.8,  2.0, 1.0, 4.0])
 
     def timer(fn):
         fn()
         return next(times)
 
     peaks = common.measure_peaks(torch.device("cpu"), repeats=3, timer=timer, kernels=kernels)
-    assert peaks["fp32_flops"] == pytest.approx(4e10) and peaks["bf16_flops"] == pytest.approx(8e10)
+    assert peaks["mm_fp32_flops"] == pytest.approx(4e10) and peaks["conv_fp32_flops"] == pytest.approx(8e10)
+    assert peaks["fp32_flops"] == pytest.approx(8e10)  # the faster dense kernel of the precision
+    assert peaks["bf16_flops"] == pytest.approx(8e10)
     assert peaks["copy_bytes_per_s"] == pytest.approx(4e9)
     assert calls.count("mm32") == 4  # one warm-up, then the timed repeats
 
 
 def test_peak_kernels_run_in_their_precision_and_count_their_work():
-    k = common.peak_kernels(torch.device("cpu"), n=8, copy_MB=1)
+    k = common.peak_kernels(torch.device("cpu"), n=8, copy_MB=1, conv=(1, 4, 5))
     assert k["mm_fp32"][0]().dtype == torch.float32 and k["mm_bf16"][0]().dtype == torch.bfloat16
+    assert k["conv_bf16"][0]().dtype == torch.bfloat16 and k["conv_fp32"][1] == 2 * 1 * 4 * 5 * 5 * 4 * 9
     assert k["mm_fp32"][1] == 2 * 8**3
     assert k["copy"][1] == 2 * 2**20
     assert common.fraction_of_peak(1e9, 0.5, 4e9) == 0.5 and common.fraction_of_peak(1e9, 0.5, None) is None
