@@ -71,7 +71,7 @@ def table(header: list[str], rows: list[list[str]], align: str | None = None) ->
     return "\n".join(lines)
 
 
-PEAK_SOURCES = ("peaks", "train_step", "model_speed")
+PEAK_SOURCES = ("peaks", "train_step", "train_step_fp32_recheck", "model_speed")
 
 
 def best_peaks(results) -> dict:
@@ -81,7 +81,10 @@ def best_peaks(results) -> dict:
     best, not against a busy spell's."""
     out = {}
     for name in PEAK_SOURCES:
-        for key, value in ((load(name, results) or {}).get("peaks") or {}).items():
+        got = dict((load(name, results) or {}).get("peaks") or {})
+        for precision in ("fp32", "bf16"):  # older files: the mm figure only
+            got.setdefault(f"mm_{precision}_flops", got.get(f"{precision}_flops"))
+        for key, value in got.items():
             if isinstance(value, (int, float)):
                 out[key] = max(out.get(key, 0.0), float(value))
     return out
@@ -113,21 +116,24 @@ def t_peaks(results) -> str:
     for name in PEAK_SOURCES:
         got = (load(name, results) or {}).get("peaks")
         if got:
-            rows.append([f"`{name}.json`", f"{fmt(got['fp32_flops'] / 1e9)} GFLOP/s", f"{fmt(got['bf16_flops'] / 1e9)} GFLOP/s",
-                         f"{fmt(got['copy_bytes_per_s'] / 1e9)} GB/s" if got.get("copy_bytes_per_s") else ""])
-    rows.append(["**highest (used below)**", f"**{fmt(p['fp32_flops'] / 1e9)} GFLOP/s**",
-                 f"**{fmt(p['bf16_flops'] / 1e9)} GFLOP/s**",
+            got = {**{f"mm_{p_}_flops": got.get(f"{p_}_flops") for p_ in ("fp32", "bf16")}, **got}
+            rows.append([f"`{name}.json`"] + [f"{fmt(got[k] / 1e9)} GFLOP/s" if got.get(k) else "" for k in (
+                "mm_fp32_flops", "conv_fp32_flops", "mm_bf16_flops", "conv_bf16_flops")]
+                + [f"{fmt(got['copy_bytes_per_s'] / 1e9)} GB/s" if got.get("copy_bytes_per_s") else ""])
+    rows.append(["**highest: the peaks used below**", f"**{fmt(p['fp32_flops'] / 1e9)} GFLOP/s** (float32)", "",
+                 f"**{fmt(p['bf16_flops'] / 1e9)} GFLOP/s** (bfloat16)", "",
                  f"**{fmt(p['copy_bytes_per_s'] / 1e9)} GB/s**" if p.get("copy_bytes_per_s") else ""])
     m = (load("peaks", results) or {}).get("machine")
-    text = table(["measured in", "float32 `torch.mm` 2048²", "bfloat16 `torch.mm` 2048²", "copy, 256 MB"], rows)
+    text = table(["measured in", "`torch.mm` 2048², float32", "3×3 conv 256→256, 4×64², float32",
+                  "`torch.mm`, bfloat16", "conv, bfloat16", "copy, 256 MB"], rows)
     if m:
         text += (f"\n\nEach the best of 5 or 10 timed calls after a warm-up. {m['processor']}, {m['threads']} threads, torch {m['torch']}, "
                  f"{m['date']}; 1-min load average {m['loadavg'][0]:.1f} when `peaks.json` was measured.")
     return text
 
 
-def _train_rows(results):
-    doc = load("train_step", results)
+def _train_rows(results, name: str = "train_step"):
+    doc = load(name, results)
     return (doc or {}).get("rows", []), (doc or {})
 
 
@@ -153,10 +159,10 @@ def t_train_headline(results) -> str:
                   "by median", "memory, ours / public", "ours, % of FLOP peak"], out)
 
 
-def t_train_step(results) -> str:
-    rows, doc = _train_rows(results)
+def t_train_step(results, name: str = "train_step") -> str:
+    rows, doc = _train_rows(results, name)
     if not rows:
-        return "*(no train_step.json yet)*"
+        return f"*(no {name}.json yet)*"
     peaks = best_peaks(results)
     out = []
     for r in rows:
@@ -212,14 +218,26 @@ def t_ops_quick(results) -> str:
         ours, off, comp = by.get("cpp"), by.get("official-style"), by.get("compile(reference)")
         if ours is None:
             continue
-        floor = ours.get("fwd_bwd_GBps")
-        frac = floor * 1e9 / peaks["copy_bytes_per_s"] if floor and peaks.get("copy_bytes_per_s") else None
+        rate, frac, which = op_fraction(ours, peaks)
         out.append([f"`{op}`", ours["shape"], ms(ours["fwd_bwd_ms"]), ms(off["fwd_bwd_ms"]) if off else "",
                     times(ours.get("x_vs_official")), ms(comp["fwd_bwd_ms"]) if comp else "",
-                    fmt(floor), pct(frac), f"{ours['peak_extra_MB']:.0f} / {off['peak_extra_MB']:.0f}" if off else ""])
+                    rate, f"{pct(frac)} of {which}" if frac is not None else "",
+                    f"{ours['peak_extra_MB']:.0f} / {off['peak_extra_MB']:.0f}" if off else ""])
     return table(["op, forward+backward, float32", "shape", "ours (C++)", "official-style", "speed-up",
-                  "`torch.compile(reference)`", "ours, GB/s of floor bytes", "% of copy peak",
+                  "`torch.compile(reference)`", "ours: floor bytes or FLOPs per second", "share of the peak",
                   "peak extra MB, ours / official"], out, "llrrrrrrr")
+
+
+def op_fraction(row: dict, peaks: dict) -> tuple[str, float | None, str]:
+    """``(rate, fraction, peak name)`` of an op row: the convolution against the float32 FLOP
+    peak (it is compute-bound), the others' floor bytes against the copy peak."""
+    if row.get("fwd_bwd_GFLOPs"):
+        peak = peaks.get("fp32_flops")
+        return (f"{fmt(row['fwd_bwd_GFLOPs'])} GFLOP/s", row["fwd_bwd_GFLOPs"] * 1e9 / peak if peak else None,
+                "fp32 `mm` peak")
+    gbps = row.get("fwd_bwd_GBps")
+    peak = peaks.get("copy_bytes_per_s")
+    return (f"{fmt(gbps)} GB/s" if gbps else "", gbps * 1e9 / peak if gbps and peak else None, "copy peak")
 
 
 def t_ops_layouts(results) -> str:
@@ -275,6 +293,7 @@ TABLES = {
     "peaks": t_peaks,
     "train-headline": t_train_headline,
     "train-step": t_train_step,
+    "train-step-fp32-recheck": lambda results: t_train_step(results, "train_step_fp32_recheck"),
     "model-speed": t_model_speed,
     "ops-quick": t_ops_quick,
     "ops-layouts": t_ops_layouts,
@@ -356,7 +375,7 @@ def plot_all(results: Path | None = None, device: str = DEVICE) -> list[Path]:
             if rs:
                 ax.plot([r["L"] for r in rs], [r["fwd_bwd_ms"] for r in rs], "o-", label=label, color=color)
         ax.set(xscale="log", yscale="log", xlabel="instances L", ylabel="forward+backward, ms",
-               title=f"{op}\n{re.sub(r'-L[0-9]+$', '', doc['rows'][0]['shape'])}, 8×8-block maps")
+               title=f"{op}\n{re.sub(r'-L[0-9]+$', '', doc['rows'][0]['shape'])}, 8×8 blocks", )
         ax.legend(fontsize=8)
     save(fig, "ops_vs_instances.png")
 
@@ -397,8 +416,10 @@ def plot_all(results: Path | None = None, device: str = DEVICE) -> list[Path]:
     for op in ops:
         doc = load(f"{op}_quick", results, device)
         r = next((r for r in (doc or {}).get("rows", []) if r["backend"] == "cpp"), None)
-        if r and r.get("fwd_bwd_GBps") and peaks.get("copy_bytes_per_s"):
-            bars.append((f"{op}\n(bytes floor / copy peak)", r["fwd_bwd_GBps"] * 1e9 / peaks["copy_bytes_per_s"], "C0"))
+        if r is not None:
+            _, frac, which = op_fraction(r, peaks)
+            if frac is not None:
+                bars.append((f"{op}\n({'FLOPs / mm' if 'mm' in which else 'bytes floor / copy'} peak)", frac, "C0"))
     for r in rows:
         if flop_fraction(r, peaks) and r["batch"] == 1:
             bars.append((f"train iter. {r['path']}\n{r['precision']} B1 (FLOPs / mm peak)", flop_fraction(r, peaks),
