@@ -294,6 +294,7 @@ TABLES = {
     "train-headline": t_train_headline,
     "train-step": t_train_step,
     "train-step-fp32-recheck": lambda results: t_train_step(results, "train_step_fp32_recheck"),
+    "train-step-busy": lambda results: t_train_step(results, "train_step_busy"),
     "model-speed": t_model_speed,
     "ops-quick": t_ops_quick,
     "ops-layouts": t_ops_layouts,
