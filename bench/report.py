@@ -195,7 +195,9 @@ def t_model_speed(results) -> str:
             out.append([r["call"], r["precision"], ms(r["min_ms"]), times(r["x_by_min"]), times(r["x_by_median"]),
                         pct(r.get("spread")), fmt(r.get("memory_ratio")), pct(flop_fraction(r, peaks))])
         return table(["call (B=1)", "precision", "ours, min", "speed-up by min", "by median", "ours' spread",
-                      "memory, ours / public", "ours, % of FLOP peak"], out, "llrrrrrr")
+                      "memory, ours / public", "ours, % of FLOP peak"], out, "llrrrrrr") + (
+            f"\n\nPeak memory: extra bytes allocated during one call (profiled). 1-min load average before/after "
+            f"the rows: {load_range(rows)}. " + " ".join(n.rstrip(".") + "." for n in doc.get("notes", "").splitlines()[:1]))
     out = []  # the earlier in-process, interleaved-median method
     for r in rows:
         if r["path"] != "ours" or "speedup" not in r or "bf16" in r["call"]:
