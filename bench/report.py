@@ -236,7 +236,7 @@ def op_fraction(row: dict, peaks: dict) -> tuple[str, float | None, str]:
     if row.get("fwd_bwd_GFLOPs"):
         peak = peaks.get("fp32_flops")
         return (f"{fmt(row['fwd_bwd_GFLOPs'])} GFLOP/s", row["fwd_bwd_GFLOPs"] * 1e9 / peak if peak else None,
-                "fp32 `mm` peak")
+                "fp32 dense-kernel peak")
     gbps = row.get("fwd_bwd_GBps")
     peak = peaks.get("copy_bytes_per_s")
     return (f"{fmt(gbps)} GB/s" if gbps else "", gbps * 1e9 / peak if gbps and peak else None, "copy peak")
@@ -422,14 +422,14 @@ def plot_all(results: Path | None = None, device: str = DEVICE) -> list[Path]:
         if r is not None:
             _, frac, which = op_fraction(r, peaks)
             if frac is not None:
-                bars.append((f"{op}\n({'FLOPs / mm' if 'mm' in which else 'bytes floor / copy'} peak)", frac, "C0"))
+                bars.append((f"{op}\n({'FLOPs / dense' if 'dense' in which else 'bytes floor / copy'} peak)", frac, "C0"))
     for r in rows:
         if flop_fraction(r, peaks) and r["batch"] == 1:
-            bars.append((f"train iter. {r['path']}\n{r['precision']} B1 (FLOPs / mm peak)", flop_fraction(r, peaks),
+            bars.append((f"train iter. {r['path']}\n{r['precision']} B1 (FLOPs / dense peak)", flop_fraction(r, peaks),
                          "C0" if r["path"] == "ours" else "C3"))
     for r in (load("model_speed", results, device) or {}).get("rows", []):
         if flop_fraction(r, peaks) and r["call"] == "G inference":
-            bars.append((f"G inference {r['path']}\n{r['precision']} (FLOPs / mm peak)", flop_fraction(r, peaks),
+            bars.append((f"G inference {r['path']}\n{r['precision']} (FLOPs / dense peak)", flop_fraction(r, peaks),
                          "C0" if r["path"] == "ours" else "C3"))
     if bars:
         fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(bars)), 4))
