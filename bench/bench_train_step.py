@@ -306,6 +306,10 @@ def run(args, isolated=common.isolated) -> tuple[list[dict], dict, list[str]]:
             b = budget_batch(r1["peak_MB"], r2["peak_MB"], budget, args.max_batch)
             r = one(side, precision, b, calls=args.budget_calls) if b > 2 else (r1 if b == 1 else r2)
             r["budget_batch"], r["budget_MB"] = True, round(budget)
+    if path is not None:  # the shared weights (hundreds of MB) are not left behind
+        import shutil  # noqa: PLC0415
+
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
     notes.append(peaks.get("method", "peaks not measured: " + peaks_result.get("error", "?")))
     return rows, peaks, notes
 
