@@ -160,6 +160,8 @@ def test_train_step_runs_every_row_in_its_own_process_with_the_same_precision_pa
             return {"flops": 1e11}
         public = spec["path_name"] == "public code"
         per_sample = 1000 if public else 400
+        if not public and spec["batch"] == 5:  # the line predicts 3000 MB; measured over the budget
+            per_sample = 450
         ms = (2000 if public else 1000) * spec["batch"]
         return {"min_ms": ms, "median_ms": ms * 1.1, "spread": 0.2, "peak_MB": 1000 + per_sample * spec["batch"]}
 
@@ -170,15 +172,16 @@ def test_train_step_runs_every_row_in_its_own_process_with_the_same_precision_pa
     steps = [s for s in specs if s["what"] == "step"]
     assert [s["what"] for s in specs[:3]] == ["peaks", "prepare", "flops"]
     assert all(s["precision"] in ("fp32", "bf16") for s in steps)
-    # public B1, B2 (its B2 peak 3000 MB is the budget), ours B1, B2 and B5 (1400 + 400*4 = 3000) per precision
-    assert [(s["path_name"], s["batch"]) for s in steps[:5]] == [
-        ("public code", 1), ("public code", 2), ("ours", 1), ("ours", 2), ("ours", 5)]
-    assert len(steps) == 10
+    # public B1, B2 (its B2 peak 3000 MB is the budget), ours B1, B2 and B5 (1400 + 400*4 = 3000 predicted,
+    # 3250 measured: over), then B4 (2600) per precision
+    assert [(s["path_name"], s["batch"]) for s in steps[:6]] == [
+        ("public code", 1), ("public code", 2), ("ours", 1), ("ours", 2), ("ours", 5), ("ours", 4)]
+    assert len(steps) == 12
     out = bench_train_step.summarize(rows)
     ours_b1 = next(r for r in out if r["path"] == "ours" and r["batch"] == 1 and r["precision"] == "bf16")
     assert ours_b1["x_by_min"] == 2.0 and ours_b1["flop_fraction"] == pytest.approx(1e11 / 1.0 / 2e11)
     budget = next(r for r in out if r["path"] == "ours" and r.get("budget_batch") and r["precision"] == "fp32")
-    assert budget["batch"] == 5 and budget["budget_x_batch"] == 2.5
+    assert budget["batch"] == 4 and budget["budget_x_batch"] == 2.0 and budget["peak_MB"] <= 3000
     assert any("3000 MB" in n for n in notes)
 
 
