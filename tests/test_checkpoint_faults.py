@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import errno
+import os
+import re
 import shutil
 import struct
 import subprocess
@@ -330,3 +332,16 @@ def test_no_import_circle_between_official_and_training():
     assert not any(m.startswith("inade.training") for m in official), official
     assert not any(m.startswith(("inade.training", "inade.official")) for m in shared), shared
     assert "inade.utils.checkpoint_io" in official and "inade.official" in _imports(ROOT / "inade/training/checkpoint.py")
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder", "fifo", "device"])
+def test_a_path_that_is_not_a_file_is_named_for_what_it_is(tmp_path, kind):
+    """A pipe or a device is never opened (reading /dev/zero or a FIFO would never end)."""
+    path = {"missing": tmp_path / "nothere.pt", "folder": tmp_path, "fifo": tmp_path / "pipe.pt",
+            "device": Path("/dev/zero")}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    expected = {"missing": "no such file", "folder": "a folder", "fifo": "not a regular file",
+                "device": "not a regular file"}[kind]
+    with pytest.raises(UserError, match=f"{re.escape(str(path))}: {expected}"):
+        load_checkpoint(path)

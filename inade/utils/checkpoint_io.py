@@ -45,7 +45,9 @@ def load_checkpoint(path):
 
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: {'a folder, not a checkpoint file' if path.is_dir() else 'no such file'}")
+        what = ("a folder, not a checkpoint file" if path.is_dir() else
+                "not a regular file (a device, pipe or socket)" if path.exists() else "no such file")
+        raise UserError(f"{path}: {what}")
     damaged = damaged_record(path)
     if damaged is not None:
         raise UserError(f"{path}: damaged: the checksum (CRC-32) of its record {damaged} does not match its bytes "
