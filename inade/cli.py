@@ -80,8 +80,11 @@ def build_config(saved, name: str | None, overrides: dict):
 
 
 def load_models(checkpoint: str | Path, config_name: str | None = None, overrides: dict | None = None,
-                encoder: str | Path | None = None, device: str = "cpu"):
-    """``(G, E or None, cfg)`` from one of our checkpoints or a public-code one."""
+                encoder: str | Path | None = None, device: str = "cpu", saved=None):
+    """``(G, E or None, cfg)`` from one of our checkpoints or a public-code one.
+
+    ``saved``: ``checkpoint`` as :func:`load_checkpoint` already returned it (not read again).
+    """
     import inade  # noqa: PLC0415
 
     path = need_file(checkpoint, "--checkpoint")
@@ -92,7 +95,7 @@ def load_models(checkpoint: str | Path, config_name: str | None = None, override
             inade.config(config_name)
         except ValueError as err:
             raise UserError(f"--config: {err}") from None
-    obj = load_checkpoint(path)
+    obj = load_checkpoint(path) if saved is None else saved
     ours = isinstance(obj, dict) and "G" in obj
     try:
         cfg = build_config(obj.get("config") if ours else None, config_name, overrides or {})

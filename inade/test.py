@@ -161,10 +161,10 @@ def load_generator(opt, device):
     ours = isinstance(saved, dict) and "G" in saved
     options = dict(saved.get("options", {})) if ours else {}
     options["_step"] = saved.get("step") if ours else None
-    del saved
     preset = opt.config or (opt.dataset_mode if not ours else None)
     overrides = model_overrides(opt) if not ours else {}
-    G, E, cfg = load_models(g_path, preset, overrides, e_path, device)
+    G, E, cfg = load_models(g_path, preset, overrides, e_path, device, saved=saved)
+    del saved
     try:
         cfg = apply_options(cfg, opt, ours)
     except (TypeError, ValueError) as e:

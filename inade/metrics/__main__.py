@@ -242,7 +242,7 @@ def _generator_layouts(meta: dict, args):
         raise MetricsError("the resampling metrics need the generator: --checkpoint, or a test_run.json from inade.test")
     obj = load_checkpoint(ckpt)
     if isinstance(obj, dict) and "G" in obj and obj.get("config") is not None:
-        G, _, cfg = load_models(ckpt, device=args.device)
+        G, _, cfg = load_models(ckpt, device=args.device, saved=obj)
     elif meta.get("config"):  # a public-code file: the configuration inade.test used
         cfg = inade.Config(**meta["config"])
         G = inade.load_official(inade.Generator(cfg), obj).to(args.device)

@@ -232,16 +232,15 @@ def run(args, log) -> int:
     import json  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
-    from inade.cli import load_models  # noqa: PLC0415
+    from inade.cli import load_models, need_file  # noqa: PLC0415
+    from inade.utils.checkpoint_io import load_checkpoint  # noqa: PLC0415
     from inade.utils.errors import UserError  # noqa: PLC0415
     from inade.utils.files import write_text_atomic  # noqa: PLC0415
 
-    G, _, cfg = load_models(args.checkpoint, args.config, None, None, args.device)
-    step = None
-    try:
-        step = torch.load(args.checkpoint, map_location="cpu", weights_only=True).get("step")
-    except Exception:  # noqa: BLE001 - a public file has no step
-        pass
+    saved = load_checkpoint(need_file(args.checkpoint, "--checkpoint"))
+    G, _, cfg = load_models(args.checkpoint, args.config, None, None, args.device, saved=saved)
+    step = saved.get("step") if isinstance(saved, dict) else None  # a public file has no step
+    del saved
     log(f"evaluating {args.checkpoint} on {args.scenes} held-out synthetic scenes ...")
     try:
         result = evaluate(G, cfg, scenes=args.scenes, samples=args.samples, seed=args.seed, data_seed=args.data_seed, log=log)
