@@ -137,11 +137,13 @@ def ours_step(spec: dict, cfg, weights: dict | None):
     from inade.training.options import parse_options  # noqa: PLC0415
     from inade.training.trainer import Trainer  # noqa: PLC0415
 
-    opt, _, _ = parse_options(["--dataset_mode", "synthetic", "--synthetic_size", str(max(4, spec["batch"])), "--nThreads", "0",
-                               "--batchSize", str(spec["batch"]), "--gpu_ids", "-1",
-                               "--checkpoints_dir", tempfile.mkdtemp(prefix="inade-bench-")])
-    with contextlib.redirect_stderr(open(os.devnull, "w")):  # "no VGG weights" warning: set below
-        trainer = Trainer(opt, cfg, device=spec["device"], log=lambda *a: None)
+    # train_step never writes to the checkpoint folder: a temporary one, gone once the trainer is built
+    with tempfile.TemporaryDirectory(prefix="inade-bench-") as checkpoints_dir:
+        opt, _, _ = parse_options(["--dataset_mode", "synthetic", "--synthetic_size", str(max(4, spec["batch"])),
+                                   "--nThreads", "0", "--batchSize", str(spec["batch"]), "--gpu_ids", "-1",
+                                   "--checkpoints_dir", checkpoints_dir])
+        with contextlib.redirect_stderr(open(os.devnull, "w")):  # "no VGG weights" warning: set below
+            trainer = Trainer(opt, cfg, device=spec["device"], log=lambda *a: None)
     vgg = VGG19()
     if weights is not None:
         inade.load_official(trainer.G, weights["G"])
