@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 import warnings
 from pathlib import Path
 
@@ -71,6 +72,10 @@ times the largest file of the supported data sets (Cityscapes, 2048x1024) and is
 before anything is decoded; where a size is expected (the model's output size, a
 sample's label map) the header must match it exactly.
 """
+
+# warnings.catch_warnings swaps the process-wide filter list: two threads opening images at
+# once (the Studio answers from worker threads) could restore each other's filters.
+_WARNINGS_LOCK = threading.Lock()
 
 # Formats whose compression changes pixel values; a map in one of them has wrong ids at edges.
 _LOSSY_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "JPEG2000": "JPEG 2000"}
@@ -125,7 +130,7 @@ def open_image(path, what: str, *, size: tuple[int, int] | None = None, size_of:
     a lossy format (JPEG, lossy WebP, ...). The one guard of every reader of images and maps.
     """
     try:
-        with warnings.catch_warnings():
+        with _WARNINGS_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(path)
     except FileNotFoundError:
