@@ -32,7 +32,6 @@ between rows of the same precision; each row's share of the machine's float32 / 
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -371,8 +370,7 @@ def precision_of(call: str) -> str:
 def run(args, isolated=common.isolated) -> tuple[list[dict], dict, list[str]]:
     """``(rows, peaks, notes)``: every (path, call) through ``isolated`` (a fake in tests)."""
     device = common.default_device()
-    base_spec = {"ngf": args.ngf, "size": args.size, "instances": args.instances, "device": str(device),
-                 "threads": args.threads, "official_code": args.official_code}
+    base_spec = common.model_spec(args, device)
     module = "bench.bench_model_speed"
     peaks = isolated(module, {**base_spec, "what": "peaks"}).get("peaks", {})
     flops = isolated(module, {**base_spec, "what": "flops"}).get("flops", {})
@@ -403,14 +401,7 @@ def run(args, isolated=common.isolated) -> tuple[list[dict], dict, list[str]]:
 def main(argv=None) -> None:
     if common.worker_main(worker, argv):
         return
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--official-code", metavar="DIR", help="a checkout of tzt101/INADE to compare with")
-    p.add_argument("--ngf", type=int, default=64)
-    p.add_argument("--size", type=int, default=256, help="output size (crop_size), square")
-    p.add_argument("--instances", type=int, default=10)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--calls", type=int, default=9)
+    p = common.model_parser(__doc__.split("\n\n")[0], size_help="output size (crop_size), square", calls=9)
     p.add_argument("--only", dest="calls_to_run", nargs="+", default=list(CALLS), choices=CALLS, metavar="CALL")
     p.add_argument("--name", default="model_speed", help="results file name")
     args = p.parse_args(argv)
@@ -424,23 +415,13 @@ def main(argv=None) -> None:
                     f"{args.threads} threads; each row its own process, {args.warmup} warm-up + {args.calls} timed "
                     f"calls; ops: {inade.ops.resolve(device)} backend; OMP_WAIT_POLICY="
                     f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}")
-    path = common.write_results(args.name, rows, device, notes="\n".join(notes))
-    import json  # noqa: PLC0415
-
-    from inade.utils.files import write_text_atomic  # noqa: PLC0415
-
-    doc = json.loads(path.read_text())
-    doc["peaks"] = peaks
-    write_text_atomic(path, json.dumps(doc, indent=1) + "\n")
     table = common.markdown_table(rows, ["call", "path", "precision", "min_ms", "median_ms", "spread", "peak_MB",
                                          "flop_fraction", "x_by_min", "x_by_median", "memory_ratio", "load_before",
                                          "load_after", "error"])
-    text = f"# Model speed ({common.device_name(device)})\n\n{table}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     ops = op_summary(device)
-    if ops:
-        text += ("\n## The ops, forward+backward (float32, from the op benchmarks' JSON)\n\n"
-                 + common.markdown_table(ops, ["op", "shape", "fwd_bwd_ms", "x_vs_official", "vs_L1"]) + "\n")
-    write_text_atomic(path.with_suffix(".md"), text)
+    more = ("\n## The ops, forward+backward (float32, from the op benchmarks' JSON)\n\n"
+            + common.markdown_table(ops, ["op", "shape", "fwd_bwd_ms", "x_vs_official", "vs_L1"]) + "\n") if ops else ""
+    path, text = common.write_report(args.name, rows, device, notes, peaks, "Model speed", table, more)
     print("\n" + text)
     print(f"wrote {path} and {path.with_suffix('.md').name}")
 

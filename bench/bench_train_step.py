@@ -34,7 +34,6 @@ Writes ``bench/results/<device>/train_step.json`` and ``.md``.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -264,8 +263,7 @@ def row_of(result: dict, side: str, precision: str, batch: int, flops_b1: float 
 def run(args, isolated=common.isolated) -> tuple[list[dict], dict, list[str]]:
     """``(rows, peaks, notes)`` of the whole benchmark; ``isolated`` runs one worker (a fake in tests)."""
     device = common.default_device()
-    base = {"ngf": args.ngf, "size": args.size, "instances": args.instances, "device": str(device),
-            "threads": args.threads, "official_code": args.official_code}
+    base = common.model_spec(args, device)
     module = "bench.bench_train_step"
     notes = []
     peaks_result = isolated(module, {**base, "what": "peaks"})
@@ -341,14 +339,7 @@ COLUMNS = ["path", "precision", "batch", "budget_batch", "min_ms", "median_ms", 
 def main(argv=None) -> int:
     if common.worker_main(measure, argv):
         return 0
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--official-code", metavar="DIR", help="a checkout of tzt101/INADE to compare with")
-    p.add_argument("--ngf", type=int, default=64)
-    p.add_argument("--size", type=int, default=256, help="crop_size (square)")
-    p.add_argument("--instances", type=int, default=10)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--calls", type=int, default=7)
+    p = common.model_parser(__doc__.split("\n\n")[0], size_help="crop_size (square)", calls=7)
     p.add_argument("--budget-calls", type=int, default=3, help="timed calls at the memory-budget batch")
     p.add_argument("--precisions", nargs="+", default=list(common.PRECISIONS), choices=common.PRECISIONS)
     p.add_argument("--memory-budget-mb", type=float, default=None,
@@ -376,14 +367,7 @@ def main(argv=None) -> int:
     if args.no_write:
         return 0
     device = common.default_device()
-    path = common.write_results(args.name, rows, device, notes="\n".join(notes))
-    doc = json.loads(path.read_text())
-    doc["peaks"] = peaks
-    from inade.utils.files import write_text_atomic  # noqa: PLC0415
-
-    write_text_atomic(path, json.dumps(doc, indent=1) + "\n")
-    write_text_atomic(path.with_suffix(".md"), f"# Training iteration ({common.device_name(device)})\n\n{table}\n\n"
-                      + "\n".join(f"- {n}" for n in notes) + "\n")
+    path, _ = common.write_report(args.name, rows, device, notes, peaks, "Training iteration", table)
     print(f"wrote {path}")
     return 0
 

@@ -292,13 +292,15 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
-def write_results(name: str, rows: list[dict], device: torch.device, notes: str = "") -> Path:
-    """Write ``rows`` to ``bench/results/<device>/<name>.json`` atomically and return the path."""
+def write_results(name: str, rows: list[dict], device: torch.device, notes: str = "", **extra) -> Path:
+    """Write ``rows`` (and any ``extra`` top-level fields, e.g. ``peaks``) to
+    ``bench/results/<device>/<name>.json`` atomically and return the path."""
     out_dir = RESULTS / device_name(device)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"machine": machine_info(device), "notes": notes, "rows": rows}, indent=1) + "\n")
+    doc = {"machine": machine_info(device), "notes": notes, "rows": rows, **extra}
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
     os.replace(tmp, path)
     return path
 
@@ -326,6 +328,39 @@ def default_device() -> torch.device:
 # ---------------------------------------------------------------------------
 
 RESULT_PREFIX = "BENCH-RESULT "
+
+
+def model_parser(doc: str, *, size_help: str, calls: int) -> argparse.ArgumentParser:
+    """The options of the whole-model comparisons (bench_model_speed, bench_train_step):
+    the public checkout, the model's size and the timing method."""
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--official-code", metavar="DIR", help="a checkout of tzt101/INADE to compare with")
+    p.add_argument("--ngf", type=int, default=64)
+    p.add_argument("--size", type=int, default=256, help=size_help)
+    p.add_argument("--instances", type=int, default=10)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--calls", type=int, default=calls)
+    return p
+
+
+def model_spec(args, device: torch.device) -> dict:
+    """The part of every worker's spec that :func:`model_parser`'s options set."""
+    return {"ngf": args.ngf, "size": args.size, "instances": args.instances, "device": str(device),
+            "threads": args.threads, "official_code": args.official_code}
+
+
+def write_report(name: str, rows: list[dict], device: torch.device, notes: list[str], peaks: dict, title: str,
+                 table: str, more: str = "") -> tuple[Path, str]:
+    """``(json path, Markdown text)``: ``rows``, ``notes`` and the machine's ``peaks`` to
+    ``<name>.json``; ``# <title> (<device>)``, ``table``, the notes as a list and ``more``
+    to ``<name>.md`` beside it."""
+    from inade.utils.files import write_text_atomic  # noqa: PLC0415
+
+    path = write_results(name, rows, device, notes="\n".join(notes), peaks=peaks)
+    text = f"# {title} ({device_name(device)})\n\n{table}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n" + more
+    write_text_atomic(path.with_suffix(".md"), text)
+    return path, text
 
 
 def time_calls(fn, *, warmup: int, calls: int, sync=lambda: None, setup=None, clock=time.perf_counter) -> list[float]:
