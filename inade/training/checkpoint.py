@@ -124,7 +124,7 @@ def save_public(folder, label: str, G, D, E=None) -> list[Path]:
     bad = first_non_finite(states)
     if bad is not None:  # all files or none: a set of G, D and E from one moment
         raise UserError(f"{folder / f'{label}_net_*.pth'}: not written: tensor {bad} holds NaN or inf values")
-    return [atomic_save(state, folder / f"{label}_net_{k}.pth") for k, state in states.items()]
+    return [atomic_save(state, folder / f"{label}_net_{k}.pth", checked=True) for k, state in states.items()]
 
 
 def load_public(folder, label: str, G, D, E=None, log=print) -> None:

@@ -440,7 +440,7 @@ class Trainer:
                 raise UserError(f"step {self.step}: not saving {self.folder / 'latest.pt'}: tensor {bad} holds NaN or "
                                 "inf values; the files on disk are kept as they were")
             with _writing(self.folder, "latest.pt and latest_net_*.pth"):
-                ckpt.atomic_save(state, self.folder / "latest.pt")
+                ckpt.atomic_save(state, self.folder / "latest.pt", checked=True)
                 ckpt.save_public(self.folder, "latest", self.G, self.D, self.E)
             self.last_saved_step = self.step
         if self.dist.enabled:

@@ -112,11 +112,12 @@ def first_non_finite(obj, prefix: str = "") -> str | None:
     return None
 
 
-def atomic_save(obj, path) -> Path:
+def atomic_save(obj, path, *, checked: bool = False) -> Path:
     """``torch.save(obj, path)`` that never leaves a half-written ``path`` behind (:func:`atomic_path`)
     and never writes a NaN or inf tensor: then it raises :class:`UserError` naming the tensor and
-    leaves ``path`` as it was."""
-    bad = first_non_finite(obj)
+    leaves ``path`` as it was. ``checked``: the caller has just found ``obj`` finite with
+    :func:`first_non_finite` (to refuse a set of files as one), so it is not scanned again."""
+    bad = None if checked else first_non_finite(obj)
     if bad is not None:
         raise UserError(f"{path}: not written: tensor {bad} holds NaN or inf values; the file on disk is unchanged")
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
