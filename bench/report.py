@@ -35,6 +35,17 @@ def load(name: str, results: Path | None = None, device: str = DEVICE) -> dict |
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+OPS = ("instance_modulation", "instance_avg_pool", "instance_conv2d")
+
+
+def op_docs(suffix: str, results: Path | None = None, device: str = DEVICE):
+    """``(op, doc)`` of each op of :data:`OPS` whose ``<op>_<suffix>.json`` is committed."""
+    for op in OPS:
+        doc = load(f"{op}_{suffix}", results, device)
+        if doc is not None:
+            yield op, doc
+
+
 def fmt(v, digits: int = 3) -> str:
     """A number to ``digits`` significant digits (no exponent for everyday sizes); '' for None."""
     if v is None:
@@ -218,10 +229,7 @@ def t_model_speed(results) -> str:
 def t_ops_quick(results) -> str:
     peaks = best_peaks(results)
     out = []
-    for op in ("instance_modulation", "instance_avg_pool", "instance_conv2d"):
-        doc = load(f"{op}_quick", results)
-        if doc is None:
-            continue
+    for op, doc in op_docs("quick", results):
         by = {r["backend"]: r for r in doc["rows"]}
         ours, off, comp = by.get("cpp"), by.get("official-style"), by.get("compile(reference)")
         if ours is None:
@@ -250,10 +258,7 @@ def op_fraction(row: dict, peaks: dict) -> tuple[str, float | None, str]:
 
 def t_ops_layouts(results) -> str:
     out = []
-    for op in ("instance_modulation", "instance_avg_pool", "instance_conv2d"):
-        doc = load(f"{op}_layouts", results)
-        if doc is None:
-            continue
+    for op, doc in op_docs("layouts", results):
         cells = []
         for layout in ("block", "random", "own"):
             r = next((r for r in doc["rows"] if r["layout"] == layout and r["backend"] == "cpp"), None)
@@ -270,10 +275,7 @@ def t_ops_layouts(results) -> str:
 
 def t_ops_instances(results) -> str:
     out = []
-    for op in ("instance_modulation", "instance_avg_pool", "instance_conv2d"):
-        doc = load(f"{op}_instances", results)
-        if doc is None:
-            continue
+    for op, doc in op_docs("instances", results):
         cells = []
         for layout in ("block", "random"):
             rs = sorted((r for r in doc["rows"] if r["layout"] == layout and r["backend"] == "cpp"), key=lambda r: r["L"])
@@ -362,7 +364,6 @@ def plot_all(results: Path | None = None, device: str = DEVICE) -> list[Path]:
     out_dir = results / device / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    ops = ("instance_modulation", "instance_avg_pool", "instance_conv2d")
     styles = {"cpp": ("ours (C++)", "C0"), "official-style": ("official-style", "C3"),
               "reference": ("reference", "C7"), "compile(reference)": ("compile(reference)", "C2")}
 
@@ -374,7 +375,7 @@ def plot_all(results: Path | None = None, device: str = DEVICE) -> list[Path]:
         written.append(path)
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, op in zip(axes, ops):
+    for ax, op in zip(axes, OPS):
         doc = load(f"{op}_instances", results, device)
         if doc is None:
             continue
@@ -422,9 +423,8 @@ def plot_all(results: Path | None = None, device: str = DEVICE) -> list[Path]:
 
     peaks = best_peaks(results)
     bars = []
-    for op in ops:
-        doc = load(f"{op}_quick", results, device)
-        r = next((r for r in (doc or {}).get("rows", []) if r["backend"] == "cpp"), None)
+    for op, doc in op_docs("quick", results, device):
+        r = next((r for r in doc["rows"] if r["backend"] == "cpp"), None)
         if r is not None:
             _, frac, which = op_fraction(r, peaks)
             if frac is not None:
