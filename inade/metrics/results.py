@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from inade.utils.errors import UserError
-from inade.utils.files import _fsync_folder, write_text_atomic
+from inade.utils.files import _fsync_folder, chmod_as_created, write_text_atomic
 
 MANIFEST = "test_run.json"
 IMAGES = "images"  # the public code's sub-folder (util/html.py: <web_dir>/images/<visual>/<name>.png)
@@ -86,9 +86,7 @@ def fresh_folder(out: str | os.PathLike) -> Iterator[Path]:
         out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(out)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # a folder as mkdir makes it (mkdtemp's is private)
+        chmod_as_created(tmp, 0o777)
     except OSError as e:
         raise UserError(f"{out.parent}: cannot write results there ({e.strerror or e}) (--results_dir)") from None
     try:

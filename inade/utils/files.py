@@ -30,6 +30,14 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def chmod_as_created(path: Path, mode: int) -> None:
+    """Give ``path`` the permissions ``open()`` (``mode`` 0o666) or ``mkdir`` (0o777) would have
+    given it under the umask (``mkstemp`` and ``mkdtemp`` make theirs private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, make_parents: bool = True) -> Iterator[Path]:
     """Context manager yielding a temporary path to write; on success it replaces ``path``.
@@ -56,9 +64,7 @@ def atomic_path(path: str | os.PathLike, *, make_parents: bool = True) -> Iterat
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        chmod_as_created(tmp, 0o666)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
