@@ -25,7 +25,7 @@ public code's layout (``util/visualizer.py``: ``images/<visual>/<stem>.png`` bes
   rest to rebuild the generator for the resampling metrics).
 
 A results folder is one run: the images are written into a fresh hidden folder beside it
-(``.<phase>_<which_epoch>.<pid>.tmp``) and moved into place only when complete, replacing the
+(``.<phase>_<which_epoch>.<pid>.<random>.tmp``) and moved into place only when complete, replacing the
 previous run's folder (only one that ``inade.test`` wrote, recognised by its ``test_run.json``).
 A failure or a kill leaves the previous complete results; the next run removes the temporary
 folders of runs that died.
