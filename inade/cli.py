@@ -152,13 +152,9 @@ def ids_of_raw(raw_ids: list[int], raw_of: np.ndarray, what: str, path) -> list[
     return [int(c) for i in raw_ids for c in np.flatnonzero(raw_of == i)]
 
 
-def save_latents(path: str | Path, sample, raw_of: np.ndarray) -> None:
-    """Write the sample's ``noise`` and ``z`` and the raw id of each noise row, atomically."""
-    with output_errors(path, "the latents"), atomic_path(path) as tmp:
-        _save_latents_to(tmp, sample, raw_of)
-
-
 def _save_latents_to(file, sample, raw_of: np.ndarray) -> None:
+    """Write the sample's ``noise`` and ``z`` and the raw id of each noise row to ``file``
+    (a temporary file: :func:`write_outputs` renames it)."""
     state = {"noise": sample.noise.cpu(), "z": sample.z.cpu(), "instance_ids": torch.as_tensor(raw_of)}
     with open(file, "wb") as f:
         torch.save(state, f)
