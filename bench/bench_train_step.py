@@ -39,11 +39,10 @@ import json
 import os
 import sys
 import tempfile
-import types
 
 import torch
 
-from bench import common
+from bench import common, official_style
 
 WEIGHTS_ENV = "INADE_BENCH_TRAIN_WEIGHTS"
 
@@ -74,8 +73,6 @@ def make_batch(spec: dict, cfg, batch: int) -> dict:
 
 def public_train_options(cfg, **overrides):
     """The public code's training options for ``cfg`` (CPU, no AMP, VGG and KL on)."""
-    from bench import official_style  # noqa: PLC0415
-
     return official_style.public_options(
         cfg, use_vae=True, isTrain=True, continue_train=False, gpu_ids=[], use_amp=False, netD=cfg.netD,
         netD_subarch="n_layer", ndf=cfg.ndf, num_D=cfg.num_D, n_layers_D=cfg.n_layers_D, norm_D=cfg.norm_D,
@@ -83,26 +80,6 @@ def public_train_options(cfg, **overrides):
         no_vgg_loss=False, lambda_feat=cfg.lambda_feat, lambda_vgg=cfg.lambda_vgg, lambda_kld=cfg.lambda_kld,
         lr=cfg.lr, beta1=cfg.beta1, beta2=cfg.beta2, no_TTUR=False, init_type="xavier",
         init_variance=cfg.init_variance, which_epoch="latest", **overrides)
-
-
-@contextlib.contextmanager
-def public_code_on_cpu(code_dir, vgg_features):
-    """Import the public code with ``torchvision.models.vgg19`` giving ``vgg_features`` (a random
-    VGG19 in torchvision's layout) and ``Module.cuda`` a no-op while its losses are built (its
-    ``VGGLoss`` calls ``.cuda()``)."""
-    from bench import official_style  # noqa: PLC0415
-
-    official_style.import_public_code(code_dir, "models.networks")
-    tv = sys.modules["torchvision"]
-    if not hasattr(tv, "models"):
-        tv.models = types.SimpleNamespace()
-    tv.models.vgg19 = lambda *a, **k: types.SimpleNamespace(features=vgg_features)
-    saved = torch.nn.Module.cuda
-    torch.nn.Module.cuda = lambda self, *a, **k: self
-    try:
-        yield
-    finally:
-        torch.nn.Module.cuda = saved
 
 
 def prepare_weights(spec: dict) -> dict:
@@ -113,7 +90,7 @@ def prepare_weights(spec: dict) -> dict:
     cfg = model_config(spec)
     torch.manual_seed(spec.get("seed", 0))
     vgg = _features()
-    with public_code_on_cpu(spec["official_code"], vgg):
+    with official_style.public_code_on_cpu(spec["official_code"], vgg):
         from models.pix2pix_model import Pix2PixModel  # noqa: PLC0415
 
         model = Pix2PixModel(public_train_options(cfg))
@@ -177,7 +154,7 @@ def public_step(spec: dict, cfg, weights: dict):
 
     vgg = _features()
     vgg.load_state_dict({k[len("features."):]: v for k, v in weights["vgg"].items()})
-    with public_code_on_cpu(spec["official_code"], vgg), contextlib.redirect_stdout(sys.stderr):
+    with official_style.public_code_on_cpu(spec["official_code"], vgg), contextlib.redirect_stdout(sys.stderr):
         from trainers.pix2pix_trainer import Pix2PixTrainer  # noqa: PLC0415
 
         trainer = Pix2PixTrainer(public_train_options(cfg))
@@ -226,7 +203,7 @@ def measure(spec: dict) -> dict:
     build = ours_step if spec["path_name"] == "ours" else public_step
     step, _ = build(spec, cfg, weights)
     del weights
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    sync = (lambda: common.sync(device))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     before = common.usage_snapshot()

@@ -9,6 +9,8 @@ and how much memory it touches, so that speed-ups are measured against it.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -123,6 +125,27 @@ def import_public_code(path, module: str = "models.networks.generator"):
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     return importlib.import_module(module), stubbed
+
+
+@contextlib.contextmanager
+def public_code_on_cpu(code_dir, vgg_features):
+    """Import the public code's ``models.networks`` (for its trainer and losses) with
+    ``torchvision.models.vgg19`` giving ``vgg_features`` (a random VGG19 in torchvision's
+    layout) and ``Module.cuda`` a no-op within the block (its ``VGGLoss`` calls ``.cuda()``)."""
+    import sys  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    import_public_code(code_dir, "models.networks")
+    tv = sys.modules["torchvision"]
+    if not hasattr(tv, "models"):
+        tv.models = types.SimpleNamespace()
+    tv.models.vgg19 = lambda *a, **k: types.SimpleNamespace(features=vgg_features)
+    saved = torch.nn.Module.cuda
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    try:
+        yield
+    finally:
+        torch.nn.Module.cuda = saved
 
 
 def public_options(cfg, **overrides):
