@@ -85,6 +85,13 @@ def table(header: list[str], rows: list[list[str]], align: str | None = None) ->
 PEAK_SOURCES = ("peaks", "train_step", "train_step_fp32_recheck", "model_speed")
 
 
+def peaks_of(name: str, results) -> dict:
+    """The peaks ``<name>.json`` recorded ({} where none), with ``mm_<precision>_flops`` filled
+    in from ``<precision>_flops`` for older files that have the mm figure only."""
+    got = (load(name, results) or {}).get("peaks") or {}
+    return {**{f"mm_{p}_flops": got.get(f"{p}_flops") for p in ("fp32", "bf16")}, **got} if got else {}
+
+
 def best_peaks(results) -> dict:
     """The highest of each peak measured on this machine (``peaks.json`` and the peaks each
     model benchmark measured at its start): on a shared machine a measurement taken during
@@ -92,10 +99,7 @@ def best_peaks(results) -> dict:
     best, not against a busy spell's."""
     out = {}
     for name in PEAK_SOURCES:
-        got = dict((load(name, results) or {}).get("peaks") or {})
-        for precision in ("fp32", "bf16"):  # older files: the mm figure only
-            got.setdefault(f"mm_{precision}_flops", got.get(f"{precision}_flops"))
-        for key, value in got.items():
+        for key, value in peaks_of(name, results).items():
             if isinstance(value, (int, float)):
                 out[key] = max(out.get(key, 0.0), float(value))
     return out
@@ -107,6 +111,11 @@ def flop_fraction(row: dict, peaks: dict) -> float | None:
     if not row.get("gflop") or not row.get("min_ms") or not peak:
         return None
     return row["gflop"] * 1e9 / (row["min_ms"] / 1e3) / peak
+
+
+def over_budget(row: dict) -> bool:
+    """Whether a budget-batch row's measured peak is over its budget (``budget_MB`` is rounded)."""
+    return row["peak_MB"] > row.get("budget_MB", float("inf")) + 0.5
 
 
 def load_range(rows: list[dict]) -> str:
@@ -125,9 +134,8 @@ def t_peaks(results) -> str:
         return "*(no peaks measured yet: `python -m bench.peaks`)*"
     rows = []
     for name in PEAK_SOURCES:
-        got = (load(name, results) or {}).get("peaks")
+        got = peaks_of(name, results)
         if got:
-            got = {**{f"mm_{p_}_flops": got.get(f"{p_}_flops") for p_ in ("fp32", "bf16")}, **got}
             rows.append([f"`{name}.json`"] + [f"{fmt(got[k] / 1e9)} GFLOP/s" if got.get(k) else "" for k in (
                 "mm_fp32_flops", "conv_fp32_flops", "mm_bf16_flops", "conv_bf16_flops")]
                 + [f"{fmt(got['copy_bytes_per_s'] / 1e9)} GB/s" if got.get("copy_bytes_per_s") else ""])
@@ -163,8 +171,7 @@ def t_train_headline(results) -> str:
                     fmt(r.get("memory_ratio")), pct(flop_fraction(r, peaks))])
     for r in rows:
         if r["path"] == "ours" and r.get("budget_x_batch"):
-            fits = r["peak_MB"] <= r.get("budget_MB", float("inf")) + 0.5  # budget_MB is rounded
-            out.append([f"{'same memory' if fits else 'over the memory budget'} ({r.get('budget_MB')} MB), "
+            out.append([f"{'over the memory budget' if over_budget(r) else 'same memory'} ({r.get('budget_MB')} MB), "
                         f"{'float32' if r['precision'] == 'fp32' else 'bf16'}: "
                         f"batch {r['batch']} ({r['peak_MB']:.0f} MB) against {round(r['batch'] / r['budget_x_batch'])}",
                         fmt(r["images_per_s"]), times(r["budget_x_images_per_s"]) + " images/s", "", "", ""])
@@ -182,7 +189,7 @@ def t_train_step(results, name: str = "train_step") -> str:
         if "error" in r:
             out.append([r["path"], r["precision"], str(r["batch"]), "error: " + r["error"][:80]] + [""] * 9)
             continue
-        over = r.get("budget_batch") and r["peak_MB"] > r.get("budget_MB", float("inf")) + 0.5  # budget_MB is rounded
+        over = r.get("budget_batch") and over_budget(r)
         out.append([r["path"], r["precision"], str(r["batch"]) + (" ‡" if over else " †" if r.get("budget_batch") else ""),
                     ms(r["min_ms"]), ms(r["median_ms"]), pct(r["spread"]), fmt(r["images_per_s"]),
                     f"{r['peak_MB']:.0f}", pct(flop_fraction(r, peaks)), times(r.get("x_by_min")),
