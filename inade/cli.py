@@ -113,7 +113,7 @@ def load_models(checkpoint: str | Path, config_name: str | None = None, override
             G = inade.load_official(inade.Generator(cfg), obj)
             E = None
         if encoder is not None:
-            E = inade.load_official(inade.NoiseEncoder(cfg), load_checkpoint(encoder))
+            E = inade.load_official(inade.NoiseEncoder(cfg), encoder)  # reads and checks the file
     except (RuntimeError, ValueError, TypeError, KeyError) as err:
         raise UserError(f"{path}: does not fit the model ({err})") from err
     return G.to(device), (E.to(device) if E is not None else None), cfg
