@@ -227,7 +227,7 @@ def generator_calls(G, forward) -> dict:
 
     def infer_bf16():
         G.eval()
-        with torch.no_grad(), torch.autocast(next(G.parameters()).device.type, dtype=torch.bfloat16):
+        with torch.no_grad(), common.precision_context("bf16", next(G.parameters()).device):
             return forward()
 
     def train():
@@ -389,7 +389,7 @@ def run(args, isolated=common.isolated) -> tuple[list[dict], dict, list[str]]:
             if "error" not in r and flops.get(call):
                 row["gflop"] = flops[call] / 1e9
                 row["flop_fraction"] = common.fraction_of_peak(
-                    flops[call], r["min_ms"] / 1e3, peaks.get("fp32_flops" if precision == "fp32" else "bf16_flops"))
+                    flops[call], r["min_ms"] / 1e3, peaks.get(f"{precision}_flops"))
             print(f"  {call:20s} {path:14s} " + (row.get("error") or f"min {row['min_ms']:.0f} ms, median "
                   f"{row['median_ms']:.0f} ms, spread {row['spread']:.0%}, peak extra {row['peak_MB']:.0f} MB"),
                   flush=True)

@@ -230,7 +230,7 @@ def row_of(result: dict, side: str, precision: str, batch: int, flops_b1: float 
            **{k: v for k, v in result.items() if k != "samples_s"}}
     if "error" not in result:
         row["images_per_s"] = batch / (result["min_ms"] / 1e3)
-        peak = peaks.get("fp32_flops" if precision == "fp32" else "bf16_flops")
+        peak = peaks.get(f"{precision}_flops")
         if flops_b1:
             row["gflop"] = flops_b1 * batch / 1e9
             row["flop_fraction"] = common.fraction_of_peak(flops_b1 * batch, result["min_ms"] / 1e3, peak)

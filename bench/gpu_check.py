@@ -355,7 +355,7 @@ def stage_c(out: str, device, mode: str) -> None:
     try:  # the machine's own peaks first (CUDA events on a GPU): every figure is stated against them
         kernels = common.peak_kernels(device, n=256, copy_MB=4) if mode == "dry-run" else None
         peaks = common.measure_peaks(device, kernels=kernels)
-        stage.add(what="peaks", ok=True, **{k: v for k, v in peaks.items()})
+        stage.add(what="peaks", ok=True, **peaks)
     except Exception as err:  # noqa: BLE001
         stage.add(what="peaks", ok=False, error=f"{type(err).__name__}: {err}"[:500])
     dtypes = [torch.float32] if mode != "full" else [torch.float32, torch.bfloat16]
