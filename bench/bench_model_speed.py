@@ -268,17 +268,27 @@ def op_summary(device) -> list[dict]:
 CALLS = ("G inference fp32", "G inference bf16", "G train fwd+bwd", "E+G inference fp32")
 
 
+def face_batch(spec: dict, cfg, batch: int = 1) -> dict:
+    """``{label, instance [B, H, W], image [B, 3, H, W], noise [B, L, 2, noise_nc], z [B, z_dim]}``
+    on the CPU: :func:`face_layout` per sample, a random image, and the noise and ``z`` passed to
+    both generators (the public one draws them with ``x.get_device()``, which fails on a CPU);
+    the same in every worker (fixed seed)."""
+    label, inst = face_layout(spec["size"], spec["instances"], cfg.label_nc)
+    L = int(inst.max()) + 1
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(batch, L, 2, cfg.noise_nc, generator=g)
+    z = torch.randn(batch, cfg.z_dim, generator=g)
+    image = torch.rand(batch, 3, spec["size"], spec["size"], generator=g) * 2 - 1
+    return {"label": label.expand(batch, -1, -1).contiguous(), "instance": inst.expand(batch, -1, -1).contiguous(),
+            "image": image, "noise": noise, "z": z}
+
+
 def _setup(spec: dict):
     """``(cfg, device, label, inst, noise, z, real)``: the same inputs in every worker."""
     device = torch.device(spec["device"])
     cfg = inade.config("celeba", ngf=spec["ngf"], crop_size=spec["size"])
-    label, inst = (t.to(device) for t in face_layout(spec["size"], spec["instances"], cfg.label_nc))
-    L = int(inst.max()) + 1
-    g = torch.Generator().manual_seed(1)
-    noise = torch.randn(1, L, 2, cfg.noise_nc, generator=g).to(device)
-    z = torch.randn(1, cfg.z_dim, generator=g).to(device)
-    real = (torch.rand(1, 3, spec["size"], spec["size"], generator=g) * 2 - 1).to(device)
-    return cfg, device, label, inst, noise, z, real
+    b = {k: t.to(device) for k, t in face_batch(spec, cfg).items()}
+    return cfg, device, b["label"], b["instance"], b["noise"], b["z"], b["image"]
 
 
 def _paths(spec: dict, which: tuple[str, ...]):

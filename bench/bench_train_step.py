@@ -14,9 +14,8 @@ Same weights and same batch on both sides: a preparatory process builds the publ
 torchvision's layout (no pretrained weights are downloaded; the loss is on for both),
 and writes them to one file that every worker loads (ours through
 :func:`inade.load_official`). The batch: CelebAMask-HQ (19 classes, 256², ngf 64), a
-face-like layout of ``--instances`` instances (``bench_model_speed.face_layout``) per
-sample, a random image; the noise and ``z`` are fixed tensors passed to both generators
-(the public one draws them with ``x.get_device()``, which fails on a CPU).
+face-like layout of ``--instances`` instances per sample, a random image, and fixed noise
+and ``z`` passed to both generators (``bench_model_speed.face_batch``).
 
 The method (:mod:`bench.common`): each (side, precision, batch) in its own process,
 ``--warmup`` untimed iterations then ``--calls`` timed ones; min, median and spread; the
@@ -43,6 +42,7 @@ import tempfile
 import torch
 
 from bench import common, official_style
+from bench.bench_model_speed import face_batch
 
 WEIGHTS_ENV = "INADE_BENCH_TRAIN_WEIGHTS"
 
@@ -56,19 +56,6 @@ def model_config(spec: dict):
     import inade  # noqa: PLC0415
 
     return inade.config("celeba", ngf=spec["ngf"], crop_size=spec["size"], dataset_mode="synthetic")
-
-
-def make_batch(spec: dict, cfg, batch: int) -> dict:
-    """``{label, instance [B, H, W], image [B, 3, H, W], noise [B, L, 2, noise_nc], z [B, z_dim]}``,
-    the same for every worker (fixed seed)."""
-    from bench.bench_model_speed import face_layout  # noqa: PLC0415
-
-    label, inst = face_layout(spec["size"], spec["instances"], cfg.label_nc)
-    g = torch.Generator().manual_seed(1)
-    L = int(inst.max()) + 1
-    return {"label": label.expand(batch, -1, -1).contiguous(), "instance": inst.expand(batch, -1, -1).contiguous(),
-            "image": torch.rand(batch, 3, spec["size"], spec["size"], generator=g) * 2 - 1,
-            "noise": torch.randn(batch, L, 2, cfg.noise_nc, generator=g), "z": torch.randn(batch, cfg.z_dim, generator=g)}
 
 
 def public_train_options(cfg, **overrides):
@@ -128,7 +115,7 @@ def ours_step(spec: dict, cfg, weights: dict | None):
         vgg.load_torchvision_state_dict(weights["vgg"])
     trainer.crit.vgg_loss = VGGLoss(vgg.to(trainer.device))
     trainer.amp_dtype = torch.bfloat16 if spec["precision"] == "bf16" else None
-    b = make_batch(spec, cfg, spec["batch"])
+    b = face_batch(spec, cfg, spec["batch"])
     dev = trainer.device
     batch = {"label": b["label"].to(dev), "instance": b["instance"].to(dev), "image": b["image"].to(dev),
              "index": torch.arange(spec["batch"])}
@@ -162,7 +149,7 @@ def public_step(spec: dict, cfg, weights: dict):
     model.netG.load_state_dict(weights["G"])
     model.netIE.load_state_dict(weights["E"])
     model.netD.load_state_dict(weights["D"])
-    b = make_batch(spec, cfg, spec["batch"])
+    b = face_batch(spec, cfg, spec["batch"])
     model.netG = _FixedLatents(model.netG, b["noise"], b["z"])
     device = torch.device(spec["device"])
     model.to(device)
