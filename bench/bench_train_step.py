@@ -105,7 +105,7 @@ def ours_step(spec: dict, cfg, weights: dict | None):
         opt, _, _ = parse_options(["--dataset_mode", "synthetic", "--synthetic_size", str(max(4, spec["batch"])),
                                    "--nThreads", "0", "--batchSize", str(spec["batch"]), "--gpu_ids", "-1",
                                    "--checkpoints_dir", checkpoints_dir])
-        with contextlib.redirect_stderr(open(os.devnull, "w")):  # "no VGG weights" warning: set below
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):  # "no VGG weights": set below
             trainer = Trainer(opt, cfg, device=spec["device"], log=lambda *a: None)
     vgg = VGG19()
     if weights is not None:
@@ -234,8 +234,10 @@ def run(args, isolated=common.isolated) -> tuple[list[dict], dict, list[str]]:
     peaks = peaks_result.get("peaks", {})
     path = None
     sides = ["ours"]
-    if args.official_code:
-        path = os.path.join(tempfile.mkdtemp(prefix="inade-bench-"), "weights.pt")
+    # the shared weights (hundreds of MB) are not left behind, nor their folder when prepare fails
+    weights_dir = tempfile.TemporaryDirectory(prefix="inade-bench-") if args.official_code else None
+    if weights_dir is not None:
+        path = os.path.join(weights_dir.name, "weights.pt")
         prep = isolated(module, {**base, "what": "prepare", "path": path})
         if "error" in prep:
             notes.append(f"public code not run: {prep['error']}")
@@ -275,10 +277,8 @@ def run(args, isolated=common.isolated) -> tuple[list[dict], dict, list[str]]:
                 b -= 1
                 r = one(side, precision, b, calls=args.budget_calls) if b > 2 else r2
             r["budget_batch"], r["budget_MB"] = True, round(budget)
-    if path is not None:  # the shared weights (hundreds of MB) are not left behind
-        import shutil  # noqa: PLC0415
-
-        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+    if weights_dir is not None:
+        weights_dir.cleanup()
     notes.append(peaks.get("method", "peaks not measured: " + peaks_result.get("error", "?")))
     return rows, peaks, notes
 
