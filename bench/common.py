@@ -502,6 +502,13 @@ def _ratios(r: dict, b: dict) -> dict:
     return out
 
 
+def peak_kernels_text(n: int = 2048, copy_MB: int = 256, conv: tuple = (4, 256, 64)) -> str:
+    """What :func:`peak_kernels` of these sizes runs, in words (the ``method`` of the peaks)."""
+    B, C, S = conv
+    return (f"torch.mm of {n}x{n} and a 3x3 conv2d {C}->{C} on {B}x{S}x{S} in fp32/bf16 (the faster is the "
+            f"FLOP peak), a {copy_MB} MB copy")
+
+
 def peak_kernels(device: torch.device, n: int = 2048, copy_MB: int = 256, conv: tuple = (4, 256, 64)) -> dict:
     """``{name: (fn, work)}`` of the peak measurements: ``mm_fp32`` and ``mm_bf16`` (an ``n×n``
     ``torch.mm``, work = 2n³ FLOPs), ``conv_fp32`` and ``conv_bf16`` (a dense 3×3 ``F.conv2d``
@@ -541,7 +548,8 @@ def wall_seconds(fn) -> float:
     return time.perf_counter() - t0
 
 
-def measure_peaks(device: torch.device, *, repeats: int = 10, timer=None, kernels: dict | None = None) -> dict:
+def measure_peaks(device: torch.device, *, repeats: int = 10, timer=None, kernels: dict | None = None,
+                  what: str | None = None) -> dict:
     """The machine's own peaks, measured now: ``fp32_flops`` and ``bf16_flops`` (FLOP/s of a large
     ``torch.mm``) and ``copy_bytes_per_s`` (a large copy), each the best of ``repeats`` timed
     calls after one warm-up (CUDA events on GPU, the wall clock on CPU). Every figure of a
@@ -559,8 +567,7 @@ def measure_peaks(device: torch.device, *, repeats: int = 10, timer=None, kernel
         rates = [out[k] for k in (f"mm_{precision}_flops", f"conv_{precision}_flops") if k in out]
         if rates:
             out[f"{precision}_flops"] = max(rates)
-    out["method"] = (f"best of {repeats} after a warm-up: torch.mm of 2048x2048 and a 3x3 conv2d 256->256 on "
-                     f"4x64x64 in fp32/bf16 (the faster is the FLOP peak), a 256 MB copy "
+    out["method"] = (f"best of {repeats} after a warm-up: {what or peak_kernels_text()} "
                      f"({'CUDA events' if device.type == 'cuda' else 'wall clock'}, {torch.get_num_threads()} threads)")
     return out
 

@@ -353,8 +353,9 @@ def stage_c(out: str, device, mode: str) -> None:
     if mode == "dry-run":
         common.compiled = lambda fn: None  # no torch.compile baseline on the CPU dry run (minutes of C++ builds)
     try:  # the machine's own peaks first (CUDA events on a GPU): every figure is stated against them
-        kernels = common.peak_kernels(device, n=256, copy_MB=4) if mode == "dry-run" else None
-        peaks = common.measure_peaks(device, kernels=kernels)
+        small = dict(n=256, copy_MB=4) if mode == "dry-run" else {}
+        kernels = common.peak_kernels(device, **small) if small else None
+        peaks = common.measure_peaks(device, kernels=kernels, what=common.peak_kernels_text(**small))
         stage.add(what="peaks", ok=True, **peaks)
     except Exception as err:  # noqa: BLE001
         stage.add(what="peaks", ok=False, error=f"{type(err).__name__}: {err}"[:500])

@@ -35,6 +35,7 @@ def test_dry_run_reports_every_stage(tmp_path):
     assert all(r["ok"] for r in correctness), [r for r in correctness if not r["ok"]]
     peaks = next(r for r in summary["details"]["c"]["records"] if r["what"] == "peaks")
     assert peaks["ok"] and peaks["fp32_flops"] > 0 and peaks["copy_bytes_per_s"] > 0  # measured before the ops
+    assert "256x256" in peaks["method"] and "4 MB copy" in peaks["method"]  # the dry run's sizes, said as run
     model = summary["details"]["d"]["records"]
     assert {r["what"] for r in model} >= {"G inference B=1", "train step B=2"}
     assert all(r["ok"] for r in model), [r for r in model if not r["ok"]]
