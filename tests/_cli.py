@@ -16,9 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_cli(args: list[str], *, cwd=None, timeout: float = 300, env: dict | None = None,
             input: bytes | None = None) -> subprocess.CompletedProcess:
-    """``python <args>`` in a subprocess (the repository on ``PYTHONPATH``, one thread), text output."""
+    """``python <args>`` in a subprocess (the repository on ``PYTHONPATH``, one thread), text output;
+    it runs in ``cwd``, by default the test's own working folder (never the repository)."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=full_env, capture_output=True,
+    return subprocess.run([sys.executable, *args], cwd=cwd or os.getcwd(), env=full_env, capture_output=True,
                           timeout=timeout, input=input)
 
 

@@ -22,6 +22,13 @@ from inade.ops import _backend  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
+
+@pytest.fixture(autouse=True)
+def _own_working_folder(tmp_path_factory, monkeypatch):
+    """Every test runs in an empty working folder of its own: none reads or writes the repository's
+    (``./checkpoints`` of ``make train``, ``./results``), so ``make test`` passes in any state."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
 # dtype -> (atol, rtol) for comparing a fused backend with the float32/64 reference.
 TOLERANCES = {
     torch.float64: (1e-10, 1e-10),

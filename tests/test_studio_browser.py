@@ -5,7 +5,7 @@ in the picture (its pixels change, pixels 8 or more away do not), undo twice (th
 picture and the maps come back), export (the zip's image is the one on screen),
 and get visible messages for a non-PNG upload, an oversized one and a click outside
 any instance; then every tool, a lock, variations, a reference style and the
-history; and strokes painted while a picture is being drawn. Screenshots go to ``$INADE_TEST_ARTIFACTS/studio`` (default ``outputs/test-artifacts/studio``);
+history; and strokes painted while a picture is being drawn. Screenshots go to ``$INADE_TEST_ARTIFACTS/studio`` (default a temporary folder);
 the test prints the folder.
 
 Needs Chromium (``apt-get install chromium``; or ``INADE_CHROMIUM=/path``) and the
@@ -61,8 +61,10 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def artifacts():
-    folder = Path(os.environ.get("INADE_TEST_ARTIFACTS", ROOT / "outputs" / "test-artifacts")) / "studio"
+def artifacts(tmp_path_factory):
+    # screenshots: $INADE_TEST_ARTIFACTS/studio when set (CI keeps them), else a temporary folder
+    given = os.environ.get("INADE_TEST_ARTIFACTS")
+    folder = Path(given) / "studio" if given else tmp_path_factory.mktemp("studio-artifacts")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

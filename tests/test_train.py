@@ -140,7 +140,7 @@ def test_trains_end_to_end_and_writes_outputs(tmp_path):
 def test_train_py_cli_runs(tmp_path):
     r = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *TINY, "--checkpoints_dir", str(tmp_path), "--max_steps", "1", "--no_vae"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "checkpoint (full resume)" in r.stderr and str(tmp_path / "inade_synthetic" / "latest.pt") in r.stderr
@@ -207,6 +207,35 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, two_threads_deter
     assert states_equal(_final_state(straight), _final_state(resumed)) == []
     a, b = straight.opt_G.state_dict()["state"], resumed.opt_G.state_dict()["state"]
     assert all(torch.equal(a[i]["exp_avg_sq"], b[i]["exp_avg_sq"]) for i in a)
+
+
+def test_continue_train_takes_the_runs_own_options(tmp_path):
+    """A run with --max_steps 3 stopped at step 1, resumed with only --continue_train and --name
+    (as the interrupted run's last line says), goes to step 3 with the run's data set and model;
+    an option given again wins; one note names the options taken."""
+    opt, cfg, _ = tiny_options(tmp_path, "--max_steps", "3", "--display_freq", "1000", "--no_vgg_loss", "--no_vae")
+    first = quiet_trainer(opt, cfg)
+    first.total_steps = 1  # stopped early, as by Ctrl-C after step 1
+    first.run()
+    assert first.step == 1
+
+    bare = ["--checkpoints_dir", str(tmp_path), "--name", "run", "--continue_train"]
+    opt, cfg, notes = parse_options(bare)
+    assert (opt.max_steps, opt.batchSize, opt.crop_size, opt.synthetic_size, opt.use_vae) == (3, 2, 32, 8, False)
+    assert cfg.ngf == 4 and cfg.no_vgg_loss
+    note = [n for n in notes if n.startswith("--continue_train:")]
+    assert len(note) == 1 and "--max_steps 3" in note[0] and "--ngf 4" in note[0] and "--no_vae" in note[0], notes
+    assert "--name" not in note[0] and "--checkpoints_dir" not in note[0]
+    resumed = quiet_trainer(opt, cfg)
+    resumed.resume()
+    assert resumed.step == 1
+    resumed.run()
+    assert resumed.step == 3
+
+    opt, cfg, notes = parse_options(bare + ["--max_steps", "5"])  # given again: the command line wins
+    assert opt.max_steps == 5 and "--max_steps" not in " ".join(notes)
+    opt, _, _ = parse_options(bare, resume=False)  # the torch-free parse alone: this command line only
+    assert opt.max_steps is None and opt.crop_size is None
 
 
 def test_continue_train_from_public_files(tmp_path):
@@ -355,13 +384,18 @@ def test_train_missing_dataroot_and_checkpoint_are_one_line(tmp_path, capsys):
     assert main(TINY + ["--checkpoints_dir", str(tmp_path), "--name", "run", "--continue_train"]) == 2
     assert "--continue_train: neither" in _error_line(capsys)
     assert main(["--gpu_ids", "first"]) == 2
-    assert "--gpu_ids expects GPU numbers" in _error_line(capsys)
+    assert "--gpu_ids: expects GPU numbers" in _error_line(capsys)
+    # option values come before any folder state: a folder holding a model changes nothing
+    (Path("checkpoints") / "inade_synthetic" / "latest.pt").parent.mkdir(parents=True)
+    (Path("checkpoints") / "inade_synthetic" / "latest.pt").write_bytes(b"")
+    assert main(["--gpu_ids", "first"]) == 2
+    assert "--gpu_ids: expects GPU numbers" in _error_line(capsys)
 
 
 def test_train_py_user_error_exit_code(tmp_path):
     """The real entry point: exit code 2 and one line on stderr."""
     r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dataset_mode", "coco", "--dataroot", str(tmp_path / "x"),
-                        "--gpu_ids", "-1"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+                        "--gpu_ids", "-1"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 2, r.stderr[-2000:]
     assert r.stderr.startswith("error: dataroot ") and r.stderr.count("\n") == 1, r.stderr
 

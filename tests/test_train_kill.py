@@ -26,7 +26,7 @@ def _start(tmp_path: Path, resume: bool, log: Path) -> subprocess.Popen:
             "--niter", "2", "--niter_decay", "1", "--save_latest_freq", "2", "--display_freq", "6", "--no_vgg_loss",
             *(["--continue_train"] if resume else [])]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))  # noqa: SIM115
+    return subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))  # noqa: SIM115
 
 
 def _temporaries(folder: Path) -> list[str]:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 import inade
 from inade.config import Config
 from inade.utils.arguments import (ArgumentParser, _number, adam_beta, at_least, count_or_all, device, folder_name,
-                                   non_negative_finite, positive_finite)
+                                   gpu_ids, non_negative_finite, positive_finite)
 from inade.utils.errors import UserError
 
 # dataset_mode -> preset of inade.config
@@ -36,6 +37,7 @@ PRESET_OF_MODE = {
     "deepfashion": "deepfashion",
     "coco": "cocostuff",
 }
+MODE_ALIASES = {"custom": "folder"}
 CONFIG_FIELDS = {f.name for f in dataclasses.fields(Config)} - {"name", "dataset_mode"}
 
 # Training defaults that depend on the dataset (others: the public code's).
@@ -110,7 +112,7 @@ def add_base_options(p: argparse.ArgumentParser, *, entry: str) -> None:
     g.add_argument("--name", type=folder_name, default=S,
                    help="experiment name: <checkpoints_dir>/<name> (train: default inade_<dataset_mode>)")
     g.add_argument("--checkpoints_dir", type=str, default="./checkpoints", help="where experiments are saved")
-    g.add_argument("--gpu_ids", type=str, default=S,
+    g.add_argument("--gpu_ids", type=gpu_ids, default=S,
                    help="e.g. 0; -1 for CPU" + (" (default: GPU 0 when there is one). Several GPUs: use torchrun"
                                                if entry == "train" else " (default -1)"))
     g.add_argument("--phase", type=str, default="train" if entry == "train" else "test")
@@ -250,13 +252,69 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_options(argv=None):
+# Options that describe this invocation or this machine, not the run: --continue_train never
+# takes them from the checkpoint.
+NOT_RESTORED = ("continue_train", "overwrite", "which_epoch", "checkpoints_dir", "name", "gpu_ids", "nThreads",
+                "no_progress", "compile")
+
+
+def parse_options(argv=None, *, resume: bool = True):
     """``(opt, cfg, notes)``: training options (a Namespace with every default filled
     in), the model :class:`Config`, and human-readable notes about ignored options.
-    A bad option or value raises :class:`UserError` naming it."""
-    opt = build_parser().parse_args(argv)
+    A bad option or value raises :class:`UserError` naming it.
+
+    With ``--continue_train`` (and ``resume``), the run's own options saved in its ``latest.pt``
+    (``--max_steps``, ``--niter``, ``--batchSize``, the data set, the model …) are the defaults:
+    an option given again on the command line wins, and one note names those taken."""
+    p = build_parser()
+    given = p.parse_args(argv)
+    saved = {}
+    if resume and given.continue_train:
+        name = given.name or f"inade_{MODE_ALIASES.get(given.dataset_mode, given.dataset_mode)}"
+        saved = saved_run_options(Path(given.checkpoints_dir) / name / "latest.pt")
+    if not saved:
+        return _options(p, argv)
+    try:  # what this command line alone gives, to name the options the checkpoint changed
+        fresh = vars(_options(build_parser(), argv)[0])
+    except UserError:
+        fresh = {}
+    dests = {a.dest for a in p._actions}
+    p.set_defaults(**{k: v for k, v in saved.items() if k in dests and k not in NOT_RESTORED})
+    opt, cfg, notes = _options(p, argv)
+    taken = [k for k in sorted(vars(opt)) if k not in NOT_RESTORED and getattr(opt, k) != fresh.get(k)]
+    if taken:
+        notes.append("--continue_train: the run's own options from its latest.pt: "
+                     + ", ".join(_as_typed(k, getattr(opt, k)) for k in taken)
+                     + " (give one again to change it)")
+    return opt, cfg, notes
+
+
+def _as_typed(name: str, value) -> str:
+    """An option as a command line gives it (``--use_vae False`` is ``--no_vae``)."""
+    if value is True:
+        return f"--{name}"
+    if name == "use_vae" and value is False:
+        return "--no_vae"
+    return f"--{name} {value}"
+
+
+def saved_run_options(path: Path) -> dict:
+    """The ``options`` a ``train.py`` checkpoint saved (empty when there is no ``latest.pt``: the
+    public code's weight files hold no options). A damaged file is a :class:`UserError` naming it."""
+    if not path.is_file():
+        return {}
+    from inade.utils.checkpoint_io import load_checkpoint  # noqa: PLC0415 - torch, only when resuming
+
+    state = load_checkpoint(path)
+    options = state.get("options") if isinstance(state, dict) else None
+    return dict(options) if isinstance(options, dict) else {}
+
+
+def _options(parser: argparse.ArgumentParser, argv):
+    """:func:`parse_options` for one parser (whose defaults may be a checkpoint's)."""
+    opt = parser.parse_args(argv)
     notes = check_base_options(opt, "train")
-    mode = {"custom": "folder"}.get(opt.dataset_mode, opt.dataset_mode)
+    mode = MODE_ALIASES.get(opt.dataset_mode, opt.dataset_mode)
     opt.dataset_mode = mode
     cfg = make_config(opt)
     for key, value in (SYNTHETIC_DEFAULTS if mode == "synthetic" else PUBLIC_DEFAULTS).items():

@@ -518,9 +518,9 @@ def refuse_to_overwrite(opt) -> None:
 
 def _train(argv=None) -> int:
     opt, cfg, notes = parse_options(argv)
-    refuse_to_overwrite(opt)
-    dist, device, note = setup(opt.gpu_ids)
+    dist, device, note = setup(opt.gpu_ids)  # every option value (the device too) before any folder state
     try:
+        refuse_to_overwrite(opt)
         trainer = Trainer(opt, cfg, dist, device)
         for line in notes + ([note] if note else []):
             trainer.log(f"note: {line}")

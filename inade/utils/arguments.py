@@ -114,6 +114,15 @@ def check_device(name: str, option: str = "--device"):
     return torch.device(name)
 
 
+def gpu_ids(text: str) -> str:
+    """argparse type of ``--gpu_ids``: ``-1`` (the CPU) or GPU numbers such as ``0`` or ``0,1``
+    (returned as given). Checked while parsing, before any folder is looked at."""
+    parts = [i.strip() for i in text.split(",") if i.strip()]
+    if text.strip() != "-1" and not (parts and all(i.isdigit() for i in parts)):
+        raise argparse.ArgumentTypeError(f"expects GPU numbers such as 0 or 0,1 (or -1 for the CPU), got {text!r}")
+    return text
+
+
 def folder_name(text: str) -> str:
     """argparse type of ``--name``: one folder name inside ``--checkpoints_dir`` / ``--results_dir``
     (no ``/``, not ``.`` or ``..``), so an experiment never writes outside the folder the user chose."""
