@@ -243,7 +243,7 @@ def run(opt, log=print) -> Path:
         raise UserError(f"the {opt.phase} split of {cfg.dataset_mode} is empty")
     subset = torch.utils.data.Subset(data, range(n))
     loader = torch.utils.data.DataLoader(subset, batch_size=opt.batchSize, shuffle=False, num_workers=opt.nThreads)
-    amp = resolve_amp("auto" if opt.use_amp else "none", device)
+    amp = resolve_amp("auto" if opt.use_amp else "none", device, log)  # float32, with a note, without CPU bf16
     synth = inade.Synthesizer(G, E, cfg)
     folders = ["synthesized_image"] + [f"synthesized_image_{k}" for k in range(1, opt.samples)]
     log(f"synthesising {n} {cfg.dataset_mode} {opt.phase} layouts x {opt.samples} style(s) with {g_path} -> {out}")

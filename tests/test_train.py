@@ -16,7 +16,7 @@ import inade
 from inade.training import checkpoint as ckpt
 from inade.training.latents import D_PASS, G_PASS, draw_latents
 from inade.training.options import parse_options
-from inade.training.schedule import learning_rates, lr_factor
+from inade.training.schedule import learning_rates, lr_factor, rates_at_step, split_lr
 from inade.training.trainer import Trainer, main
 from inade.utils.errors import UserError
 
@@ -89,11 +89,67 @@ def test_defaults_and_errors():
     assert not cfg.use_vae
 
 
-def test_lr_is_constant_then_decays_linearly_to_zero():
+def public_epoch_rates(lr, niter, niter_decay, no_TTUR=False):
+    """The public code's rates per epoch: constant, then ``lr / niter_decay`` less after each
+    epoch ``e > niter`` ends (its ``update_learning_rate(epoch)`` after every epoch)."""
+    rates, old = [], lr
+    split = (lambda r: (r, r)) if no_TTUR else (lambda r: (r / 2, r * 2))
+    for epoch in range(1, niter + niter_decay + 1):
+        rates.append(split(old))
+        if epoch > niter:
+            old = old - lr / niter_decay
+    return rates
+
+
+@pytest.mark.parametrize("niter,niter_decay,no_TTUR", [(2, 3, False), (0, 4, False), (1, 7, True), (3, 0, False)])
+def test_lr_is_the_public_epoch_end_schedule(niter, niter_decay, no_TTUR):
+    """Every iteration's rates equal the public code's (bit for bit), from the step alone."""
+    want = public_epoch_rates(2e-4, niter, niter_decay, no_TTUR)
+    got = [rates_at_step(s, 5, lr=2e-4, no_TTUR=no_TTUR, niter=niter, niter_decay=niter_decay)
+           for s in range(5 * (niter + niter_decay))]
+    assert got == [r for r in want for _ in range(5)]
+    if niter_decay:  # the first niter + 1 epochs at lr, the last at lr / niter_decay
+        assert got[5 * (niter + 1) - 1] == split_lr(2e-4, no_TTUR) and got[-1][0] == pytest.approx(
+            split_lr(2e-4 / niter_decay, no_TTUR)[0])
+
+
+def test_lr_decay_every_iter_is_an_option():
     f = [lr_factor(s, steps_per_epoch=10, niter=2, niter_decay=2) for s in range(40)]
     assert f[:21] == [1.0] * 21
     assert f[25] == pytest.approx(0.75) and f[30] == pytest.approx(0.5) and f[39] == pytest.approx(0.05)
     assert lr_factor(40, 10, 2, 2) == 0.0 and lr_factor(500, 10, 2, 0) == 1.0
+    assert rates_at_step(25, 10, lr=2e-4, no_TTUR=False, niter=2, niter_decay=2, every_iter=True) == (
+        pytest.approx(0.75e-4), pytest.approx(3e-4))
+    opt, _, _ = parse_options(["--lr_decay_every_iter", "--niter", "0", "--niter_decay", "2"])
+    assert opt.lr_decay_every_iter and opt.niter == 0
+    assert not parse_options([])[0].lr_decay_every_iter
+    with pytest.raises(UserError, match="--niter 0 --niter_decay 0"):
+        parse_options(["--niter", "0", "--niter_decay", "0"])
+
+
+def test_resumed_run_lands_on_the_same_rate(tmp_path):
+    """--continue_train from a mid-epoch latest.pt (as a kill -9 leaves it) lands on the rate the
+    uninterrupted run has at that step: the rate comes from the step, not from saved state."""
+    args = ["--niter", "0", "--niter_decay", "3", "--no_vgg_loss", "--display_freq", "1000",
+            "--save_latest_freq", "10"]  # 4 steps per epoch; a save after step 5 (10 images)
+    opt, cfg, _ = tiny_options(tmp_path / "a", *args, "--max_steps", "7")
+    straight = quiet_trainer(opt, cfg)
+    seen = []
+    step = straight.train_step
+    straight.train_step = lambda b: (step(b), seen.append(straight.opt_G.param_groups[0]["lr"]))[0]
+    straight.run()
+    assert seen == [cfg.lr / 2] * 4 + [(cfg.lr - cfg.lr / 3) / 2] * 3  # epoch 2 runs one decay lower
+    assert torch.load(tmp_path / "a" / "run" / "latest.pt", weights_only=True)["step"] == 7
+
+    opt, cfg, _ = tiny_options(tmp_path / "b", *args, "--max_steps", "5")
+    quiet_trainer(opt, cfg).run()  # stops at step 5, mid-epoch 2
+    opt, cfg, _ = tiny_options(tmp_path / "b", *args, "--max_steps", "7", "--continue_train")
+    resumed = quiet_trainer(opt, cfg)
+    resumed.resume()
+    assert resumed.step == 5 and resumed.rates() == straight.rates(5) == rates_at_step(
+        5, 4, lr=cfg.lr, no_TTUR=False, niter=0, niter_decay=3)
+    resumed.train_step(next(iter(resumed.loader)))
+    assert [g.param_groups[0]["lr"] for g in (resumed.opt_G, resumed.opt_D)] == list(straight.rates(5))
 
 
 def test_latents_depend_only_on_sample_and_step():
@@ -498,8 +554,35 @@ def test_two_processes_equal_one_process_on_the_whole_batch(tmp_path):
         assert (b["params"][k] - w).abs().max() <= 2.01 * (lr_D if k.startswith("D.") else lr_G), k
 
 
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_losses_keep_the_models_precision_outside_autocast(tmp_path, amp):
+    """A float64 model's losses (VGG's L1 and the KL included) are float64; only under autocast
+    are they summed in float32."""
+    from inade.models.losses import VGGLoss  # noqa: PLC0415
+    from inade.models.vgg import VGG19  # noqa: PLC0415
+
+    opt, cfg, _ = tiny_options(tmp_path, "--max_steps", "1")
+    tr = quiet_trainer(opt, cfg)
+    tr.amp_dtype = torch.bfloat16 if amp == "bf16" else None  # (--amp bf16 is refused on a CPU without bf16)
+    tr.crit.vgg_loss = VGGLoss(VGG19())  # random weights: the dtype is what counts here
+    if amp == "none":
+        for m in (tr.G, tr.E, tr.D, tr.crit):
+            m.double()
+        latents = tr.latents
+        tr.latents = lambda *a: tuple(t.double() for t in latents(*a))
+    b = next(iter(tr.loader))
+    b["image"] = b["image"].to(torch.float64 if amp == "none" else torch.float32)
+    losses = tr.train_step(b)
+    assert {"VGG", "KLD", "GAN", "D_real"} <= set(losses)
+    if amp == "none":
+        assert {k: v.dtype for k, v in losses.items()} == dict.fromkeys(losses, torch.float64)
+    else:  # summed in float32 where autocast's bfloat16 would round them (the hinge terms stay autocast's)
+        assert losses["VGG"].dtype == losses["KLD"].dtype == torch.float32
+
+
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_mixed_precision_steps_are_finite(tmp_path, amp):
+def test_mixed_precision_steps_are_finite(tmp_path, amp, monkeypatch):
+    monkeypatch.setattr("inade.utils.cpu.cpu_has_bf16", lambda: True)  # the numerics, also on a CPU without bf16
     opt, cfg, _ = tiny_options(tmp_path, "--max_steps", "2", "--amp", amp)
     tr = quiet_trainer(opt, cfg)
     b = next(iter(tr.loader))

@@ -71,6 +71,13 @@ def feature_matching_loss(pred_fake: Predictions, pred_real: Predictions, start:
     return total
 
 
+def loss_dtype(t: Tensor) -> torch.dtype:
+    """The dtype a loss term of ``t`` is computed in: float32 under autocast (its low-precision
+    activations are summed in float32), else ``t``'s own dtype -- a float64 model's losses stay
+    float64, so no loss term changes the model's precision outside autocast."""
+    return torch.float32 if torch.is_autocast_enabled(t.device.type) else t.dtype
+
+
 def kl_loss(enc, weight: float = 0.05) -> Tensor:
     """Eq. 9 weighted: ``(KL_γ + KL_β) / 2 · weight`` for ``enc = (mu_γ, logvar_γ, mu_β, logvar_β)``
     (:func:`inade.models.encoder.kl_divergence`, summed like the public code, times ``λ_KL``)."""
@@ -96,10 +103,11 @@ class VGGLoss(nn.Module):
         with torch.no_grad():
             real_feats = self.vgg(real)
         fake_feats = self.vgg(fake)
-        total = fake.new_zeros((), dtype=torch.float32)
+        dtype = loss_dtype(fake)
+        total = fake.new_zeros((), dtype=dtype)
         for w, f, r in zip(self.layer_weights, fake_feats, real_feats):
             if w:
-                total = total + w * F.l1_loss(f.float(), r.float())
+                total = total + w * F.l1_loss(f.to(dtype), r.to(dtype))
         return total
 
 

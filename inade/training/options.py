@@ -209,8 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ndf", type=at_least(1), default=S)
     g.add_argument("--num_D", type=at_least(1), default=S)
     g.add_argument("--n_layers_D", type=at_least(1), default=S)
-    g.add_argument("--niter", type=at_least(1), default=S, help="epochs at the starting learning rate")
-    g.add_argument("--niter_decay", type=at_least(0), default=S, help="epochs of linear decay to zero after niter")
+    g.add_argument("--niter", type=at_least(0), default=S,
+                   help="epochs at the starting learning rate (the first decay comes at the end of epoch niter + 1)")
+    g.add_argument("--niter_decay", type=at_least(0), default=S,
+                   help="epochs of linear decay after niter: lr falls by lr/niter_decay at the end of each, as the "
+                        "public code's update_learning_rate (the last epoch runs at lr/niter_decay)")
+    g.add_argument("--lr_decay_every_iter", action="store_true",
+                   help="ours: decay at every iteration instead of at epoch ends, reaching 0 at the end of epoch "
+                        "niter + niter_decay (not the public code's schedule)")
     g.add_argument("--lr", type=positive_finite, default=S, help="base learning rate (TTUR: G lr/2, D 2 lr)")
     g.add_argument("--beta1", type=adam_beta, default=S)
     g.add_argument("--beta2", type=adam_beta, default=S)
@@ -328,6 +334,8 @@ def _options(parser: argparse.ArgumentParser, argv):
         raise UserError(f"--gan_mode {cfg.gan_mode!r} is not supported (hinge only, as INADE trains)")
     if cfg.netD != "multiscale":
         raise UserError(f"--netD {cfg.netD!r} is not supported (multiscale only)")
+    if opt.niter + opt.niter_decay == 0:
+        raise UserError("--niter 0 --niter_decay 0: no epoch to train (give one of them a positive number)")
     if mode != "synthetic" and opt.dataroot is None:
         raise UserError(f"--dataset_mode {mode} needs --dataroot <the dataset's folder>")
     return opt, cfg, notes

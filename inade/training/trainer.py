@@ -9,7 +9,8 @@ One iteration, as the public code does it (tzt101/INADE ``pix2pix_model.py``):
    descends on the hinge loss of fake and real.
 
 Adam with TTUR (``G`` at lr/2, ``D`` at 2·lr, betas (0, 0.9)), constant for
-``niter`` epochs then linear decay to zero over ``niter_decay`` epochs. All
+``niter`` epochs then the public code's epoch-end linear decay over ``niter_decay``
+epochs (:mod:`inade.training.schedule`). All
 randomness of a step -- the data order, each sample's crop and flip, each
 sample's noise and ``z`` -- is a function of the seed, the step and the sample's
 index, so a resumed run and a multi-process run reproduce a single uninterrupted
@@ -29,14 +30,14 @@ import torch
 import inade
 from inade.data import EpochSampler, SyntheticScenes, build_dataset
 from inade.models.discriminator import Discriminator
-from inade.models.losses import INADELoss
+from inade.models.losses import INADELoss, loss_dtype
 from inade.training import checkpoint as ckpt
 from inade.training.distributed import Distributed, any_process, cleanup, setup, sync_norm_statistics, wrap
 from inade.training.grids import save_grid
 from inade.training.latents import D_PASS, G_PASS, draw_latents
 from inade.training.options import format_options, parse_options
 from inade.training.progress import Progress
-from inade.training.schedule import learning_rates, lr_factor
+from inade.training.schedule import learning_rates, rates_at_step
 from inade.utils.errors import UserError, one_line, run_command
 from inade.utils.files import write_text_atomic
 
@@ -61,13 +62,27 @@ def make_deterministic(device: torch.device) -> None:
     torch.use_deterministic_algorithms(True)
 
 
-def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``--amp`` (``auto``: bfloat16 where supported, else float16)."""
+def resolve_amp(name: str, device: torch.device, log=None) -> torch.dtype | None:
+    """Autocast dtype for ``--amp`` (``auto``: bfloat16 where supported, else float16).
+
+    Only where bfloat16 pays: on a CPU without bfloat16 arithmetic
+    (:func:`inade.utils.cpu.cpu_has_bf16`) ``bf16`` is a :class:`UserError` saying how much
+    slower it would run, and ``auto`` stays in float32 (``None``) with a note to ``log``."""
+    from inade.utils.cpu import cpu_has_bf16, no_bf16_reason  # noqa: PLC0415
+
     if name == "none":
         return None
+    cpu_bf16 = device.type != "cpu" or cpu_has_bf16()
     if name == "auto":
+        if not cpu_bf16:
+            if log is not None:
+                log(f"note: mixed precision off, running in float32: {no_bf16_reason()}")
+            return None
         bf16 = device.type == "cpu" or torch.cuda.is_bf16_supported()
         return torch.bfloat16 if bf16 else torch.float16
+    if name == "bf16" and not cpu_bf16:
+        raise UserError(f"--amp bf16: {no_bf16_reason()}; use --amp none (float32), or --amp auto to use bfloat16 "
+                        "only where the CPU has it")
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
@@ -125,6 +140,7 @@ class Trainer:
         self.log = log
         self.folder = Path(opt.checkpoints_dir) / opt.name
         if getattr(opt, "deterministic", False):
+        self.amp_dtype = resolve_amp(opt.amp, self.device, self.log)  # before any work: bf16 may be refused
             make_deterministic(self.device)
 
         # Part 1. Data: a sampler that splits each global batch across processes.
@@ -159,11 +175,9 @@ class Trainer:
             sync_norm_statistics(self.G, self.dist.group)
         self.crit = INADELoss(cfg, vgg_weights=opt.vgg_weights).to(self.device)
         lr_G, lr_D, betas = learning_rates(cfg)
-        self.base_lr = (lr_G, lr_D)
         g_params = list(self.G.parameters()) + (list(self.E.parameters()) if self.E is not None else [])
         self.opt_G = torch.optim.Adam(g_params, lr=lr_G, betas=betas)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=lr_D, betas=betas)
-        self.amp_dtype = resolve_amp(opt.amp, self.device)
         fp16 = self.amp_dtype == torch.float16
         self.scaler_G = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.scaler_D = torch.amp.GradScaler(self.device.type, enabled=fp16)
@@ -208,8 +222,8 @@ class Trainer:
         with self.autocast():
             enc = self.E_train(real, inst, noise.shape[1]) if self.E is not None else None
             fake = self.G_train(label, inst, noise=noise, z=z, remap=enc, sketch=sketch)
-            enc32 = tuple(t.float() for t in enc) if enc is not None else None
-            losses = self.crit.generator_losses(self.D_frozen, label, inst, fake, real, enc32)
+            enc = tuple(t.to(loss_dtype(t)) for t in enc) if enc is not None else None  # float32 only under autocast
+            losses = self.crit.generator_losses(self.D_frozen, label, inst, fake, real, enc)
         if "KLD" in losses and self.dist.enabled:
             # The KL is a sum over the batch; DDP averages gradients over processes.
             losses["KLD"] = losses["KLD"] * self.dist.world_size
@@ -235,6 +249,13 @@ class Trainer:
         self.scaler_D.update()
         return {k: v.detach() for k, v in losses.items()}
 
+    def rates(self, step: int | None = None) -> tuple[float, float]:
+        """``(lr_G, lr_D)`` of iteration ``step`` (default: the next one), from the step alone
+        (:func:`inade.training.schedule.rates_at_step`), so a resumed run lands on the same rate."""
+        return rates_at_step(self.step if step is None else step, self.steps_per_epoch, lr=self.cfg.lr,
+                             no_TTUR=self.cfg.no_TTUR, niter=self.opt.niter, niter_decay=self.opt.niter_decay,
+                             every_iter=getattr(self.opt, "lr_decay_every_iter", False))
+
     def train_step(self, batch) -> dict:
         """One iteration on this process's share of the global batch; returns its losses."""
         label = batch["label"].to(self.device, non_blocking=True)
@@ -243,10 +264,9 @@ class Trainer:
         sketch = batch["sketch"].to(self.device, non_blocking=True) if "sketch" in batch else None  # --add_sketch
         indices = batch["index"].tolist()
         num_instances = int(batch["instance"].max()) + 1
-        factor = lr_factor(self.step, self.steps_per_epoch, self.opt.niter, self.opt.niter_decay)
-        for opt, base in ((self.opt_G, self.base_lr[0]), (self.opt_D, self.base_lr[1])):
+        for opt, lr in zip((self.opt_G, self.opt_D), self.rates()):
             for group in opt.param_groups:
-                group["lr"] = base * factor
+                group["lr"] = lr
         losses, self._finite = {}, []
         if self.step % self.opt.D_steps_per_G == 0:
             losses.update(self.generator_step(label, inst, real, *self.latents(indices, num_instances, G_PASS),
