@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import re
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -502,19 +503,59 @@ def _ratios(r: dict, b: dict) -> dict:
     return out
 
 
-def peak_kernels_text(n: int = 2048, copy_MB: int = 256, conv: tuple = (4, 256, 64)) -> str:
+def bf16_supported(device: torch.device) -> tuple[bool, str]:
+    """``(ok, reason)``: whether bfloat16 rows are worth running on ``device`` — always on a GPU,
+    on a CPU only with bfloat16 arithmetic (:func:`inade.utils.cpu.cpu_has_bf16`; without it a
+    bfloat16 convolution runs 10–250× slower than float32, minutes per row). ``reason`` is the
+    one line a table shows for a skipped row ('' when ok)."""
+    from inade.utils.cpu import cpu_has_bf16, no_bf16_reason  # noqa: PLC0415
+
+    if device.type != "cpu" or cpu_has_bf16():
+        return True, ""
+    return False, f"bf16 skipped: {no_bf16_reason()}"
+
+
+def progress(iterable=None, *, desc: str, total: int | None = None, unit: str = "row"):
+    """A tqdm bar on stderr over ``iterable`` (every benchmark shows where it is; none where stderr
+    is not a terminal, so logs and captured output stay clean)."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    return tqdm(iterable, desc=desc, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False,
+                disable=None)
+
+
+def interruptible(main):
+    """``main`` with Ctrl-C ending it in one line (``interrupted``, exit 130) instead of a traceback;
+    what a benchmark wrote before it stays (every result file is written atomically)."""
+    import functools  # noqa: PLC0415
+
+    @functools.wraps(main)
+    def run(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: {sys.argv[0].rsplit('/', 1)[-1] if sys.argv else 'benchmark'} stopped "
+                  "(results written so far are kept)", file=sys.stderr, flush=True)
+            return 130
+    return run
+
+
+def peak_kernels_text(n: int = 2048, copy_MB: int = 256, conv: tuple = (4, 256, 64), bf16: bool = True) -> str:
     """What :func:`peak_kernels` of these sizes runs, in words (the ``method`` of the peaks)."""
     B, C, S = conv
-    return (f"torch.mm of {n}x{n} and a 3x3 conv2d {C}->{C} on {B}x{S}x{S} in fp32/bf16 (the faster is the "
-            f"FLOP peak), a {copy_MB} MB copy")
+    return (f"torch.mm of {n}x{n} and a 3x3 conv2d {C}->{C} on {B}x{S}x{S} in {'fp32/bf16' if bf16 else 'fp32'} "
+            f"(the faster is the FLOP peak), a {copy_MB} MB copy")
 
 
-def peak_kernels(device: torch.device, n: int = 2048, copy_MB: int = 256, conv: tuple = (4, 256, 64)) -> dict:
+def peak_kernels(device: torch.device, n: int = 2048, copy_MB: int = 256, conv: tuple = (4, 256, 64),
+                 bf16: bool | None = None) -> dict:
     """``{name: (fn, work)}`` of the peak measurements: ``mm_fp32`` and ``mm_bf16`` (an ``n×n``
     ``torch.mm``, work = 2n³ FLOPs), ``conv_fp32`` and ``conv_bf16`` (a dense 3×3 ``F.conv2d``
     of ``B×C×S×S`` to C channels, work = 2·MACs: on some CPUs oneDNN's convolutions run wider
     vectors than the BLAS behind ``mm``) and ``copy`` (``copy_MB`` copied, work = bytes read +
-    written)."""
+    written). ``bf16=None``: the bfloat16 kernels only where :func:`bf16_supported`."""
+    if bf16 is None:
+        bf16 = bf16_supported(device)[0]
     g = torch.Generator(device="cpu").manual_seed(0)
     a32, b32 = (torch.randn(n, n, generator=g).to(device) for _ in range(2))
     a16, b16 = a32.bfloat16(), b32.bfloat16()
@@ -525,11 +566,12 @@ def peak_kernels(device: torch.device, n: int = 2048, copy_MB: int = 256, conv: 
     src = torch.empty(copy_MB * 2**20 // 4, device=device).fill_(1.0)
     dst = torch.empty_like(src).fill_(0.0)
     conv2d = torch.nn.functional.conv2d
-    return {"mm_fp32": (lambda: torch.mm(a32, b32), 2 * n**3),
-            "mm_bf16": (lambda: torch.mm(a16, b16), 2 * n**3),
-            "conv_fp32": (lambda: conv2d(x32, w32, padding=1), conv_flops),
-            "conv_bf16": (lambda: conv2d(x16, w16, padding=1), conv_flops),
-            "copy": (lambda: dst.copy_(src), 2 * src.numel() * src.element_size())}
+    out = {"mm_fp32": (lambda: torch.mm(a32, b32), 2 * n**3),
+           "mm_bf16": (lambda: torch.mm(a16, b16), 2 * n**3),
+           "conv_fp32": (lambda: conv2d(x32, w32, padding=1), conv_flops),
+           "conv_bf16": (lambda: conv2d(x16, w16, padding=1), conv_flops),
+           "copy": (lambda: dst.copy_(src), 2 * src.numel() * src.element_size())}
+    return out if bf16 else {k: v for k, v in out.items() if "bf16" not in k}
 
 
 def cuda_event_seconds(fn) -> float:
@@ -555,19 +597,22 @@ def measure_peaks(device: torch.device, *, repeats: int = 10, timer=None, kernel
     calls after one warm-up (CUDA events on GPU, the wall clock on CPU). Every figure of a
     benchmark is then stated as a fraction of these (:func:`fraction_of_peak`)."""
     timer = timer or (cuda_event_seconds if device.type == "cuda" else wall_seconds)
-    kernels = kernels if kernels is not None else peak_kernels(device)
+    bf16, why = bf16_supported(device)
+    kernels = kernels if kernels is not None else peak_kernels(device, bf16=bf16)
     out = {}
-    for name, (fn, work) in kernels.items():
+    for name, (fn, work) in progress(kernels.items(), desc="peaks", unit="kernel"):
         fn()
         best = min(timer(fn) for _ in range(repeats))
         out[name if name == "copy" else f"{name}_flops"] = work / best
+    if not any("bf16" in k for k in kernels):
+        out["bf16_skipped"] = why or "bf16 not measured"
     if "copy" in out:
         out["copy_bytes_per_s"] = out.pop("copy")
     for precision in ("fp32", "bf16"):  # the FLOP peak of a precision: its faster dense kernel
         rates = [out[k] for k in (f"mm_{precision}_flops", f"conv_{precision}_flops") if k in out]
         if rates:
             out[f"{precision}_flops"] = max(rates)
-    out["method"] = (f"best of {repeats} after a warm-up: {what or peak_kernels_text()} "
+    out["method"] = (f"best of {repeats} after a warm-up: {what or peak_kernels_text(bf16='mm_bf16' in kernels)} "
                      f"({'CUDA events' if device.type == 'cuda' else 'wall clock'}, {torch.get_num_threads()} threads)")
     return out
 

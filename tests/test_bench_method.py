@@ -130,12 +130,25 @@ def test_peaks_are_work_over_the_best_time_of_each_kernel():
 
 
 def test_peak_kernels_run_in_their_precision_and_count_their_work():
-    k = common.peak_kernels(torch.device("cpu"), n=8, copy_MB=1, conv=(1, 4, 5))
+    k = common.peak_kernels(torch.device("cpu"), n=8, copy_MB=1, conv=(1, 4, 5), bf16=True)
     assert k["mm_fp32"][0]().dtype == torch.float32 and k["mm_bf16"][0]().dtype == torch.bfloat16
     assert k["conv_bf16"][0]().dtype == torch.bfloat16 and k["conv_fp32"][1] == 2 * 1 * 4 * 5 * 5 * 4 * 9
     assert k["mm_fp32"][1] == 2 * 8**3
     assert k["copy"][1] == 2 * 2**20
     assert common.fraction_of_peak(1e9, 0.5, 4e9) == 0.5 and common.fraction_of_peak(1e9, 0.5, None) is None
+
+
+def test_without_cpu_bf16_the_peaks_skip_bf16_and_say_why(monkeypatch):
+    """No bfloat16 kernel runs on a CPU without bf16 arithmetic (minutes each there); the peaks say why."""
+    monkeypatch.setenv("INADE_NO_BF16", "1")
+    assert set(common.peak_kernels(torch.device("cpu"), n=8, copy_MB=1, conv=(1, 4, 5))) == {
+        "mm_fp32", "conv_fp32", "copy"}
+    ran = []
+    kernels = {name: (lambda name=name: ran.append(name), 1.0) for name in ("mm_fp32", "conv_fp32", "copy")}
+    peaks = common.measure_peaks(torch.device("cpu"), repeats=1, timer=lambda fn: (fn(), 0.5)[1], kernels=kernels)
+    assert set(ran) == {"mm_fp32", "conv_fp32", "copy"} and "bf16_flops" not in peaks
+    assert peaks["fp32_flops"] == 2.0 and peaks["bf16_skipped"].startswith("bf16 skipped: INADE_NO_BF16 is set")
+    assert common.bf16_supported(torch.device("cpu"))[0] is False
 
 
 @pytest.mark.parametrize("b1,b2,budget,expected", [

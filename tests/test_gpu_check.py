@@ -51,3 +51,20 @@ def test_without_a_gpu_it_says_so_in_one_line(tmp_path):
     proc = _run("--out", str(tmp_path / "x"), timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_dry_run_peaks_without_bf16_skip_it_with_the_reason(tmp_path):
+    """The peak stage on a CPU marked as having no bfloat16 arithmetic (``INADE_NO_BF16=1``): the
+    float32 and copy peaks are measured, the bfloat16 kernels are not run, and the record says why."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(INADE_NO_BF16="1", TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--out", str(tmp_path), "--stage", "c",
+                           "--mode", "dry-run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stage = json.loads((tmp_path / "stage_c.json").read_text())
+    assert stage["done"]
+    peaks = next(r for r in stage["records"] if r["what"] == "peaks")
+    assert peaks["ok"] and peaks["fp32_flops"] > 0 and peaks["copy_bytes_per_s"] > 0
+    assert not any("bf16" in k and k.endswith("_flops") for k in peaks), peaks
+    assert peaks["bf16_skipped"].startswith("bf16 skipped: INADE_NO_BF16 is set")
+    assert "in fp32 " in peaks["method"] and "bf16" not in peaks["method"]

@@ -138,6 +138,7 @@ class Trainer:
         if log is None:
             log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if self.dist.is_main else (lambda *a: None)
         self.log = log
+        self.amp_dtype = resolve_amp(opt.amp, self.device, self.log)  # before any work: bf16 may be refused
         self.folder = Path(opt.checkpoints_dir) / opt.name
         if getattr(opt, "deterministic", False):
         self.amp_dtype = resolve_amp(opt.amp, self.device, self.log)  # before any work: bf16 may be refused
