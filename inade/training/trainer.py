@@ -141,7 +141,6 @@ class Trainer:
         self.amp_dtype = resolve_amp(opt.amp, self.device, self.log)  # before any work: bf16 may be refused
         self.folder = Path(opt.checkpoints_dir) / opt.name
         if getattr(opt, "deterministic", False):
-        self.amp_dtype = resolve_amp(opt.amp, self.device, self.log)  # before any work: bf16 may be refused
             make_deterministic(self.device)
 
         # Part 1. Data: a sampler that splits each global batch across processes.
