@@ -26,9 +26,11 @@ public code's layout (``util/visualizer.py``: ``images/<visual>/<stem>.png`` bes
 
 A results folder is one run: the images are written into a fresh hidden folder beside it
 (``.<phase>_<which_epoch>.<pid>.<random>.tmp``) and moved into place only when complete, replacing the
-previous run's folder (only one that ``inade.test`` wrote, recognised by its ``test_run.json``).
-A failure or a kill leaves the previous complete results; the next run removes the temporary
-folders of runs that died.
+previous run's folder only when everything in it is that run's own (listed in its ``test_run.json``
+with the same size and SHA-256); a file the test did not write stops it before any work, naming the
+file (``--overwrite`` replaces it anyway and says what it removed). A failure, Ctrl-C or a kill leaves
+the previous complete results; the next run removes the temporary folders of runs that died. One run
+at a time writes a results folder: a second stops, naming the first's pid.
 
 Options are the public code's (``options/base_options.py``, ``test_options.py``), with
 ``train.py``'s rule (:mod:`inade.training.options`): honoured where they mean something here,
@@ -72,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", type=str, default=None, help="preset for a public-code checkpoint (default: dataset_mode)")
     g.add_argument("--samples", type=at_least(1), default=1, help="styles per layout (the diversity metrics need >= 2)")
     g.add_argument("--no_progress", action="store_true")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the results folder even where it holds files this program did not write (they are removed)")
     return p
 
 
@@ -220,7 +224,15 @@ def _device(gpu_ids: str) -> torch.device:
 
 
 def run(opt, log=print) -> Path:
-    """Synthesise the split into a fresh folder and move it into place; returns the output folder."""
+    """Synthesise the split into a fresh folder and move it into place; returns the output folder.
+    One run at a time writes a results folder (a second one stops, naming this one)."""
+    out = Path(opt.results_dir) / opt.name / f"{opt.phase}_{opt.which_epoch}"
+    results.check_writable(out)
+    with results.writer_lock(out):
+        return _run(opt, log, out)
+
+
+def _run(opt, log, out: Path) -> Path:
     import inade  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
@@ -228,8 +240,7 @@ def run(opt, log=print) -> Path:
     from inade.training.trainer import resolve_amp  # noqa: PLC0415
 
     device = _device(opt.gpu_ids)
-    out = Path(opt.results_dir) / opt.name / f"{opt.phase}_{opt.which_epoch}"
-    results.check_replaceable(out)
+    results.check_replaceable(out, overwrite=opt.overwrite)
     G, E, cfg, options, g_path, e_path = load_generator(opt, device)
     dataroot = opt.dataroot or options.get("dataroot")
     data_seed = int(options.get("seed", 0) or 0)
@@ -247,7 +258,8 @@ def run(opt, log=print) -> Path:
     synth = inade.Synthesizer(G, E, cfg)
     folders = ["synthesized_image"] + [f"synthesized_image_{k}" for k in range(1, opt.samples)]
     log(f"synthesising {n} {cfg.dataset_mode} {opt.phase} layouts x {opt.samples} style(s) with {g_path} -> {out}")
-    with results.fresh_folder(out) as tmp:
+    removed = []
+    with results.fresh_folder(out, overwrite=opt.overwrite, removed=removed) as tmp:
         start = time.perf_counter()
         with tqdm(total=n * opt.samples, desc="test", unit="img", disable=opt.no_progress or not sys.stderr.isatty()) as bar:
             names, rows = _write_images(tmp, loader, synth, E if opt.use_vae else None, folders, opt, amp, cfg, bar)
@@ -265,6 +277,10 @@ def run(opt, log=print) -> Path:
             "device": str(device),
         }
         results.write_manifest(tmp, meta)
+    if removed:
+        shown = ", ".join(str(p.relative_to(out)) for p in removed[:10]) + (" …" if len(removed) > 10 else "")
+        log(f"--overwrite: removed {len(removed)} file(s) and folder(s) not written by python -m inade.test "
+            f"from {out}: {shown}")
     log(f"{done} images in {seconds:.1f} s: {rate:.2f} images/s -> {out}")
     return out
 

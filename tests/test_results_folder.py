@@ -181,3 +181,113 @@ def test_kill_9_at_random_moments_leaves_no_mix(ckpt_dir, tmp_path):
     meta = results.verify(out)
     assert _files(out) == sorted(meta["files"]) and meta["layouts"] == 3
     assert _temps(out) == [], delays  # the killed runs' folders are gone
+
+
+# --- foreign files, the marker, --overwrite, a second writer (issue 25) -------------------------------
+
+
+def _first_run(ckpt_dir, res):
+    assert inade_test_main(_args(ckpt_dir, res, "--how_many", "2")) == 0
+    return res / "exp" / "test_latest"
+
+
+def _notes_in_images(out):
+    (out / "images" / "my_notes.txt").write_text("mine")
+    return "my_notes.txt"
+
+
+def _figure_at_the_top(out):
+    (out / "figure.png").write_bytes(b"\x89PNG a figure of mine")
+    return "figure.png"
+
+
+def _edited_listed_image(out):
+    (out / "images" / "real_image" / "00001.png").write_bytes(b"\x89PNG edited by the user")
+    return "00001.png"
+
+
+def _a_folder_of_the_user(out):
+    (out / "images" / "mine").mkdir()
+    (out / "images" / "mine" / "a.txt").write_text("mine")
+    return "a.txt"
+
+
+FOREIGN = {"notes-in-images": _notes_in_images, "figure-at-the-top": _figure_at_the_top,
+           "an-edited-listed-image": _edited_listed_image, "a-folder-of-the-user": _a_folder_of_the_user}
+
+
+@pytest.mark.parametrize("add", list(FOREIGN.values()), ids=list(FOREIGN))
+def test_a_file_it_did_not_write_is_never_deleted(ckpt_dir, tmp_path, capsys, monkeypatch, add):
+    """Only files the folder's own test_run.json lists (same size and SHA-256) are replaced; anything else
+    stops the run before the model loads, naming the file; --overwrite replaces it and says what it removed."""
+    out = _first_run(ckpt_dir, tmp_path / "res")
+    needle = add(out)
+    before = results.file_table(out)
+    capsys.readouterr()
+    loaded = []
+    monkeypatch.setattr("inade.test.load_generator", lambda *a, **k: loaded.append(1) or (_ for _ in ()).throw(AssertionError))
+    assert inade_test_main(_args(ckpt_dir, tmp_path / "res", "--how_many", "1")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error:") and needle in err and "--overwrite" in err, err
+    assert loaded == [] and results.file_table(out) == before and _temps(out) == []
+    monkeypatch.undo()
+    assert inade_test_main(_args(ckpt_dir, tmp_path / "res", "--how_many", "1", "--overwrite")) == 0
+    err = capsys.readouterr().err
+    assert "removed" in err and needle in err, err
+    assert _files(out) == sorted(results.verify(out)["files"])
+
+
+def test_files_of_inade_metrics_all_are_not_foreign(ckpt_dir, tmp_path, capsys):
+    out = _first_run(ckpt_dir, tmp_path / "res")
+    assert metrics_main(["all", str(out), "--no_generator"]) == 0
+    assert (out / "metrics.json").is_file() and (out / "metrics.md").is_file()
+    assert inade_test_main(_args(ckpt_dir, tmp_path / "res", "--how_many", "1")) == 0
+    assert not (out / "metrics.json").exists()  # they described the previous run
+
+
+MARKERS = {"empty-object": "{}", "empty-files": '{"files": {}}', "files-a-list": '{"files": []}',
+           "rows-not-objects": '{"files": {"a.txt": 4}}', "wrong-hash": None, "path-outside": None}
+
+
+@pytest.mark.parametrize("marker", list(MARKERS))
+def test_a_users_folder_holding_a_file_named_test_run_json_is_not_deleted(ckpt_dir, tmp_path, capsys, marker):
+    out = tmp_path / "res" / "exp" / "test_latest"
+    out.mkdir(parents=True)
+    (out / "a.txt").write_text("mine")
+    (out / "sub").mkdir()
+    (out / "sub" / "b.txt").write_text("mine too")
+    text = MARKERS[marker]
+    if marker == "wrong-hash":
+        text = json.dumps({"files": {"a.txt": {"bytes": 4, "sha256": "0" * 64}, "sub/b.txt": {"bytes": 8, "sha256": "0" * 64}}})
+    elif marker == "path-outside":
+        text = json.dumps({"files": {"../../../x": {"bytes": 1, "sha256": "0" * 64}}})
+    (out / "test_run.json").write_text(text)
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    assert inade_test_main(_args(ckpt_dir, tmp_path / "res", "--how_many", "1")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error:") and str(out) in err, err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before and _temps(out) == []
+
+
+def test_a_second_test_run_into_the_same_folder_stops_naming_the_first(ckpt_dir, tmp_path, capsys):
+    """Two inade.test runs into one results folder: the second stops with one line naming the first's pid;
+    kill -9 of the first frees the folder (the kernel drops its lock)."""
+    res = tmp_path / "res"
+    out = _first_run(ckpt_dir, res)
+    previous = results.file_table(out)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "inade.test", *_args(ckpt_dir, res, "--samples", "3")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not any((p / "images").exists() for p in out.parent.glob(".test_latest.*.tmp")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.02)
+    capsys.readouterr()
+    assert inade_test_main(_args(ckpt_dir, res, "--how_many", "1")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"pid {proc.pid}" in err and "inade.test" in err, err
+    proc.kill()
+    proc.wait()
+    assert results.file_table(out) == previous
+    assert inade_test_main(_args(ckpt_dir, res, "--how_many", "1")) == 0
+    assert results.verify(out)["layouts"] == 1 and _temps(out) == []

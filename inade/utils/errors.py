@@ -5,13 +5,19 @@ file or folder, a class id outside ``label_nc``, a corrupt checkpoint, a bad
 option). The programs raise :class:`UserError` (or a subclass such as
 ``inade.data.DatasetError``) with a message that names the file or option, and
 :func:`run_command` turns it into one line; anything else is a bug and keeps
-its traceback.
+its traceback. Ctrl-C (SIGINT) and SIGTERM are one line too, exit code 130 / 143
+(128 + the signal, what a shell reports for a process the signal ended): SIGTERM
+is raised as :class:`Interrupted` (a ``KeyboardInterrupt``), so every ``finally``
+and ``except BaseException`` of the program removes its temporary files as for Ctrl-C.
 """
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 EXIT_USER_ERROR = 2
 MAX_CHARS = 800  # a longer message (e.g. every mismatched key of a state dict) is cut
@@ -49,9 +55,59 @@ def report(err: BaseException, stream=None) -> int:
     return EXIT_USER_ERROR
 
 
-def run_command(main: Callable[..., int | None], *args, **kwargs) -> int:
-    """``main(*args, **kwargs)``, with user errors reported as one line and exit code 2."""
+class Interrupted(KeyboardInterrupt):
+    """The signal ``signum`` (SIGTERM, or SIGINT) stopped the program; a ``KeyboardInterrupt``, so code
+    that cleans up after Ctrl-C cleans up after it too."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+def exit_status(signum: int) -> int:
+    """The exit status of a program that ``signum`` stopped: 128 + signum (130 Ctrl-C, 143 SIGTERM)."""
+    return 128 + int(signum)
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def signals_as_exceptions() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Interrupted` (SIGINT raises ``KeyboardInterrupt``
+    as always). A handler someone else installed, or an ignored signal, is left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    mine = previous == signal.SIG_DFL
+    if mine:
+        signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        return main(*args, **kwargs) or 0
-    except USER_ERRORS as err:
-        return report(err)
+        yield
+    finally:
+        if mine:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def report_interrupt(err: KeyboardInterrupt, stream=None) -> int:
+    """One line for a program stopped by Ctrl-C or SIGTERM; returns 130 / 143."""
+    signum = getattr(err, "signum", signal.SIGINT)
+    name = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
+    print(f"interrupted by {name}: stopped before the end; what it wrote is whole (a file it was writing "
+          "is not left behind, the previous one is kept)", file=stream or sys.stderr, flush=True)
+    return exit_status(signum)
+
+
+def run_command(main: Callable[..., int | None], *args, **kwargs) -> int:
+    """``main(*args, **kwargs)``, with user errors reported as one line and exit code 2, and Ctrl-C /
+    SIGTERM as one line and exit code 130 / 143 (no traceback)."""
+    try:
+        with signals_as_exceptions():
+            try:
+                return main(*args, **kwargs) or 0
+            except USER_ERRORS as err:
+                return report(err)
+    except KeyboardInterrupt as err:
+        return report_interrupt(err)
