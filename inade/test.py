@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from inade.metrics import results
+from inade.training.latents import style_seed
 from inade.training.options import add_base_options, check_base_options
 from inade.utils.arguments import ArgumentParser, at_least, count_or_all
 from inade.utils.errors import UserError, run_command
@@ -182,10 +183,6 @@ def load_generator(opt, device):
 # Synthesis
 # ---------------------------------------------------------------------------
 
-
-def style_seed(seed: int, index: int, k: int) -> int:
-    """The seed of style ``k`` of layout ``index``."""
-    return (seed * 1_000_003 + index) * 4099 + k
 
 
 def synthesize(synth, batch, k: int, seed: int, E=None) -> torch.Tensor:

@@ -64,7 +64,8 @@ def test_public_training_command_parses():
     assert opt.name == "inade_cityscapes" and opt.batchSize == 8 and opt.niter == opt.niter_decay == 100
     assert cfg.label_nc == 35 and cfg.num_upsampling_layers == "more" and cfg.use_vae
     assert opt.continue_train and opt.display_freq == 200
-    assert any("--tf_log" in n for n in notes) and any("--model" in n for n in notes)
+    assert opt.tf_log and opt.no_html  # honoured: TensorBoard summaries, no results page
+    assert any("--model" in n for n in notes) and not any("--tf_log" in n or "--no_html" in n for n in notes)
     lr_G, lr_D, betas = learning_rates(cfg)
     assert (lr_G, lr_D, betas) == (1e-4, 4e-4, (0.0, 0.9))
 

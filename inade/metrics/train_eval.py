@@ -24,6 +24,8 @@ import torch
 from inade.metrics.fid import frechet_distance, inception_features, load_statistics, statistics
 from inade.metrics.inception import load_inception
 from inade.metrics.weights import MetricsError
+from inade.training import checkpoint as ckpt
+from inade.training.latents import style_seed
 from inade.utils.errors import UserError
 from inade.utils.files import atomic_path, write_text_atomic
 
@@ -74,7 +76,6 @@ class FIDTracker:
     def images(self, G) -> torch.Tensor:
         """The test split synthesised by ``G`` as uint8 ``[N, 3, H, W]`` (fixed noise per layout)."""
         from inade.data.images import to_uint8  # noqa: PLC0415
-        from inade.test import style_seed  # noqa: PLC0415
 
         was = G.training
         G.eval()
@@ -111,8 +112,6 @@ class FIDTracker:
 
     def evaluate(self, trainer, epoch: int) -> float:
         """FID of ``trainer.G`` now; keeps the best checkpoints and writes the curve."""
-        from inade.training import checkpoint as ckpt  # noqa: PLC0415
-
         images = self.images(trainer.G)
         results_dir = getattr(self.opt, "results_dir", None)
         if results_dir:

@@ -92,6 +92,18 @@ def any_process(flag: bool, d: Distributed, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
+def mean_over_processes(values: dict[str, torch.Tensor], d: Distributed) -> dict[str, float]:
+    """``{name: mean over the processes}`` of 0-dim tensors (this process's losses), as floats:
+    one all-reduce (all processes must call it, with the same names); alone, the values themselves."""
+    if not values:
+        return {}
+    t = torch.stack([v.detach().float().reshape(()) for v in values.values()])
+    if d.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=d.group)
+        t = t / d.world_size
+    return dict(zip(values, t.tolist()))
+
+
 def wrap(module: torch.nn.Module, d: Distributed, device: torch.device):
     """``module`` in DistributedDataParallel when distributed, else itself.
 

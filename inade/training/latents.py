@@ -20,6 +20,12 @@ def sample_generator(seed: int, step: int, which: int, index: int) -> torch.Gene
     return torch.Generator().manual_seed(int(key[0]) << 32 | int(key[1]))
 
 
+def style_seed(seed: int, index: int, k: int) -> int:
+    """The seed of style ``k`` of test layout ``index`` (``inade.test``'s images, the FID during
+    training): the same layout gets the same noise in every run and at every evaluation."""
+    return (seed * 1_000_003 + index) * 4099 + k
+
+
 def draw_latents(indices, num_instances: int, noise_nc: int, z_dim: int, *, seed: int, step: int, which: int):
     """``(noise [B, L, 2, noise_nc], z [B, z_dim])`` float32 on the CPU for the samples ``indices``.
 

@@ -83,7 +83,7 @@ WHY_REFUSED = {
 _IGNORED_BOTH = ("model", "norm_E", "netG", "nef", "display_winsize", "load_from_opt_file", "cache_filelist_write",
                  "cache_filelist_read", "no_pairing_check", "coco_no_portraits")
 IGNORED_BY = {
-    "train": _IGNORED_BOTH + ("no_html", "tf_log", "debug", "optimizer", "netD_subarch"),
+    "train": _IGNORED_BOTH + ("debug", "optimizer", "netD_subarch"),
     # The test reads weights (no initialisation, no discriminator), never flips and reads in order.
     # --load_size: outside training the loader reads at the model's size (inade.data.build_dataset),
     # which is what the public test's defaults (load_size = crop_size = 256) amount to.
@@ -241,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save_latest_freq", type=at_least(1), default=S, help="checkpoint every this many images")
     g.add_argument("--save_epoch_freq", type=at_least(0), default=S, help="keep <epoch>_net_*.pth every this many epochs (0: never)")
     g.add_argument("--no_progress", action="store_true", help="plain log lines instead of a progress bar")
+    g.add_argument("--tf_log", action="store_true",
+                   help="TensorBoard summaries (losses, learning rates, img/s, FID, sample grids) in <name>/logs; "
+                        "needs the tensorboard package")
+    g.add_argument("--no_html", action="store_true", help="no results page <name>/web/index.html")
     g.add_argument("--results_dir", type=str, default=S,
                    help="with --train_eval: each evaluation's test images also go to "
                         "<results_dir>/<name>/test_<epoch>/images/synthesized_image/ (the public code's place)")
@@ -253,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval_how_many", type=at_least(1), default=None, help="test images per evaluation (default all)")
     g.add_argument("--eval_method", type=str, default="sqrtm", choices=("sqrtm", "eigh"),
                    help="matrix square root of the FID (sqrtm = pytorch-fid)")
-    for name in ("no_html", "tf_log", "debug", "optimizer", "netD_subarch"):
+    for name in ("debug", "optimizer", "netD_subarch"):
         p.add_argument(f"--{name}", default=S, nargs="?", const=True, help=argparse.SUPPRESS)
     return p
 

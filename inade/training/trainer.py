@@ -32,9 +32,11 @@ from inade.data import EpochSampler, SyntheticScenes, build_dataset
 from inade.models.discriminator import Discriminator
 from inade.models.losses import INADELoss, loss_dtype
 from inade.training import checkpoint as ckpt
-from inade.training.distributed import Distributed, any_process, cleanup, setup, sync_norm_statistics, wrap
+from inade.training.distributed import (Distributed, any_process, cleanup, mean_over_processes, setup,
+                                        sync_norm_statistics, wrap)
 from inade.training.grids import save_grid
 from inade.training.latents import D_PASS, G_PASS, draw_latents
+from inade.training.logs import TrainingLog
 from inade.training.options import format_options, parse_options
 from inade.training.progress import Progress
 from inade.training.schedule import learning_rates, rates_at_step
@@ -140,6 +142,9 @@ class Trainer:
         self.log = log
         self.amp_dtype = resolve_amp(opt.amp, self.device, self.log)  # before any work: bf16 may be refused
         self.folder = Path(opt.checkpoints_dir) / opt.name
+        self.logs = TrainingLog(self.folder, name=opt.name, tf_log=bool(getattr(opt, "tf_log", False)),
+                                html_page=not getattr(opt, "no_html", False),
+                                images_per_step=opt.batchSize) if self.dist.is_main else None
         if getattr(opt, "deterministic", False):
             make_deterministic(self.device)
 
@@ -318,6 +323,10 @@ class Trainer:
         opt = self.opt
         if self.dist.is_main:
             self.prepare_folder()
+            with _writing(self.folder, "loss_log.txt and metrics.jsonl"):
+                if dropped := self.logs.start(self.step):
+                    self.log(f"note: dropped {dropped} log line(s) past step {self.step} (the run they belong to "
+                             "was stopped before it saved them)")
         gb = opt.batchSize
         progress = Progress(self.total_steps, self.step, gb, print_every=opt.print_freq,
                             live=False if opt.no_progress else None, enabled=self.dist.is_main)
@@ -333,6 +342,7 @@ class Trainer:
                         losses = self.train_step(batch)
                         progress.update(self.step, self.step // self.steps_per_epoch + (self.step % self.steps_per_epoch > 0),
                                         self.epochs, losses)
+                        self.log_step(losses)
                         self.after_step(progress)
                         if any_process(stop.requested, self.dist, self.device):
                             interrupted = True
@@ -341,10 +351,14 @@ class Trainer:
                             break
             finally:
                 progress.close()
+                if self.logs is not None:
+                    self.logs.flush()
         self.save(progress)
         if self.dist.is_main:
             if self.last_grid_step != self.step:
                 self.write_grid()
+            with _writing(self.folder, "web/index.html"):
+                self.logs.finish(self.step)
             seconds = time.perf_counter() - t0
             done = self.step - start
             how = "interrupted" if interrupted else "finished"
@@ -368,6 +382,19 @@ class Trainer:
             self.log(f"note: removed {len(removed)} temporary file(s) of an interrupted save in {self.folder}: "
                      + ", ".join(p.name for p in removed))
 
+    def log_step(self, losses: dict) -> None:
+        """``loss_log.txt``, ``metrics.jsonl`` and TensorBoard every ``--print_freq`` images and at the
+        last step, with the losses averaged over the processes (every process calls this)."""
+        gb, freq = self.opt.batchSize, self.opt.print_freq
+        if (self.step * gb) // freq == ((self.step - 1) * gb) // freq and self.step != self.total_steps:
+            return
+        values = mean_over_processes(losses, self.dist)
+        if self.logs is not None:
+            epoch = (self.step - 1) // self.steps_per_epoch + 1
+            with _writing(self.folder, "loss_log.txt and metrics.jsonl"):
+                self.logs.record(self.step, epoch, values, self.opt_G.param_groups[0]["lr"],
+                                 self.opt_D.param_groups[0]["lr"], self.steps_per_epoch)
+
     def after_step(self, progress: Progress) -> None:
         """Grids, checkpoints and epoch snapshots at their frequencies (counted in images, as the public code)."""
         opt, gb = self.opt, self.opt.batchSize
@@ -387,7 +414,10 @@ class Trainer:
                     ckpt.save_public(self.folder, str(epoch), self.G, self.D, self.E)
             if getattr(self.opt, "train_eval", False) and epoch % self.opt.eval_epoch_freq == 0:
                 if self.fid_tracker is not None:
-                    self.fid_tracker.evaluate(self, epoch)
+                    best = self.fid_tracker.best
+                    fid = self.fid_tracker.evaluate(self, epoch)
+                    with _writing(self.folder, "loss_log.txt and metrics.jsonl"):
+                        self.logs.record_fid(self.step, epoch, fid, best)
                 if self.dist.enabled:
                     torch.distributed.barrier()
 
@@ -454,6 +484,8 @@ class Trainer:
     def save(self, progress: Progress | None = None) -> None:
         """``latest.pt`` and the public ``latest_net_*.pth`` (process 0 writes; all wait)."""
         if self.dist.is_main:
+            with _writing(self.folder, "the logs, curves.png and web/index.html"):
+                self.logs.save(self.step)  # the logs reach the disk before the checkpoint that follows them
             state = self.state_dict()
             bad = ckpt.first_non_finite(state)
             if bad is not None:  # belt and braces: check_finite stops a diverging run before this
@@ -484,6 +516,9 @@ class Trainer:
         with self.autocast(), _writing(self.folder, path.name):
             save_grid(path, self.G, self.cfg, b["label"].to(self.device), b["instance"].to(self.device),
                       b["image"].to(self.device), num_styles=GRID_STYLES, seed=self.opt.seed)
+        if self.logs is not None:
+            with _writing(self.folder, "web/index.html"):
+                self.logs.grid(self.step, path)
         return path
 
     # ------------------------------------------------------------------------------
