@@ -8,11 +8,13 @@ TORCH  ?= torch==2.13.0
 
 .PHONY: setup train test bench studio gpu-check clean
 
+# Every other dependency comes from setup.py's extras (the one list: .[test,build]), installed
+# with the package but without its extension; then the extension is built against that torch.
 $(VENV)/.installed: setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q triton ninja pybind11 pytest numpy pillow tqdm starlette uvicorn scipy hypothesis pydantic setuptools wheel
+	INADE_NO_EXTENSION=1 $(PY) -m pip install -q -e ".[test,build]"
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 
@@ -25,9 +27,8 @@ test: setup
 	$(PY) -m pytest -q tests $(ARGS)
 
 # Every benchmark, then the tables of README.md / docs/PERFORMANCE.md and the plots
-# (matplotlib: the optional `bench` extra, installed here only).
+# (matplotlib: the `bench` extra, which the `test` extra of make setup includes).
 bench: setup
-	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q "matplotlib>=3.5"
 	$(PY) -m bench $(ARGS)
 
 # INADE Studio on http://127.0.0.1:8000/ (the `make train` checkpoint unless ARGS="--checkpoint C ...").

@@ -54,6 +54,27 @@ def _extension_modules():
 
 ext_modules, cmdclass = _extension_modules()
 
+# Every dependency is named here and nowhere else: the Makefile and .ci/run install these extras
+# (make setup: ".[test,build]"), and CI installs the wheel once per extra and runs its entry points.
+# Each extra names what its feature imports.
+EXTRAS = {
+    # the Triton kernels (inade/kernels; the GPU backend, and the interpreter in the tests)
+    "triton": ["triton>=3.0"],
+    # INADE Studio's web server (python -m inade.studio): starlette + anyio, uvicorn, pydantic for the requests
+    "studio": ["starlette>=0.37", "anyio>=4", "uvicorn>=0.29", "pydantic>=2"],
+    # FID's matrix square root (scipy.linalg.sqrtm, as pytorch-fid)
+    "metrics": ["scipy>=1.9"],
+    # the plots of python -m bench.report (tables need nothing extra)
+    "bench": ["matplotlib>=3.5"],
+    # building the extension with pip install --no-build-isolation (torch itself: see the Makefile)
+    "build": ["setuptools", "wheel", "ninja", "pybind11"],
+}
+# The tests exercise every feature; the Studio's browser test also drives Chromium with playwright.
+EXTRAS["test"] = ["pytest", "hypothesis", "playwright>=1.40",
+                  *EXTRAS["triton"], *EXTRAS["studio"], *EXTRAS["metrics"], *EXTRAS["bench"]]
+# Every feature (what a user wants; the tests' and the build's tools are not features).
+EXTRAS["all"] = [*EXTRAS["triton"], *EXTRAS["studio"], *EXTRAS["metrics"], *EXTRAS["bench"]]
+
 setup(
     name="inade",
     version="0.1.0",
@@ -63,12 +84,7 @@ setup(
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "pillow", "tqdm"],
     entry_points={"console_scripts": ["inade-synth=inade.cli:main"]},
-    # studio: INADE Studio's web server (python -m inade.studio); its browser test also needs playwright.
-    # metrics: FID's matrix square root (scipy.linalg.sqrtm, as pytorch-fid).
-    # bench: the plots of python -m bench.report (tables need nothing extra).
-    extras_require={"triton": ["triton>=3.0"], "studio": ["starlette>=0.37", "uvicorn>=0.29"],
-                    "metrics": ["scipy>=1.9"], "bench": ["matplotlib>=3.5"],
-                    "test": ["pytest", "starlette>=0.37", "uvicorn>=0.29", "playwright>=1.40", "scipy>=1.9"]},
+    extras_require=EXTRAS,
     package_data={"inade.studio": ["static/*"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

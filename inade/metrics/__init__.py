@@ -8,19 +8,16 @@ an environment variable; see ``docs/EVALUATION.md`` for the exact protocols.
 
 Command line: ``python -m inade.metrics {fid,stats,lpips,all} ...``.
 """
-from inade.metrics.fid import (
-    Statistics,
-    fid,
-    frechet_distance,
-    inception_features,
-    load_statistics,
-    save_statistics,
-    statistics,
-)
-from inade.metrics.inception import FIDInceptionV3, load_inception
-from inade.metrics.lpips import LPIPS
-from inade.metrics.weights import MetricsError, WeightsError
-from inade.metrics import diversity, segmentation  # noqa: E402 - submodules as attributes
+import importlib
+import sys
+import types
+
+# Imported when first used (PEP 562): ``python -m inade.metrics`` parses its options before torch loads.
+_HOME = {**dict.fromkeys(("Statistics", "frechet_distance", "inception_features", "load_statistics",
+                          "save_statistics", "statistics"), "fid"),
+         "FIDInceptionV3": "inception", "load_inception": "inception", "LPIPS": "lpips",
+         "MetricsError": "weights", "WeightsError": "weights"}
+_SUBMODULES = ("diversity", "segmentation")
 
 __all__ = [
     "FIDInceptionV3",
@@ -38,3 +35,28 @@ __all__ = [
     "segmentation",
     "statistics",
 ]
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+
+
+class _Package(types.ModuleType):
+    """``inade.metrics.fid`` is the function :func:`inade.metrics.fid.fid`, as when this package
+    imported it eagerly, even after the submodule of the same name is imported (the import system
+    then binds the submodule to the name: ignored here)."""
+
+    @property
+    def fid(self):
+        return importlib.import_module(f"{__name__}.fid").fid
+
+    @fid.setter
+    def fid(self, _module):
+        pass
+
+
+sys.modules[__name__].__class__ = _Package

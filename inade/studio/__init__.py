@@ -11,9 +11,17 @@ are one button away, and the picture exports with its maps and latents for
 (:mod:`inade.studio.engine`) and answers with PNGs. Needs the ``studio`` extra:
 ``pip install "inade[studio]"`` (starlette, uvicorn).
 """
-from inade.studio.engine import Studio, StudioError
+import importlib
 
 __all__ = ["Studio", "StudioError", "create_app"]
+
+
+def __getattr__(name: str):
+    """``Studio``, ``StudioError`` when first used (PEP 562): ``python -m inade.studio`` parses its
+    options before torch loads."""
+    if name not in ("Studio", "StudioError"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module("inade.studio.engine"), name)
 
 
 def create_app(studio, **kw):
