@@ -15,16 +15,21 @@ import torch
 from PIL import Image
 from test_train import TINY
 
+from inade.training.trainer import main as train_main
 from inade.utils.checkpoint_io import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 12  # 3 epochs of 4 steps
 
 
-def _start(tmp_path: Path, resume: bool, log: Path) -> subprocess.Popen:
-    args = [sys.executable, str(ROOT / "train.py"), *TINY, "--checkpoints_dir", str(tmp_path), "--name", "run",
-            "--niter", "2", "--niter_decay", "1", "--save_latest_freq", "2", "--display_freq", "6", "--no_vgg_loss",
-            *(["--continue_train"] if resume else [])]
+def _argv(tmp_path: Path, resume: bool, *extra: str) -> list[str]:
+    return [*TINY, "--checkpoints_dir", str(tmp_path), "--name", "run", "--niter", "2", "--niter_decay", "1",
+            "--save_latest_freq", "2", "--display_freq", "6", "--no_vgg_loss",
+            *(["--continue_train"] if resume else []), *extra]
+
+
+def _start(tmp_path: Path, resume: bool, log: Path, *extra: str) -> subprocess.Popen:
+    args = [sys.executable, str(ROOT / "train.py"), *_argv(tmp_path, resume, *extra)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))  # noqa: SIM115
 
@@ -92,3 +97,30 @@ def test_kill_9_at_random_moments_then_continue_train(tmp_path):
     for net in ("G", "D", "E"):
         public = load_checkpoint(folder / f"latest_net_{net}.pth")
         assert public.keys() == state[net].keys() and all(torch.equal(public[k], state[net][k]) for k in public), net
+
+
+def test_a_second_writer_stops_naming_the_first_and_kill_9_frees_the_folder(tmp_path, capsys):
+    """Two train.py into one experiment (--continue_train or not): the second stops with one line naming
+    the running one's pid and writes nothing; after kill -9 of the first (the kernel drops its lock, the
+    lock file stays behind) --continue_train runs to the end."""
+    folder = tmp_path / "run"
+    log = tmp_path / "first.txt"
+    first = _start(tmp_path, False, log, "--niter", "1000")  # runs until it is killed
+    try:
+        _wait_for_a_save(first, folder / "latest.pt", 0)
+        for resume in (True, False):  # in this process: another process than the first
+            code = train_main(_argv(tmp_path, resume))
+            err = capsys.readouterr().err
+            assert code == 2, err
+            lines = [line for line in err.splitlines() if line.startswith("error:")]
+            assert len(lines) == 1 and "Traceback" not in err, err
+            assert f"pid {first.pid}" in lines[0] and "train.py" in lines[0] and str(folder) in lines[0], lines
+            assert "resumed" not in err and "INADE on" not in err, err  # stopped before any work
+            assert first.poll() is None, "the first run goes on"
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    step = _all_files_readable(folder)
+    assert train_main(_argv(tmp_path, True, "--niter", "1000", "--max_steps", str(step + 1))) == 0
+    assert f"resumed from {folder / 'latest.pt'} at step {step}" in capsys.readouterr().err
+    assert not (folder / ".train.lock").exists() and _temporaries(folder) == []

@@ -40,8 +40,8 @@ from inade.training.logs import TrainingLog
 from inade.training.options import format_options, parse_options
 from inade.training.progress import Progress
 from inade.training.schedule import learning_rates, rates_at_step
-from inade.utils.errors import UserError, one_line, run_command
-from inade.utils.files import write_text_atomic
+from inade.utils.errors import UserError, exit_status, one_line, run_command
+from inade.utils.files import exclusive_lock, write_text_atomic
 
 GRID_LAYOUTS = 4
 GRID_STYLES = 6
@@ -105,11 +105,13 @@ class StopRequest:
 
     def __init__(self, log):
         self.requested, self.log, self._old = False, log, {}
+        self.signum = None  # the first signal received: the exit status is 128 + it
 
     def _handle(self, signum, frame):
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
+        self.signum = self.signum or signum
         self.log(f"\n{signal.Signals(signum).name}: stopping after this step and saving (Ctrl-C again to abort)")
 
     def __enter__(self):
@@ -132,6 +134,8 @@ class Trainer:
         dist: this process's place in a ``torchrun`` job (default: alone).
         device: where to train.
     """
+
+    stopped_by = None  # the signal that stopped run() early (the program then exits 128 + it)
 
     def __init__(self, opt, cfg, dist: Distributed | None = None, device: torch.device | str = "cpu", log=None):
         self.opt, self.cfg = opt, cfg
@@ -353,6 +357,8 @@ class Trainer:
                 progress.close()
                 if self.logs is not None:
                     self.logs.flush()
+        if interrupted:  # another process's signal stops this one too: SIGTERM, as torchrun's agent sends
+            self.stopped_by = stop.signum or signal.SIGTERM
         self.save(progress)
         if self.dist.is_main:
             if self.last_grid_step != self.step:
@@ -571,10 +577,40 @@ def refuse_to_overwrite(opt) -> None:
                         "with another --name, or replace it with --overwrite")
 
 
+LOCK = ".train.lock"
+
+
+@contextlib.contextmanager
+def hold_experiment(opt, dist: Distributed):
+    """One ``train.py`` per experiment folder: process 0 holds ``<folder>/.train.lock`` (a kernel lock,
+    dropped when the process ends in any way, ``kill -9`` included) while it runs; a second ``train.py``
+    into the folder, ``--continue_train`` or not, stops with one line naming the running one."""
+    if not dist.is_main:  # under torchrun process 0 writes every file, and holds the folder for all
+        yield
+        return
+    folder = Path(opt.checkpoints_dir) / opt.name
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise UserError(f"--checkpoints_dir {opt.checkpoints_dir}: cannot write {folder} ({why})") from None
+    try:
+        with exclusive_lock(folder / LOCK, f"{folder}: another train.py is training this experiment (two would "
+                            "overwrite each other's checkpoints); wait for it to end or stop it (Ctrl-C saves it)"):
+            yield
+    finally:
+        if created:  # a run that stopped before writing anything leaves no empty folder
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
 def _train(argv=None) -> int:
     opt, cfg, notes = parse_options(argv)
     dist, device, note = setup(opt.gpu_ids)  # every option value (the device too) before any folder state
+    held = contextlib.ExitStack()
     try:
+        held.enter_context(hold_experiment(opt, dist))
         refuse_to_overwrite(opt)
         trainer = Trainer(opt, cfg, dist, device)
         for line in notes + ([note] if note else []):
@@ -583,8 +619,9 @@ def _train(argv=None) -> int:
             trainer.resume()
         trainer.run()
     finally:
+        held.close()
         cleanup(dist)
-    return 0
+    return exit_status(trainer.stopped_by) if trainer.stopped_by else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
