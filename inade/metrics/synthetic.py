@@ -211,22 +211,6 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def add_parser(sub) -> None:
-    """The ``synthetic`` subcommand of ``python -m inade.metrics``."""
-    from inade.utils.arguments import at_least, device  # noqa: PLC0415
-
-    p = sub.add_parser("synthetic", help="diversity and colour distributions on the synthetic set (known truth)",
-                       description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="train.py's latest.pt (or a *_net_G.pth with --config synthetic)")
-    p.add_argument("--config", default=None, help="preset when the checkpoint holds no configuration (synthetic)")
-    p.add_argument("--scenes", type=at_least(1), default=32, help="held-out synthetic scenes")
-    p.add_argument("--samples", type=at_least(2), default=6, help="draws per scene and per resampled instance")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data_seed", type=int, default=0, help="the synthetic set's seed (train.py --seed)")
-    p.add_argument("--json", default=None, help="output JSON (default: eval_synthetic.json beside the checkpoint)")
-    p.add_argument("--device", type=device, default="cpu")
-
-
 def run(args, log) -> int:
     """``python -m inade.metrics synthetic``: prints the tables, writes the JSON."""
     import json  # noqa: PLC0415

@@ -13,11 +13,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
-from inade.utils.checkpoint_io import load_checkpoint
 from inade.utils.errors import UserError
+
+if TYPE_CHECKING:  # torch loads with the first weight file (python -m inade.metrics parses without it)
+    import torch
+    from torch import nn
 
 
 class MetricsError(ValueError):
@@ -88,6 +90,10 @@ LPIPS_LIN = {
 
 def read_state_dict(path: Path, spec: WeightFile) -> dict[str, torch.Tensor]:
     """The tensors of a ``torch.save``\\ d state dict (``weights_only``), or :class:`WeightsError`."""
+    import torch  # noqa: PLC0415
+
+    from inade.utils.checkpoint_io import load_checkpoint  # noqa: PLC0415
+
     try:  # the one checked reader: CRC-32 of every record, weights_only, finite tensors
         obj = load_checkpoint(path)
     except UserError as e:

@@ -12,16 +12,50 @@ work starts, with the option named. Every entry point uses these, not its own.
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 
 from inade.utils.errors import UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` raising :class:`UserError` (its subparsers too)."""
+    """``argparse.ArgumentParser`` raising :class:`UserError` (its subparsers too); an unknown
+    option gets the closest option name (``--batchsize``: did you mean ``--batchSize``?)."""
 
     def error(self, message: str):
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            unknown = message[len(prefix):].split()
+            hints = {u: m for u in unknown if (m := closest_option(self, u))}
+            if hints:
+                message = prefix + " ".join(f"{u} (did you mean {hints[u]}?)" if u in hints else u for u in unknown)
         raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def option_names(parser: argparse.ArgumentParser) -> list[str]:
+    """Every ``--option`` of ``parser`` and of its subcommands."""
+    names = []
+    for action in parser._actions:
+        names += [o for o in action.option_strings if o.startswith("--")]
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                names += option_names(sub)
+    return sorted(set(names))
+
+
+def closest_option(parser: argparse.ArgumentParser, typed: str) -> str | None:
+    """The option name ``typed`` was most likely meant to be: the same name in another case
+    (``--batchsize`` -> ``--batchSize``), else the closest spelling; None when none is close."""
+    if not typed.startswith("--"):
+        return None
+    flag = typed.split("=", 1)[0]
+    names = option_names(parser)
+    same = [n for n in names if n.lower() == flag.lower()]
+    if same:
+        return same[0]
+    lowered = {n.lower(): n for n in names}
+    match = difflib.get_close_matches(flag.lower(), list(lowered), n=1, cutoff=0.75)
+    return lowered[match[0]] if match else None
 
 
 def _number(text: str, kind):
@@ -78,6 +112,8 @@ def count_or_all(text: str) -> float:
 
 def _device_problem(text: str) -> str | None:
     """Why ``text`` is not a device this program can run on (None: it is one)."""
+    if text == "cpu":  # every default: parsing needs no torch
+        return None
     import torch  # noqa: PLC0415  (parsing --help needs no torch)
 
     try:

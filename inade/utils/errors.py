@@ -109,5 +109,52 @@ def run_command(main: Callable[..., int | None], *args, **kwargs) -> int:
                 return main(*args, **kwargs) or 0
             except USER_ERRORS as err:
                 return report(err)
+            except ModuleNotFoundError as err:  # a third-party module this Python lacks: which environment has it
+                why = missing_dependency(err)
+                if why is None:
+                    raise
+                return report(UserError(why))
     except KeyboardInterrupt as err:
         return report_interrupt(err)
+
+
+# Distribution names whose module is named otherwise.
+_MODULE_OF = {"pillow": "PIL"}
+
+
+def _extra_of(module: str) -> str | None:
+    """The extra of the installed ``inade`` whose requirements name ``module`` (setup.py's
+    extras_require, read from the package metadata: the one list), or None."""
+    from importlib import metadata  # noqa: PLC0415
+
+    try:
+        requires = metadata.requires("inade") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for req in requires:
+        name = re.split(r"[ <>=!~;\[]", req, maxsplit=1)[0].lower()
+        extra = re.search(r"extra\s*==\s*['\"]([\w-]+)['\"]", req)
+        if extra and extra.group(1) not in ("test", "all", "build") and _MODULE_OF.get(name, name) == module:
+            return extra.group(1)
+    return None
+
+
+def missing_dependency(err: ModuleNotFoundError) -> str | None:
+    """One line for a third-party module that this Python lacks: the project's environment when
+    this is another Python and ``make setup`` made ``.venv``, else the extra to install when the
+    module belongs to one. None for a module of this package (a bug: it keeps its traceback)."""
+    from pathlib import Path  # noqa: PLC0415
+
+    module = (err.name or "").split(".")[0]
+    if not module or module == "inade":
+        return None
+    venv = Path(__file__).resolve().parents[2] / ".venv"
+    if (venv / "bin" / "python").exists() and Path(sys.prefix).resolve() != venv.resolve():
+        return (f"{sys.executable} has no module {module!r}: it is not the project's environment; run the command "
+                "with .venv/bin/python (or source .venv/bin/activate first)")
+    extra = _extra_of(module)
+    if extra:
+        return (f"no module {module!r}: it comes with the {extra!r} extra: pip install \"inade[{extra}]\" "
+                f"(in a clone: pip install -e \".[{extra}]\")")
+    return (f"{sys.executable} has no module {module!r}: use the environment that make setup makes "
+            "(.venv/bin/python, or source .venv/bin/activate), or install the package with pip")
