@@ -553,6 +553,14 @@ def test_two_processes_equal_one_process_on_the_whole_batch(tmp_path):
         sure = g.abs() > 1e-6 if g is not None else torch.ones_like(w, dtype=torch.bool)
         torch.testing.assert_close(b["params"][k][sure], w[sure], rtol=0, atol=1e-6, msg=k)
         assert (b["params"][k] - w).abs().max() <= 2.01 * (lr_D if k.startswith("D.") else lr_G), k
+    # the one metrics.jsonl record (process 0 alone writes) holds the mean over the processes: the
+    # losses of one process on the whole batch (the KL, a sum over the batch, included)
+    from inade.training.logs import losses_of, read_metrics  # noqa: PLC0415
+
+    (one_logged,), (two_logged,) = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    assert losses_of(two_logged).keys() == losses_of(one_logged).keys() >= {"GAN", "KLD", "D_fake", "D_real"}
+    for k, v in losses_of(one_logged).items():
+        assert two_logged[k] == pytest.approx(v, rel=1e-3, abs=1e-6), k
 
 
 @pytest.mark.parametrize("amp", ["none", "bf16"])

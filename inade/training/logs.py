@@ -23,8 +23,9 @@ In ``checkpoints/<name>/`` (the public code's places, tzt101/INADE ``util/visual
 
 Every step is logged once even across ``kill -9`` and ``--continue_train``: on start the
 lines past the step the run starts from are dropped (the files rewritten atomically) and
-TensorBoard's writer purges the events past it (``purge_step``). Lines are appended and
-flushed one at a time and synced to disk before each checkpoint is written.
+TensorBoard's writer purges the events past it (``purge_step``). A record goes to TensorBoard
+(flushed), then ``loss_log.txt``, then ``metrics.jsonl``, each line appended and flushed at once,
+so a record in ``metrics.jsonl`` is in all three; all are synced to disk before each checkpoint.
 """
 from __future__ import annotations
 
@@ -358,29 +359,29 @@ class TrainingLog:
         rec = {"step": step, "epoch": epoch, "iters": (step - (epoch - 1) * steps_per_epoch) * self.per_step,
                "time": seconds / images, "img_s": images / seconds, "lr_G": lr_G, "lr_D": lr_D}
         rec.update({k: float(v) for k, v in losses.items()})
-        self._line(LOSS_LOG, loss_line(rec, self.fid))
-        self._line(METRICS, json.dumps(rec))
-        self.records.append(rec)
         if self.writer is not None:
             for k, v in losses_of(rec).items():
                 self.writer.add_scalar(f"loss/{k}", v, step)
             self.writer.add_scalar("lr/G", lr_G, step)
             self.writer.add_scalar("lr/D", lr_D, step)
             self.writer.add_scalar("speed/img_s", rec["img_s"], step)
-            self.writer.flush()  # on disk with the text line: a kill -9 loses neither
+            self.writer.flush()  # on disk before the lines: a record in metrics.jsonl is everywhere
+        self._line(LOSS_LOG, loss_line(rec, self.fid))
+        self._line(METRICS, json.dumps(rec))  # last
+        self.records.append(rec)
         return rec
 
     def record_fid(self, step: int, epoch: int, value: float, best_before: float) -> dict:
         """Log an evaluation (``best_before``: the best FID before it, ``inf`` for none)."""
         rec = {"step": step, "epoch": epoch, "FID": float(value),
                "best_FID": float(best_before) if math.isfinite(best_before) else float(value)}
+        if self.writer is not None:
+            self.writer.add_scalar("FID", float(value), step)
+            self.writer.flush()
         self._line(LOSS_LOG, fid_line(rec))
         self._line(METRICS, json.dumps(rec))
         self.records.append(rec)
         self.fid = float(value)
-        if self.writer is not None:
-            self.writer.add_scalar("FID", float(value), step)
-            self.writer.flush()
         return rec
 
     def grid(self, step: int, path: Path | None) -> None:
