@@ -66,14 +66,16 @@ EXTRAS = {
     "metrics": ["scipy>=1.9"],
     # the plots of python -m bench.report (tables need nothing extra)
     "bench": ["matplotlib>=3.5"],
+    # train.py's --tf_log (TensorBoard summaries) and its curves.png (web/index.html shows a table without it)
+    "logs": ["tensorboard>=2.10", "matplotlib>=3.5"],
     # building the extension with pip install --no-build-isolation (torch itself: see the Makefile)
     "build": ["setuptools", "wheel", "ninja", "pybind11"],
 }
 # The tests exercise every feature; the Studio's browser test also drives Chromium with playwright.
 EXTRAS["test"] = ["pytest", "hypothesis", "playwright>=1.40",
-                  *EXTRAS["triton"], *EXTRAS["studio"], *EXTRAS["metrics"], *EXTRAS["bench"]]
+                  *EXTRAS["triton"], *EXTRAS["studio"], *EXTRAS["metrics"], *EXTRAS["bench"], *EXTRAS["logs"]]
 # Every feature (what a user wants; the tests' and the build's tools are not features).
-EXTRAS["all"] = [*EXTRAS["triton"], *EXTRAS["studio"], *EXTRAS["metrics"], *EXTRAS["bench"]]
+EXTRAS["all"] = [*EXTRAS["triton"], *EXTRAS["studio"], *EXTRAS["metrics"], *EXTRAS["bench"], *EXTRAS["logs"]]
 
 setup(
     name="inade",

@@ -93,7 +93,7 @@ def test_without_matplotlib_the_page_is_the_table(tmp_path, monkeypatch):
 
 def test_tf_log_without_tensorboard_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
-    with pytest.raises(logs.UserError, match=r"^--tf_log needs the tensorboard package: pip install tensorboard"):
+    with pytest.raises(logs.UserError, match=r'^--tf_log needs the tensorboard package, .*: pip install "inade\[logs\]"'):
         logs.TrainingLog("unused", name="x", tf_log=True)
 
 

@@ -239,8 +239,8 @@ def write_page(folder: str | os.PathLike, records: list[dict], *, name: str, upt
         parts.append(f'<h2>Curves</h2><a href="../{CURVES}"><img id="curves" src="../{CURVES}" alt="training curves" '
                      'style="max-width:100%"></a>')
     else:
-        parts.append('<p class="note">No curves: install matplotlib (pip install matplotlib, or the package\'s '
-                     '[logs] extra) and run python -m inade.training.report on this folder.</p>')
+        parts.append('<p class="note">No curves: install matplotlib (pip install "inade[logs]", or pip install '
+                     'matplotlib), then python -m inade.training.report on this run\'s folder redraws this page.</p>')
     parts.append(_table(losses[-TABLE_ROWS:][::-1], fids))
     shown = grids(folder, upto)
     parts.append(f"<h2>Sample grids ({len(shown)}, newest first)</h2>")
@@ -297,8 +297,8 @@ def tensorboard_writer_class():
     try:
         from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
     except ImportError:
-        raise UserError("--tf_log needs the tensorboard package: pip install tensorboard "
-                        "(or pip install -e '.[logs]')") from None
+        raise UserError('--tf_log needs the tensorboard package, which comes with the "logs" extra: pip install '
+                        '"inade[logs]" (in a clone: pip install -e ".[logs]"; or pip install tensorboard)') from None
     return SummaryWriter
 
 

@@ -5,8 +5,8 @@ Usage::
     python -m inade.training.report checkpoints/<name> [--upto STEP] [--no_html]
 
 For a finished run, or one still running (it reads what has been logged so far; the run
-redraws both itself at its next save). Without matplotlib (``pip install matplotlib``, or
-the ``logs`` extra) the page shows the table of records only.
+redraws both itself at its next save). Without matplotlib (the ``logs`` extra:
+``pip install "inade[logs]"``) the page shows the table of records only.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _report(argv=None) -> int:
     if (folder / logs.CURVES).exists() and logs.have_matplotlib():
         print(f"curves: {folder / logs.CURVES}", file=sys.stderr)
     else:
-        print("curves.png not drawn: pip install matplotlib", file=sys.stderr)
+        print('curves.png not drawn: matplotlib is missing (pip install "inade[logs]")', file=sys.stderr)
     if not args.no_html:
         print(f"page:   {folder / logs.WEB / 'index.html'}", file=sys.stderr)
     return 0
