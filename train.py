@@ -18,7 +18,22 @@ Afterwards: ``python -m inade.test --name <name>``, then
 """
 import sys
 
-from inade.training.trainer import main
+from inade.utils.errors import run_command
+
+
+def main(argv=None) -> int:
+    """The options first, without torch (``--help`` and a mistyped option answer at once; a Python
+    without the project's dependencies is told which environment to use), then the trainer."""
+    def _main() -> int:
+        from inade.training.options import parse_options
+
+        parse_options(argv, resume=False)
+        from inade.training.trainer import main as train
+
+        return train(argv)
+
+    return run_command(_main)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,6 +24,9 @@ import dataclasses
 from dataclasses import dataclass
 
 UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
+# --preprocess_mode: the public code's (data/base_dataset.py get_params / get_transform).
+PREPROCESS_MODES = ("none", "fixed", "resize_and_crop", "crop", "scale_width", "scale_width_and_crop",
+                    "scale_shortside", "scale_shortside_and_crop")
 NORM_G_CHOICES = ("spectralspadesyncbatch3x3", "spadesyncbatch3x3", "spectralspadebatch3x3", "spadebatch3x3")
 
 

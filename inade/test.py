@@ -50,11 +50,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch loads after the options are parsed (each function that runs imports it)
+    import numpy as np
+    import torch
 
 from inade.metrics import results
-from inade.training.latents import style_seed
 from inade.training.options import add_base_options, check_base_options
 from inade.utils.arguments import ArgumentParser, at_least, count_or_all
 from inade.utils.errors import UserError, run_command
@@ -184,9 +186,12 @@ def load_generator(opt, device):
 # ---------------------------------------------------------------------------
 
 
-
 def synthesize(synth, batch, k: int, seed: int, E=None) -> torch.Tensor:
     """Style ``k`` of every layout of ``batch``: ``[B, 3, H, W]`` in ``[-1, 1]``."""
+    import torch  # noqa: PLC0415 - after parsing (python -m inade.test --help needs none)
+
+    from inade.training.latents import style_seed  # noqa: PLC0415
+
     label, inst = batch["label"], batch["instance"]
     device = synth._like.device
     label, inst = label.to(device), inst.to(device)
@@ -208,6 +213,8 @@ def stems(batch) -> list[str]:
 
 
 def _device(gpu_ids: str) -> torch.device:
+    import torch  # noqa: PLC0415 - after parsing (python -m inade.test --help needs none)
+
     first = gpu_ids.split(",")[0].strip()
     if first in ("-1", ""):
         return torch.device("cpu")
@@ -230,6 +237,8 @@ def run(opt, log=print) -> Path:
 
 
 def _run(opt, log, out: Path) -> Path:
+    import torch  # noqa: PLC0415 - after parsing (python -m inade.test --help needs none)
+
     import inade  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
@@ -285,6 +294,8 @@ def _run(opt, log, out: Path) -> Path:
 def _write_images(tmp: Path, loader, synth, E, folders, opt, amp, cfg, bar):
     """Every style of every layout, the real image and the label, into ``tmp/images``;
     returns ``(stems, grid rows)``."""
+    import torch  # noqa: PLC0415 - after parsing (python -m inade.test --help needs none)
+
     from inade.data import write_image, write_index_map  # noqa: PLC0415
     from inade.data.images import to_uint8  # noqa: PLC0415
 

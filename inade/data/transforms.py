@@ -13,18 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from inade.config import PREPROCESS_MODES  # the one list (torch-free: the option parsers read it)
 from inade.data.images import DatasetError, image_to_tensor
-
-PREPROCESS_MODES = (
-    "none",
-    "fixed",
-    "resize_and_crop",
-    "crop",
-    "scale_width",
-    "scale_width_and_crop",
-    "scale_shortside",
-    "scale_shortside_and_crop",
-)
 
 
 @dataclass(frozen=True)

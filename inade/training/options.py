@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 import inade
-from inade.config import Config
+from inade.config import PREPROCESS_MODES, Config
 from inade.utils.arguments import (ArgumentParser, _number, adam_beta, at_least, count_or_all, device, folder_name,
                                    gpu_ids, non_negative_finite, positive_finite)
 from inade.utils.errors import UserError
@@ -105,8 +105,6 @@ def add_base_options(p: argparse.ArgumentParser, *, entry: str) -> None:
     """The public code's ``BaseOptions`` (every name, the same meaning), for ``entry``
     ``train`` or ``test``. Defaults are ``None`` ("not given"): each entry point fills
     its own (the dataset preset, the checkpoint's configuration, the public default)."""
-    from inade.data.transforms import PREPROCESS_MODES  # noqa: PLC0415
-
     S = None
     g = p.add_argument_group("experiment")
     g.add_argument("--name", type=folder_name, default=S,
