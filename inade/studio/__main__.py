@@ -65,10 +65,8 @@ def _listen(host: str, port: int):
 def main(argv: list[str] | None = None) -> int:
     """Load the model, bind, print the address, serve until Ctrl-C; a user error raises :class:`UserError`."""
     args = build_parser().parse_args(argv)
-    try:
-        from inade.studio.server import allowed_hosts, make_server, url_of  # noqa: PLC0415
-    except ImportError as err:
-        raise StartError(f"the studio needs its extra dependencies ({err.name}): pip install 'inade[studio]'") from None
+    # a missing module: run_command names the environment or the extra (pip install "inade[studio]")
+    from inade.studio.server import allowed_hosts, make_server, url_of  # noqa: PLC0415
     if not 0 <= args.port <= 65535:  # before the model loads: a typo costs no wait
         raise StartError(f"--port {args.port}: must be 0 … 65535 (0: any free port)")
     studio = _load(args)
