@@ -26,6 +26,8 @@ here) while spinning threads and the other processes fight for the cores.
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from bench import common, official_style
@@ -105,7 +107,7 @@ def run(shapes, dtypes, device, min_run_time, layout="block", backends=None):
     """Rows of every backend (or of ``backends``) at each shape and dtype, index maps of ``layout``."""
     rows = []
     peak = common.peak_bandwidth(device)
-    for name, maps, B, C, H, W, L in shapes:
+    for name, maps, B, C, H, W, L in common.progress(shapes, desc="instance_avg_pool", unit="shape"):
         for dtype in dtypes:
             case = make_case(maps, B, C, H, W, L, dtype, device, layout=layout)
             results = {cand: measure(fn, case, device, min_run_time) for cand, fn in candidates(device).items()
@@ -129,6 +131,7 @@ def run(shapes, dtypes, device, min_run_time, layout="block", backends=None):
     return rows
 
 
+@common.interruptible
 def main(argv=None):
     args, device = common.parse(__doc__, argv)
     if args.layouts or args.sweep_instances:
@@ -164,4 +167,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

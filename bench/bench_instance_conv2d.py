@@ -23,6 +23,8 @@ from the public code), B=4, L=32, and the issue's headline shape
 from __future__ import annotations
 
 
+import sys
+
 import torch
 import torch.nn.functional as F
 
@@ -112,7 +114,7 @@ def run(shapes, dtypes, device, min_run_time, skip=(), layout="block", backends=
     """Rows of every backend (or of ``backends``) at each shape and dtype, index maps of
     ``layout``; ``skip``: (shape name, backend) pairs reported as skipped."""
     rows = []
-    for shape in shapes:
+    for shape in common.progress(shapes, desc="instance_conv2d", unit="shape"):
         name, *dims = shape
         stride, padding = dims[6], dims[7]
         for dtype in dtypes:
@@ -147,6 +149,7 @@ def run(shapes, dtypes, device, min_run_time, skip=(), layout="block", backends=
     return rows
 
 
+@common.interruptible
 def main(argv=None):
     args, device = common.parse(__doc__, argv)
     if args.layouts or args.sweep_instances:
@@ -185,4 +188,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -20,6 +20,8 @@ from one-hot maps, six ``einsum``s), since that is the work the op replaces.
 from __future__ import annotations
 
 
+import sys
+
 import torch
 
 from bench import common, official_style
@@ -110,7 +112,7 @@ def run(shapes, dtypes, device, min_run_time, layout="block", backends=None):
     """Rows of every backend (or of ``backends``) at each shape and dtype, index maps of ``layout``."""
     rows = []
     peak = common.peak_bandwidth(device)
-    for name, B, C, H, W, L in shapes:
+    for name, B, C, H, W, L in common.progress(shapes, desc="instance_modulation", unit="shape"):
         for dtype in dtypes:
             case = make_case(B, C, H, W, L, dtype, device, layout=layout)
             results = {cand: measure(fn, case, device, min_run_time) for cand, fn in candidates(device).items()
@@ -180,6 +182,7 @@ NOTES = ("training mode, forward+backward = y.backward(dy); GB/s against the flo
          "(each input read once, each output written once)")
 
 
+@common.interruptible
 def main(argv=None):
     args, device = common.parse(__doc__, argv)
     if args.layouts or args.sweep_instances:
@@ -213,4 +216,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

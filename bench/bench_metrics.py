@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import markdown_table, write_results
+from bench.common import interruptible, markdown_table, write_results
 from inade.metrics import LPIPS, FIDInceptionV3, fid, frechet_distance, inception_features, statistics
 from inade.metrics import testing as mt
 
@@ -59,7 +59,13 @@ def _images(n: int, size: int, seed: int) -> torch.Tensor:
 def bench_inception(net, batch: int, repeat: int) -> list[dict]:
     rows = []
     x = _images(batch, 256, 0)
+    from bench.common import bf16_supported  # noqa: PLC0415
+
+    bf16_ok, why = bf16_supported(torch.device("cpu"))
     for name, dtype in (("float32", None), ("bfloat16 autocast", torch.bfloat16)):
+        if dtype is not None and not bf16_ok:  # minutes without bf16 arithmetic: skipped, with the reason
+            rows.append({"row": "inception", "dtype": name, "batch": batch, "size": "256->299", "skipped": why})
+            return rows
         s = _timed(lambda: inception_features(x, net, batch_size=batch, autocast_dtype=dtype), repeat)
         rows.append({"row": "inception", "dtype": name, "batch": batch, "size": "256->299",
                      "images_per_s": batch / s, "load": _load()})
@@ -108,6 +114,7 @@ def bench_fid(net, n: int, method: str) -> dict:
             "value": value, "load": f"{load0} -> {_load()}"}
 
 
+@interruptible
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=16)
@@ -125,7 +132,8 @@ def main(argv=None) -> int:
     rows.append(bench_lpips(args.repeat))
     if args.fid_images:
         rows.append(bench_fid(net, args.fid_images, args.fid_method))
-    cols = ["row", "dtype", "method", "batch", "images", "images_per_s", "pairs_per_s", "seconds", "value", "load"]
+    cols = ["row", "dtype", "method", "batch", "images", "images_per_s", "pairs_per_s", "seconds", "value", "load",
+            "skipped"]
     print(markdown_table(rows, cols))
     if not args.no_write:
         notes = (f"threads {torch.get_num_threads()}; random weights; load = 1-min load average when the row "

@@ -388,11 +388,20 @@ def run(args, isolated=common.isolated) -> tuple[list[dict], dict, list[str]]:
     notes = notes_result.get("notes") or [f"agreement check failed: {notes_result.get('error')}"]
     base_path = "public code" if args.official_code else "official-style"
     rows = []
+    bf16_ok, why = common.bf16_supported(device)
+    bar = common.progress(desc="model speed rows", total=2 * len(args.calls_to_run), unit="row")
     for call in args.calls_to_run:
         precision = precision_of(call)
+        if precision == "bf16" and not bf16_ok:  # minutes per row without bf16 arithmetic: skipped, with the reason
+            rows.append({"call": call.replace(" bf16", ""), "path": "ours", "precision": precision, "batch": 1,
+                         "skipped": why})
+            print(f"  {call:20s} {why}", flush=True)
+            bar.update(2)
+            continue
         for path in (base_path, "ours"):
             r = isolated(module, {**base_spec, "what": "time", "path_name": path, "call": call,
                                   "warmup": args.warmup, "calls": args.calls})
+            bar.update()
             r.pop("samples_s", None)
             row = {"call": call.replace(" fp32", "").replace(" bf16", ""), "path": path, "precision": precision,
                    "batch": 1, **r}
@@ -404,10 +413,12 @@ def run(args, isolated=common.isolated) -> tuple[list[dict], dict, list[str]]:
                   f"{row['median_ms']:.0f} ms, spread {row['spread']:.0%}, peak extra {row['peak_MB']:.0f} MB"),
                   flush=True)
             rows.append(row)
+    bar.close()
     notes.append(peaks.get("method", "peaks not measured"))
     return common.compare_same_precision(rows, base=base_path), peaks, notes
 
 
+@common.interruptible
 def main(argv=None) -> None:
     if common.worker_main(worker, argv):
         return
@@ -437,4 +448,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

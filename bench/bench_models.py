@@ -28,6 +28,7 @@ The layout has ``--instances`` instances. The paper's DeepFashion row
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
 
@@ -111,6 +112,7 @@ def measure(row: str, num_instances: int) -> dict:
     }
 
 
+@common.interruptible
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="*", choices=list(ROWS), help="configurations to measure (default: all)")
@@ -152,4 +154,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

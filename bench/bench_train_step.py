@@ -246,11 +246,13 @@ def run(args, isolated=common.isolated) -> tuple[list[dict], dict, list[str]]:
             sides.append("public code")
     flops_b1 = isolated(module, {**base, "what": "flops", "batch": 1, "precision": "fp32"}).get("flops")
     rows = []
+    bar = common.progress(desc="train step rows", unit="row")
 
     def one(side, precision, batch, calls=None):
         spec = {**base, "what": "step", "path": path, "path_name": side, "precision": precision, "batch": batch,
                 "warmup": args.warmup, "calls": calls or args.calls}
         result = isolated(module, spec)
+        bar.update()
         row = row_of(result, side, precision, batch, flops_b1, peaks)
         print(f"  {side:12s} {precision} B{batch}: " + (row.get("error") or
               f"min {row['min_ms']:.0f} ms, median {row['median_ms']:.0f} ms, spread {row['spread']:.0%}, "
@@ -259,7 +261,13 @@ def run(args, isolated=common.isolated) -> tuple[list[dict], dict, list[str]]:
         rows.append(row)
         return row
 
+    bf16_ok, why = common.bf16_supported(device)
     for precision in args.precisions:
+        if precision == "bf16" and not bf16_ok:  # minutes per row without bf16 arithmetic: skipped, with the reason
+            rows.append({"call": "train iteration (G step + D step)", "path": "ours", "precision": precision,
+                         "batch": 1, "skipped": why})
+            print(f"  {why}", flush=True)
+            continue
         budget = args.memory_budget_mb
         for side in reversed(sides):  # the public code first: its batch-2 peak is the default budget
             r1, r2 = one(side, precision, 1), one(side, precision, 2)
@@ -277,6 +285,7 @@ def run(args, isolated=common.isolated) -> tuple[list[dict], dict, list[str]]:
                 b -= 1
                 r = one(side, precision, b, calls=args.budget_calls) if b > 2 else r2
             r["budget_batch"], r["budget_MB"] = True, round(budget)
+    bar.close()
     if weights_dir is not None:
         weights_dir.cleanup()
     notes.append(peaks.get("method", "peaks not measured: " + peaks_result.get("error", "?")))
@@ -300,6 +309,7 @@ COLUMNS = ["path", "precision", "batch", "budget_batch", "min_ms", "median_ms", 
            "load_before", "load_after", "error"]
 
 
+@common.interruptible
 def main(argv=None) -> int:
     if common.worker_main(measure, argv):
         return 0

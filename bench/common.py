@@ -479,10 +479,10 @@ def compare_same_precision(rows: list[dict], *, ours: str = "ours", base: str, m
     by = {key(r): r for r in rows if r["path"] == base}
     out = [dict(r) for r in rows]
     for r in out:
-        if r["path"] != ours or "error" in r:
+        if r["path"] != ours or "error" in r or "skipped" in r:
             continue
         b = by.get(key(r))
-        if b is None or "error" in b:
+        if b is None or "error" in b or "skipped" in b:
             continue
         r.update(_ratios(r, b))
     if cross_precision:

@@ -11,6 +11,7 @@ import sys
 from bench import common
 
 
+@common.interruptible
 def main(argv=None) -> int:
     device = common.default_device()
     peaks = common.measure_peaks(device)
@@ -19,7 +20,8 @@ def main(argv=None) -> int:
     from inade.utils.files import write_text_atomic  # noqa: PLC0415
 
     write_text_atomic(path, json.dumps({"machine": common.machine_info(device), "peaks": peaks}, indent=1) + "\n")
-    print(f"fp32 {peaks['fp32_flops'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16_flops'] / 1e9:.1f} GFLOP/s, "
+    bf16 = f"bf16 {peaks['bf16_flops'] / 1e9:.1f} GFLOP/s" if "bf16_flops" in peaks else peaks.get("bf16_skipped")
+    print(f"fp32 {peaks['fp32_flops'] / 1e9:.1f} GFLOP/s, {bf16}, "
           f"copy {peaks['copy_bytes_per_s'] / 1e9:.1f} GB/s ({peaks['method']})\nwrote {path}")
     return 0
 

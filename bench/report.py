@@ -186,8 +186,9 @@ def t_train_step(results, name: str = "train_step") -> str:
     peaks = best_peaks(results)
     out = []
     for r in rows:
-        if "error" in r:
-            out.append([r["path"], r["precision"], str(r["batch"]), "error: " + r["error"][:80]] + [""] * 9)
+        if "error" in r or "skipped" in r:
+            out.append([r["path"], r["precision"], str(r["batch"]),
+                        r["skipped"] if "skipped" in r else "error: " + r["error"][:80]] + [""] * 9)
             continue
         over = r.get("budget_batch") and over_budget(r)
         out.append([r["path"], r["precision"], str(r["batch"]) + (" ‡" if over else " †" if r.get("budget_batch") else ""),
@@ -214,6 +215,9 @@ def t_model_speed(results) -> str:
     if rows and "min_ms" in rows[0]:  # the separate-process method
         out = []
         for r in rows:
+            if r.get("skipped"):
+                out.append([r["call"], r["precision"], r["skipped"], "", "", "", "", ""])
+                continue
             if r["path"] != "ours" or "x_by_min" not in r:
                 continue
             out.append([r["call"], r["precision"], ms(r["min_ms"]), times(r["x_by_min"]), times(r["x_by_median"]),
@@ -306,7 +310,65 @@ def t_params_flops(results) -> str:
                   "paper \"FLOPs\"", "GFLOP per inference (`inade.flops`)"], out, "llrrrrr")
 
 
+BREAKDOWN_GROUPS = {
+    "dense": "dense convolutions and matrix products",
+    "instance_modulation": "`instance_modulation` (the norms)",
+    "instance_avg_pool": "`instance_avg_pool`",
+    "instance_conv2d": "`instance_conv2d`",
+    "elementwise": "other elementwise passes and reductions",
+    "layout": "layout conversions and copies (incl. im2col)",
+    "allocation": "allocation and zero-fill",
+    "other": "other: dispatch, views, autograd, Python, unprofiled",
+}
+BREAKDOWN_CALLS = ("G inference", "G fwd+bwd", "train iteration")
+
+
+def t_breakdown(results, name: str = "breakdown") -> str:
+    """Where the time of each call goes (``bench.breakdown``): ms and share of the profiled call
+    per group, and each group against its floor (FLOPs over the FLOP peak, or the bytes floor
+    over the copy peak, both measured on the machine that ran it)."""
+    doc = load(name, results)
+    if doc is None:
+        return f"*(no {name}.json yet: `python -m bench.breakdown`)*"
+    calls = {c["call"]: c for c in doc.get("calls", []) if "error" not in c}
+    order = [c for c in BREAKDOWN_CALLS if c in calls]
+    by = {(r["call"], r["group"]): r for r in doc["rows"]}
+    out = []
+    for group, label in BREAKDOWN_GROUPS.items():
+        cells = [label]
+        for call in order:
+            r = by.get((call, group))
+            if r is None or not r["ms"]:
+                cells += ["", ""]
+                continue
+            cells.append(f"{ms(r['ms'])} ({pct(r['share'])})")
+            peak = {"compute": "FLOP peak", "memory": "copy peak"}.get(r.get("kind"))
+            cells.append(f"{pct(r['fraction'])} of {peak}" if peak and r.get("fraction") is not None else "")
+        out.append(cells)
+    out.append(["**the profiled call**"] + [x for c in order for x in (f"**{ms(calls[c]['profiled_ms'])}**", "")])
+    out.append(["timed calls: min / median (spread)"]
+               + [x for c in order for x in (f"{ms(calls[c]['min_ms'])} / {ms(calls[c]['median_ms'])} "
+                                               f"({pct(calls[c]['spread'])})", "")])
+    out.append(["whole call, by min: FLOPs / float32 FLOP peak"]
+               + [x for c in order for x in ("", f"**{pct(calls[c].get('flop_fraction'))}** "
+                                                 f"({fmt(calls[c]['flops'] / 1e9)} GFLOP)")])
+    header = ["group"] + [x for c in order for x in (f"{c}: ms (share)", "of its floor")]
+    text = table(header, out, "l" + "rr" * len(order))
+    cpu, peaks = doc.get("cpu") or {}, doc.get("peaks") or {}
+    m = doc.get("machine", {})
+    what = (f"{cpu.get('cpu_model') or m.get('processor', '?')} ({cpu.get('cpu_capability', '?')}, "
+            f"{'with' if cpu.get('cpu_bf16') else 'no'} bf16 arithmetic), {m.get('threads', '?')} threads, "
+            f"torch {m.get('torch', '?')}, {m.get('date', '?')}")
+    peak = (f"measured peaks there: {fmt(peaks['fp32_flops'] / 1e9)} GFLOP/s float32, "
+            f"{fmt(peaks['copy_bytes_per_s'] / 1e9)} GB/s copy" if peaks.get("fp32_flops") and
+            peaks.get("copy_bytes_per_s") else "peaks not measured")
+    notes = doc.get("notes", "").splitlines()[:1]
+    return text + f"\n\n{what}; {peak}. " + " ".join(n.rstrip(".") + "." for n in notes)
+
+
 TABLES = {
+    "breakdown": t_breakdown,
+    "breakdown-before": lambda results: t_breakdown(results, "breakdown_before"),
     "peaks": t_peaks,
     "train-headline": t_train_headline,
     "train-step": t_train_step,
@@ -412,7 +474,7 @@ def plot_all(results: Path | None = None, device: str = DEVICE) -> list[Path]:
     save(fig, "ops_vs_resolution.png")
 
     rows, _ = _train_rows(results)
-    rows = [r for r in rows if "error" not in r]
+    rows = [r for r in rows if "error" not in r and "skipped" not in r]
     if rows:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
         labels = sorted({(r["precision"], r["batch"]) for r in rows}, key=lambda k: (k[0] != "fp32", k[1]))
@@ -427,6 +489,29 @@ def plot_all(results: Path | None = None, device: str = DEVICE) -> list[Path]:
             ax.set(ylabel=what, title=f"training iteration (G step + D step): {what}")
             ax.legend(fontsize=8)
         save(fig, "train_step.png")
+
+    docs = [(label, load(name, results, device)) for label, name in (("before", "breakdown_before"),
+                                                                        ("after", "breakdown"))]
+    docs = [(label, doc) for label, doc in docs if doc is not None]
+    if docs:
+        calls = [c for c in BREAKDOWN_CALLS if any((c, "dense") in {(r["call"], r["group"]) for r in d["rows"]}
+                                                   for _, d in docs)]
+        fig, axes = plt.subplots(1, len(calls), figsize=(4.6 * len(calls), 3.6), squeeze=False)
+        colors = dict(zip(BREAKDOWN_GROUPS, ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7")))
+        for ax, call in zip(axes[0], calls):
+            for i, (label, doc) in enumerate(docs):
+                left = 0.0
+                for group in BREAKDOWN_GROUPS:
+                    r = next((r for r in doc["rows"] if r["call"] == call and r["group"] == group), None)
+                    if r is None:
+                        continue
+                    ax.barh(i, r["ms"], left=left, color=colors[group],
+                            label=BREAKDOWN_GROUPS[group] if i == 0 else None)
+                    left += r["ms"]
+            ax.set_yticks(range(len(docs)), [label for label, _ in docs])
+            ax.set(xlabel="ms (one profiled call)", title=call)
+        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        save(fig, "breakdown.png")
 
     peaks = best_peaks(results)
     bars = []

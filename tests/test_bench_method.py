@@ -158,9 +158,10 @@ def test_budget_batch_is_the_largest_on_the_memory_line(b1, b2, budget, expected
     assert bench_train_step.budget_batch(b1, b2, budget, limit=16) == expected
 
 
-def test_train_step_runs_every_row_in_its_own_process_with_the_same_precision_paired():
+def test_train_step_runs_every_row_in_its_own_process_with_the_same_precision_paired(monkeypatch):
     """The parent with a fake worker: peaks, weights and FLOPs first; then per precision the
     public code at batch 1 and 2, whose batch-2 peak becomes the budget, then ours."""
+    monkeypatch.setattr("inade.utils.cpu.cpu_has_bf16", lambda: True)  # the bf16 rows run (fake workers)
     specs = []
 
     def fake(module, spec):
@@ -198,9 +199,10 @@ def test_train_step_runs_every_row_in_its_own_process_with_the_same_precision_pa
     assert any("3000 MB" in n for n in notes)
 
 
-def test_model_speed_pairs_bf16_with_bf16_in_separate_processes():
+def test_model_speed_pairs_bf16_with_bf16_in_separate_processes(monkeypatch):
     from bench import bench_model_speed
 
+    monkeypatch.setattr("inade.utils.cpu.cpu_has_bf16", lambda: True)  # the bf16 rows run (fake workers)
     specs = []
 
     def fake(module, spec):
@@ -224,3 +226,40 @@ def test_model_speed_pairs_bf16_with_bf16_in_separate_processes():
     bf16 = next(r for r in rows if r["path"] == "ours" and r["precision"] == "bf16")
     assert bf16["x_by_min"] == 2.0  # 400 / 200, not 800 / 200 against the public float32
     assert bf16["flop_fraction"] == pytest.approx(1e10 / 0.2 / 4e11)
+
+
+def test_without_cpu_bf16_the_model_benchmarks_skip_bf16_rows_with_the_reason(monkeypatch, tmp_path):
+    """No bf16 worker starts on a CPU without bf16 arithmetic; each skipped row carries the reason
+    and the report shows it in the row's place."""
+    from bench import bench_model_speed, report
+
+    monkeypatch.setenv("INADE_NO_BF16", "1")
+    specs = []
+
+    def fake(module, spec):
+        specs.append(spec)
+        if spec["what"] == "peaks":
+            return {"peaks": {"fp32_flops": 1e11}}
+        if spec["what"] == "flops":
+            return {"flops": 1e10} if module.endswith("train_step") else {"flops": {}}
+        if spec["what"] in ("notes", "prepare"):
+            return {"notes": []}
+        return {"min_ms": 100.0, "median_ms": 100.0, "spread": 0.0, "peak_MB": 100.0}
+
+    args = argparse.Namespace(ngf=8, size=32, instances=3, threads=1, official_code=None, warmup=1, calls=2,
+                              calls_to_run=["G inference fp32", "G inference bf16"])
+    rows, _, _ = bench_model_speed.run(args, isolated=fake)
+    assert [s["call"] for s in specs if s["what"] == "time"] == ["G inference fp32"] * 2
+    skipped = [r for r in rows if r.get("skipped")]
+    assert len(skipped) == 1 and skipped[0]["skipped"].startswith("bf16 skipped: INADE_NO_BF16 is set")
+    specs.clear()
+    args = argparse.Namespace(ngf=8, size=32, instances=3, threads=1, official_code=None, warmup=1, calls=2,
+                              budget_calls=1, precisions=["fp32", "bf16"], memory_budget_mb=None,
+                              fallback_budget_mb=4096, max_batch=2)
+    rows, _, _ = bench_train_step.run(args, isolated=fake)
+    assert {s["precision"] for s in specs if s["what"] == "step"} == {"fp32"}
+    rows = bench_train_step.summarize(rows)
+    assert [r["precision"] for r in rows if r.get("skipped")] == ["bf16"]
+    (tmp_path / report.DEVICE).mkdir()
+    (tmp_path / report.DEVICE / "train_step.json").write_text(json.dumps({"rows": rows, "notes": ""}))
+    assert "| ours | bf16 | 1 | bf16 skipped: INADE_NO_BF16 is set" in report.t_train_step(tmp_path)
