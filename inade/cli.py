@@ -13,10 +13,10 @@ and, with ``--save-latents``, the latents that made it)::
 Maps are read by :mod:`inade.data.images` (one rule for greyscale, 16-bit,
 palette and RGB files) and the reference image by Pillow (PNG, JPEG, ...). The
 instance map's pixel values are its ids; the tool makes them compact
-(``0 … L-1``) with the data loaders' rule, so a raw id that spans several classes
-(COCO-Stuff's 0 for all stuff) becomes one instance per class, as in training.
-``--instances`` / ``--pairs`` name ids as they appear in the files; a raw id names
-all of its parts. Without ``--inst`` the label map is the instance map.
+(``0 … L-1``, one per raw id) with the data loaders' rule: a raw id that spans several
+classes (COCO-Stuff's 0 for all stuff) is one instance — one noise row, each pixel its
+class's parameters — as in training and in the public code. ``--instances`` / ``--pairs``
+name ids as they appear in the files. Without ``--inst`` the label map is the instance map.
 ``resample`` and friends start from the latents of ``random --seed S0``
 (``--base-seed``, default 0) or from a file written by ``--save-latents``.
 
@@ -40,7 +40,7 @@ import torch
 from inade.data import compact_ids, read_image, read_index_map, read_label_map
 from inade.data.images import image_format, image_to_tensor, save_image, to_uint8
 from inade.training.checkpoint import load_checkpoint
-from inade.utils.errors import USER_ERRORS, UserError, report
+from inade.utils.errors import UserError, run_command
 from inade.utils.arguments import ArgumentParser, check_device
 from inade.utils.files import atomic_path, check_output_path, output_errors
 
@@ -112,10 +112,13 @@ def load_models(checkpoint: str | Path, config_name: str | None = None, override
         else:
             G = inade.load_official(inade.Generator(cfg), obj)
             E = None
-        if encoder is not None:
-            E = inade.load_official(inade.NoiseEncoder(cfg), encoder)  # reads and checks the file
     except (RuntimeError, ValueError, TypeError, KeyError) as err:
         raise UserError(f"{path}: does not fit the model ({err})") from err
+    if encoder is not None:  # its own file: a mismatch is named as its fault, not the generator's
+        try:
+            E = inade.load_official(inade.NoiseEncoder(cfg), encoder)  # reads and checks the file
+        except (RuntimeError, ValueError, TypeError, KeyError) as err:
+            raise UserError(f"--encoder {encoder}: does not fit the encoder of {path}'s model ({err})") from err
     return G.to(device), (E.to(device) if E is not None else None), cfg
 
 
@@ -129,27 +132,22 @@ def read_instances(path: str | Path, label: np.ndarray | None, *, size: tuple[in
     """``(compact ids [H, W] int64, raw id of each compact id [L])`` of an instance map file.
 
     The file is read by :func:`inade.data.read_index_map` and made compact with
-    :func:`inade.data.compact_ids` ``(raw, label)``, the data loaders' rule: a raw id
-    that spans several classes of ``label`` becomes one instance per class (its parts
-    share the raw id). Without ``label`` (a reference map) every raw id is one instance.
-    The map must have ``label``'s size, else ``size`` (checked before decoding).
+    :func:`inade.data.compact_ids`, the data loaders' rule: one compact id per raw id,
+    also for a raw id that spans several classes of ``label`` (one instance, as in the
+    public code). The map must have ``label``'s size, else ``size`` (checked before decoding).
     """
     if label is not None:
         size, size_of = label.shape, "the label map"
     raw = read_index_map(path, size=size, size_of=size_of)
-    ids, classes = compact_ids(raw, label)
-    raw_of = np.zeros(len(classes), np.int64)
-    raw_of[ids.ravel()] = raw.ravel()
-    return ids, raw_of
+    return compact_ids(raw)
 
 
 def ids_of_raw(raw_ids: list[int], raw_of: np.ndarray, what: str, path) -> list[int]:
-    """Ids as written in an instance file -> every compact id made from them (several for a
-    raw id that spans classes)."""
+    """Ids as written in an instance file -> their compact ids."""
     missing = [i for i in raw_ids if i not in set(raw_of.tolist())]
     if missing:
         raise UserError(f"{path}: {what} {missing} not in the instance map (ids present: {sorted(set(raw_of.tolist()))})")
-    return [int(c) for i in raw_ids for c in np.flatnonzero(raw_of == i)]
+    return [int(np.flatnonzero(raw_of == i)[0]) for i in raw_ids]
 
 
 def _save_latents_to(file, sample, raw_of: np.ndarray) -> None:
@@ -289,8 +287,8 @@ def check_outputs(args) -> tuple[Path, Path | None]:
 
 
 def _read_reference(synth, args, raw_of, inst_path):
-    """copy-style's reference image, its instance map and the ``--pairs`` as compact ids (each target
-    part of a raw id takes the style of the reference's raw id), read and checked before any synthesis."""
+    """copy-style's reference image, its instance map and the ``--pairs`` as compact ids, read and
+    checked before any synthesis."""
     if synth.E is None:
         raise UserError(f"{args.checkpoint}: has no encoder (E), which copy-style needs; pass --encoder")
     ref_np = read_image(args.reference)
@@ -304,7 +302,8 @@ def _read_reference(synth, args, raw_of, inst_path):
     pairs = []
     for j, i in _parse_pairs(args.pairs):
         (ref_id,) = ids_of_raw([j], ref_raw_of, "--pairs reference ids", args.reference_inst)
-        pairs += [(ref_id, t) for t in ids_of_raw([i], raw_of, "--pairs target ids", inst_path)]
+        (target,) = ids_of_raw([i], raw_of, "--pairs target ids", inst_path)
+        pairs.append((ref_id, target))
     return ref, ref_inst, pairs
 
 
@@ -345,12 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """``inade-synth``: 0 on success (the output's path on stdout); a user error prints one
     line ``error: …`` on stderr and returns 2."""
-    try:
-        out = run(build_parser().parse_args(argv))
-    except USER_ERRORS as err:
-        return report(err)
-    print(out)
-    return 0
+    def _main() -> int:
+        print(run(build_parser().parse_args(argv)))
+        return 0
+
+    return run_command(_main)  # a user error, Ctrl-C or SIGTERM: one line (exit 2, 130, 143)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ below give each one the arithmetic its kernels do, per element:
   in one): the sums of the passes they fuse — 7 and 11 FLOPs.
 * ``instance_avg_pool_forward``: one add per input element, one divide per output.
 * ``instance_avg_pool_backward``: one divide per output element.
-* ``instance_classes`` (the model's instance → class table and input checks): 0.
+* ``instance_classes`` and ``instance_parts`` (the model's instance → class tables and input checks): 0.
 * ``instance_conv2d_forward`` (instance-aware convolution): the dense convolution's
   ``2·MACs`` plus one compare per tap and output pixel (the instance test);
   ``conv2d_backward_input`` and ``conv2d_backward_weight``: ``2·MACs`` each.
@@ -103,6 +103,7 @@ FORMULAS = {
     "instance_conv2d_backward_weight": _conv2d_backward_weight,
     # bookkeeping of the model (the class of each instance, input checks): no arithmetic
     "instance_classes": lambda *args, out_shape=None, **kwargs: 0,
+    "instance_parts": lambda *args, out_shape=None, **kwargs: 0,
 }
 
 

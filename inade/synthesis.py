@@ -21,8 +21,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from inade.data.ids import split_mixed_instances
-from inade.nn import instance_classes
 
 
 @dataclass
@@ -47,12 +45,14 @@ def _seeded(seed: int, stream: int = 0) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed((2 * seed + stream) % 2**64)
 
 
-def present_instances(inst: Tensor, num_instances: int) -> Tensor:
-    """``[B, L]`` bool: instance ``l`` has at least one pixel in image ``b``."""
+def present_instances(inst: Tensor, num_instances: int, where: Tensor | None = None) -> Tensor:
+    """``[B, L]`` bool: instance ``l`` has at least one pixel in image ``b`` (among the pixels
+    where the bool map ``where [B, H, W]`` is set, when given)."""
     B = inst.shape[0]
     flat = inst.reshape(B, -1).long()
+    ones = torch.ones_like(flat) if where is None else where.reshape(B, -1).long()
     counts = torch.zeros(B, num_instances, dtype=torch.long, device=inst.device)
-    counts.scatter_add_(1, flat, torch.ones_like(flat))
+    counts.scatter_add_(1, flat, ones)
     return counts > 0
 
 
@@ -69,11 +69,10 @@ class Synthesizer:
 
     Every method takes ``label, inst``: ``[B, H, W]`` integer maps on ``G``'s device,
     ``inst`` with compact ids ``0 … L-1`` (the label map when the data has no
-    instances), and returns a :class:`Sample`. An instance that spans several
-    classes is split into one instance per class by the data loaders' rule
-    (:func:`inade.data.split_mixed_instances`: such an image is renumbered with
-    ``compact_ids(inst, label)``); ids given to a method (``instances``, ``pairs``)
-    are those of that map, the ids passed in when every instance lies in one class.
+    instances), and returns a :class:`Sample`. An id may span several classes (COCO-Stuff's
+    instance maps): as in the public code it is one instance — one noise row, re-drawn or
+    restyled as a whole — and each of its pixels takes its own class's parameters. Ids given
+    to a method (``instances``, ``pairs``) are those of ``inst``.
     Methods that change a previous result take it as ``base`` (a :class:`Sample`,
     or a noise tensor ``[B, L, 2, noise_nc]`` together with ``z=``).
     """
@@ -101,7 +100,7 @@ class Synthesizer:
     # -- synthesis ------------------------------------------------------------------
     def generate(self, label: Tensor, inst: Tensor, noise: Tensor, z: Tensor) -> Sample:
         """Run ``G`` with exactly these latents."""
-        return self._run(label, split_mixed_instances(inst, label), noise, z)
+        return self._run(label, inst, noise, z)
 
     @torch.no_grad()
     def _run(self, label: Tensor, inst: Tensor, noise: Tensor, z: Tensor) -> Sample:
@@ -112,7 +111,6 @@ class Synthesizer:
 
     def random(self, label: Tensor, inst: Tensor, seed: int = 0) -> Sample:
         """A new image: every instance's noise and ``z`` drawn from ``seed``."""
-        inst = split_mixed_instances(inst, label)
         B, L = label.shape[0], self._num_instances(inst)
         return self._run(label, inst, self.draw_noise(B, L, seed), self.draw_z(B, seed))
 
@@ -120,7 +118,6 @@ class Synthesizer:
                            *, z: Tensor | None = None) -> Sample:
         """Redraw the noise of ``instances`` (ids, in every image of the batch); every other
         instance and ``z`` keep theirs."""
-        inst = split_mixed_instances(inst, label)
         noise, z = self._base(base, z, label)
         ids = self._check_ids(instances, inst, noise.shape[1], "instances")
         mask = torch.zeros(noise.shape[:2], dtype=torch.bool, device=noise.device)
@@ -129,13 +126,17 @@ class Synthesizer:
 
     def resample_class(self, label: Tensor, inst: Tensor, base, class_id: int, seed: int,
                        *, z: Tensor | None = None) -> Sample:
-        """Redraw the noise of every instance of class ``class_id``; the rest keep theirs."""
+        """Redraw the noise of every instance with pixels of class ``class_id``; the rest keep theirs.
+
+        An instance that spans several classes has one noise row: it is redrawn whole, so its
+        pixels of the other classes change too (the public code's ids have no per-class rows)."""
         if not 0 <= int(class_id) <= self.cfg.label_nc:  # (a huge id would overflow the comparison)
             raise ValueError(f"class_id {class_id} is outside the model's classes 0 ... {self.cfg.label_nc}")
-        inst = split_mixed_instances(inst, label)
         noise, z = self._base(base, z, label)
+        if label.shape != inst.shape:
+            raise ValueError(f"label {tuple(label.shape)} and inst {tuple(inst.shape)} must have one shape")
         L = noise.shape[1]
-        mask = (instance_classes(label, inst, L) == int(class_id)) & present_instances(inst, L)
+        mask = present_instances(inst, max(L, self._num_instances(inst)), where=label == int(class_id))[:, :L]
         if not mask.any():
             present = sorted(set(torch.unique(label).tolist()))
             raise ValueError(f"class_id {class_id} has no instance in label (classes present: {present})")
@@ -166,7 +167,6 @@ class Synthesizer:
         """
         if self.E is None:
             raise ValueError("copy_style needs the noise encoder: build Synthesizer(G, E)")
-        inst = split_mixed_instances(inst, label)
         noise, z = self._base(base, z, label)
         B, L = noise.shape[:2]
         if reference_image.shape[0] not in (1, B):
@@ -199,7 +199,6 @@ class Synthesizer:
         table get fresh rows drawn from ``seed``; ``z`` is kept. The table keeps the
         rows of ids that disappeared, so bringing one back brings its style back.
         """
-        inst = split_mixed_instances(inst, label)
         noise, z = self._base(base, z, label)
         B, L_old = noise.shape[:2]
         L_new = max(L_old, self._num_instances(inst))

@@ -371,7 +371,8 @@ def test_ilade_errors_name_the_argument():
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 def test_our_generator_with_sketch_is_the_public_way_model(training):
     """inade.Generator(add_sketch=True) takes the public-way model's state dict as it is
-    (sketch_conv / merge_conv keys in every norm) and gives its outputs from index maps."""
+    (sketch_conv / merge_conv keys in every norm) and gives its outputs from index maps, also
+    where an instance spans two classes (one noise row, each pixel's class parameters)."""
     opt = options(add_sketch=True)
     torch.manual_seed(0)
     public = perturb(PublicGenerator(opt, RestatedILADE)).double().train(training)
@@ -379,8 +380,9 @@ def test_our_generator_with_sketch_is_the_public_way_model(training):
                        crop_size=opt.crop_size, add_sketch=True)
     G = inade.load_official(inade.Generator(cfg), public.state_dict()).double().train(training)
     assert any(k.endswith("norm_0.sketch_conv.weight") for k in G.state_dict())
-    seg, onehot = public_inputs(2, 32, 32, opt.label_nc, seed=5, span=False)
+    seg, onehot = public_inputs(2, 32, 32, opt.label_nc, seed=5)
     label, inst = seg[:, :-1].argmax(1), onehot.argmax(1)
+    assert inade.nn.instance_parts(label, inst)[1].shape[1] > onehot.shape[1], "no instance spans two classes"
     K = onehot.shape[1]
     noise = torch.randn(2, K, 2, opt.noise_nc, dtype=torch.float64)
     z = torch.randn(2, opt.z_dim, dtype=torch.float64)

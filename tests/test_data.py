@@ -21,7 +21,8 @@ from inade.data import (  # noqa: E402
     read_image,
     read_index_map,
     read_label_map,
-    split_mixed_instances,
+    spanning_ids,
+    spans_classes,
     write_image,
     write_index_map,
 )
@@ -110,41 +111,35 @@ def test_compact_ids_cityscapes_raw_ids():
     raw = np.array([[7, 7, 26001, 26001], [7, 24000, 26002, 26001], [11, 11, 24000, 26002]])
     label = cityscapes_class(raw)
     assert label.tolist() == [[7, 7, 26, 26], [7, 24, 26, 26], [11, 11, 24, 26]]
-    ids, classes = compact_ids(raw, label)
+    ids, raw_of = compact_ids(raw)
     assert ids.tolist() == [[0, 0, 3, 3], [0, 2, 4, 3], [1, 1, 2, 4]]
-    assert classes.tolist() == [7, 11, 24, 26, 26]
-    # without a label map, the raw id's order and the raw ids as "classes"
-    ids2, cls2 = compact_ids(torch.as_tensor(raw))
-    assert isinstance(ids2, torch.Tensor) and torch.equal(ids2, torch.as_tensor(ids))
+    assert raw_of.tolist() == [7, 11, 24000, 26001, 26002]
+    ids2, raw2 = compact_ids(torch.as_tensor(raw))
+    assert isinstance(ids2, torch.Tensor) and torch.equal(ids2, torch.as_tensor(ids)) and raw2.tolist() == raw_of.tolist()
 
 
-def test_compact_ids_splits_a_raw_id_spanning_classes():
-    inst = np.zeros((2, 3), dtype=np.int64)  # COCO-like: 0 for all stuff
-    label = np.array([[5, 5, 9], [9, 9, 5]])
-    ids, classes = compact_ids(inst, label)
-    assert ids.tolist() == [[0, 0, 1], [1, 1, 0]] and classes.tolist() == [5, 9]
+def test_compact_ids_keeps_a_raw_id_spanning_classes_whole():
+    """The public code's meaning: one instance per raw id, whatever classes it covers."""
+    inst = np.array([[0, 0, 0], [0, 7, 7]])  # COCO-like: 0 for all stuff
+    label = np.array([[5, 5, 9], [9, 1, 1]])
+    ids, raw_of = compact_ids(inst)
+    assert ids.tolist() == [[0, 0, 0], [0, 1, 1]] and raw_of.tolist() == [0, 7]
+    assert spanning_ids(ids, label) == {0: [5, 9]} and spans_classes(torch.as_tensor(ids), torch.as_tensor(label))
+    assert spanning_ids(label, label) == {} and not spans_classes(ids, ids)
+    with pytest.raises(TypeError):  # the old (inst, label) split rule is gone, loudly
+        compact_ids(inst, label)
 
 
 def test_compact_ids_keeps_compact_maps_and_rejects_bad_input():
     ids = torch.tensor([[0, 1], [2, 1]])
-    out, _ = compact_ids(ids, torch.tensor([[3, 4], [3, 4]]))
+    out, _ = compact_ids(ids)
     assert torch.equal(out, ids)
     with pytest.raises(TypeError, match="integer"):
         compact_ids(torch.zeros(2, 2))
     with pytest.raises(ValueError, match="negative"):
         compact_ids(np.array([[-1, 0]]))
     with pytest.raises(ValueError, match="shape"):
-        compact_ids(np.zeros((2, 2), dtype=np.int64), np.zeros((2, 3), dtype=np.int64))
-
-
-def test_split_mixed_instances_applies_the_loaders_rule_per_image():
-    label = torch.tensor([[[5, 5, 9], [9, 9, 5]], [[1, 1, 2], [1, 1, 2]]])
-    inst = torch.tensor([[[0, 0, 0], [0, 0, 0]], [[0, 0, 4], [0, 0, 4]]])  # image 1: class-pure, with a gap
-    out = split_mixed_instances(inst, label)
-    assert out[0].tolist() == compact_ids(inst[0], label[0])[0].tolist() == [[0, 0, 1], [1, 1, 0]]
-    assert torch.equal(out[1], inst[1]), "a class-pure map keeps its ids"
-    pure = inst[1:]
-    assert split_mixed_instances(pure, label[1:]) is pure, "nothing to split: the map itself comes back"
+        spanning_ids(np.zeros((2, 2), dtype=np.int64), np.zeros((2, 3), dtype=np.int64))
 
 
 # ---------------------------------------------------------------------------
@@ -368,6 +363,12 @@ def test_layout_loads(tmp_path, case, phase):
     assert set(s["label"].unique().tolist()) <= expected
     ids = s["instance"].unique()
     assert torch.equal(ids, torch.arange(len(ids))), "compact ids after cropping"
+    if case == "coco":  # raw ids 0 (classes 150 and don't-care) and 3 (class 0): one instance each
+        assert len(ids) <= 2 and torch.equal(s["instance"] == s["instance"][s["label"] == 0][0], s["label"] == 0)
+        return
+    if case == "folder":  # raw ids 10, 11, 12 in turn on every row, over three classes: three instances
+        assert len(ids) == 3 and spans_classes(s["instance"], s["label"])
+        return
     for l in ids:  # one class per instance
         assert len(s["label"][s["instance"] == l].unique()) == 1
     # the crop and flip depend on the key's seed only

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,6 +15,8 @@ import torch.nn.functional as F
 
 import inade
 from conftest import fused_backends
+from inade.data import compact_ids, spans_classes
+from inade.models.discriminator import instance_edges
 from inade.models.encoder import kl_divergence
 from inade.models.generator import INADEResnetBlock, remap_noise
 from inade.ops import _backend, use_backend
@@ -216,9 +219,10 @@ def one_hot_maps(label, inst, num_classes, num_instances, dtype):
     return seg, inst_onehot
 
 
-def scene(B, H, W, num_classes, grid=4, seed=0):
+def scene(B, H, W, num_classes, grid=4, seed=0, span=False):
     """Compact instance ids on a ``grid × grid`` layout of blocks, each block one instance
-    of a random class; image 1 leaves some ids empty."""
+    of a random class; image 1 leaves some ids empty. ``span``: the blocks keep their classes
+    but ids ``2k`` and ``2k + 1`` become one id ``k`` (COCO-Stuff-like ids that span classes)."""
     g = torch.Generator().manual_seed(seed)
     L = grid * grid
     cells = torch.stack([torch.randperm(L, generator=g) for _ in range(B)]).view(B, 1, grid, grid).float()
@@ -227,6 +231,9 @@ def scene(B, H, W, num_classes, grid=4, seed=0):
     inst = F.interpolate(cells, size=(H, W), mode="nearest")[:, 0].long()
     classes = torch.randint(0, num_classes, (L,), generator=g)
     label = classes[inst]
+    if span:
+        inst = inst // 2
+        assert inade.nn.instance_parts(label, inst)[1].shape[1] > int(inst.max()) + 1, "no id spans two classes"
     return label, inst
 
 
@@ -295,15 +302,18 @@ def test_norm_and_block_compute_the_public_function(training, with_remap):
 
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("with_remap", [False, True], ids=["noise", "remap"])
-def test_generator_computes_the_public_function(training, with_remap):
-    """The whole tiny generator (schedule 'more': an extra upsampling between the middle blocks)."""
+@pytest.mark.parametrize("span", [False, True], ids=["pure", "span"])
+def test_generator_computes_the_public_function(training, with_remap, span):
+    """The whole tiny generator (schedule 'more': an extra upsampling between the middle blocks).
+    ``span``: ids that cover two classes get one noise (and remapping) row, each pixel its class's
+    parameters — the public code's one-hot arithmetic."""
     cfg = tiny_config(num_upsampling_layers="more", crop_size=128, aspect_ratio=2.0)
     torch.manual_seed(0)
     G = randomize(inade.Generator(cfg)).double().train(training)
     twin = copy.deepcopy(G)
     B = 2
     H, W = cfg.output_size
-    label, inst = scene(B, H, W, cfg.num_classes, seed=3)
+    label, inst = scene(B, H, W, cfg.num_classes, seed=3, span=span)
     L = int(inst.max()) + 1
     noise = torch.randn(B, L, 2, cfg.noise_nc, dtype=torch.float64)
     z = torch.randn(B, cfg.z_dim, dtype=torch.float64)
@@ -876,3 +886,144 @@ def test_bfloat16_inference_keeps_casts_and_matches_autocast():
             G.fc.weight.mul_(2)
             G(label, inst, noise=noise, z=z)
             assert G._fc_cast[1] is not cached
+
+
+# ---------------------------------------------------------------------------
+# Instance ids that span classes (COCO-Stuff): one noise row, each pixel's class
+# ---------------------------------------------------------------------------
+
+
+def test_an_id_that_spans_classes_is_one_noise_row():
+    """The generator on a map whose id 1 covers two classes equals the generator on the same map
+    with that id's two class parts numbered apart and given the *same* row; the gradient of the
+    row is the sum of the parts' gradients; giving the parts different rows (the old split rule)
+    is another picture."""
+    cfg = tiny_config(crop_size=64)
+    torch.manual_seed(0)
+    G = randomize(inade.Generator(cfg)).double().train()
+    twin = copy.deepcopy(G)
+    H, W = cfg.output_size
+    label = torch.zeros(1, H, W, dtype=torch.long)
+    inst = torch.zeros(1, H, W, dtype=torch.long)
+    label[:, 8:24, 4:20], inst[:, 8:24, 4:20] = 2, 1
+    label[:, 8:24, 20:28], inst[:, 8:24, 20:28] = 3, 1  # id 1: classes 2 and 3
+    label[:, 30:, :], inst[:, 30:, :] = 4, 2
+    parts, part_inst, part_cls = inade.nn.instance_parts(label, inst)
+    assert part_inst.tolist() == [[0, 1, 2, 1]] and part_cls.tolist() == [[0, 2, 4, 3]]
+    assert torch.equal(parts == 3, (label == 3) & (inst == 1)) and torch.equal(parts[parts != 3], inst[parts != 3])
+    noise = torch.randn(1, 3, 2, cfg.noise_nc, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(1, cfg.z_dim, dtype=torch.float64)
+    split_noise = noise.detach()[:, [0, 1, 2, 1]].clone().requires_grad_()
+    got = G(label, inst, noise=noise, z=z)
+    want = twin(label, parts, noise=split_noise, z=z)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    dy = torch.randn_like(got)
+    got.backward(dy)
+    want.backward(dy)
+    shared = split_noise.grad[:, [0, 1, 2]].clone()
+    shared[:, 1] += split_noise.grad[:, 3]
+    torch.testing.assert_close(noise.grad, shared, rtol=1e-12, atol=1e-14)
+    assert split_noise.grad[:, 3].abs().max() > 0 and split_noise.grad[:, 1].abs().max() > 0, "both parts read row 1"
+    # One row per id: another value of row 1 moves both classes' pixels of id 1.
+    with torch.no_grad():
+        base = G(label, inst, noise=noise, z=z)
+        moved = noise.detach().clone()
+        moved[:, 1] += 1.0
+        diff = (G(label, inst, noise=moved, z=z) - base).abs().sum(1)[0]
+        assert diff[12:20, 8:16].min() > 1e-6 and diff[12:20, 22:26].min() > 1e-6
+        apart = noise.detach()[:, [0, 1, 2, 1]].clone()
+        apart[:, 3] += 1.0  # the split rule: a row of its own for the class-3 part
+        assert not torch.allclose(G(label, parts, noise=apart, z=z), base)
+
+
+def _public_code():
+    """The public code's generator, encoder and model modules from ``INADE_PUBLIC_CODE`` (a
+    tzt101/INADE checkout, never part of this project); skipped when it is not set. The modules
+    it adds (``models``, ``util``, ``data``, stand-ins for torchvision and dill) are removed again."""
+    import os  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    path = os.environ.get("INADE_PUBLIC_CODE")
+    if not path:
+        pytest.skip("INADE_PUBLIC_CODE is not set (a checkout of tzt101/INADE to compare with)")
+    from bench import official_style  # noqa: PLC0415
+
+    before, saved_path = set(sys.modules), list(sys.path)
+    try:
+        gen, _ = official_style.import_public_code(path)
+        enc, _ = official_style.import_public_code(path, "models.networks.encoder")
+        model, _ = official_style.import_public_code(path, "models.pix2pix_model")
+    finally:
+        for name in set(sys.modules) - before:
+            if name.split(".")[0] in ("models", "util", "data", "torchvision", "dill"):
+                del sys.modules[name]
+        sys.path[:] = saved_path
+    return SimpleNamespace(gen=gen, enc=enc, model=model, options=official_style.public_options)
+
+
+@needs_encoder_ops
+def test_generator_encoder_and_edges_equal_the_public_code_on_ids_that_span_classes():
+    """Raw COCO-like ids with gaps (0 for every stuff class, objects 3, 5, 8): the public code's
+    generator, encoder, KL and edge map on its one-hot maps over ``max + 1`` raw ids, and ours on
+    each image's compact ids (row ``k`` = the ``k``-th raw id present), float64, eval and train."""
+    public = _public_code()
+    cfg = tiny_config(crop_size=64)
+    H, W = cfg.output_size
+    g = torch.Generator().manual_seed(0)
+    cells = torch.randint(0, cfg.num_classes, (2, 1, 4, 4), generator=g).float()
+    label = F.interpolate(cells, size=(H, W), mode="nearest")[:, 0].long()
+    raw = torch.zeros_like(label)  # stuff: id 0 whatever its class
+    raw[0, 4:20, 6:30], raw[0, 36:60, 10:50], raw[1, 8:40, 8:24] = 3, 8, 5  # objects, over cell borders too
+    label[0, 4:20, 6:30] = 5
+    compact = [compact_ids(raw[b]) for b in range(2)]
+    inst = torch.stack([ids for ids, _ in compact])
+    assert spans_classes(raw[0], label[0]) and spans_classes(raw[1], label[1])
+    assert spans_classes(raw[0][raw[0] > 0], label[0][raw[0] > 0]), "an object spans classes too"
+    L, K = int(inst.max()) + 1, int(raw.max()) + 1
+    Gp = public.gen.SPADEGenerator(public.options(cfg))
+    Ep = public.enc.instanceAdaptiveEncoder(public.options(cfg))
+    for m in (Gp, Ep):
+        m.init_weights("xavier", 0.5)
+    G = inade.load_official(inade.Generator(cfg), Gp.state_dict())
+    E = inade.load_official(inade.NoiseEncoder(cfg), Ep.state_dict())
+    seg = F.one_hot(label, cfg.num_classes).permute(0, 3, 1, 2).double()
+    edges = public.model.Pix2PixModel.get_edges(SimpleNamespace(ByteTensor=torch.ByteTensor), raw[:, None])
+    torch.testing.assert_close(instance_edges(inst, torch.float64), edges.double(),
+                               rtol=0, atol=0)
+    seg = torch.cat([seg, edges.double()], 1)
+    onehot = F.one_hot(raw, K).permute(0, 3, 1, 2).double()
+    real = torch.rand(2, 3, H, W, generator=g, dtype=torch.float64) * 2 - 1
+    noise_p = torch.randn(2, K, 2, cfg.noise_nc, generator=g, dtype=torch.float64)
+    noise = torch.zeros(2, L, 2, cfg.noise_nc, dtype=torch.float64)
+    for b, (_, raw_of) in enumerate(compact):
+        noise[b, : len(raw_of)] = noise_p[b, raw_of]
+    z = torch.randn(2, cfg.z_dim, generator=g, dtype=torch.float64)
+    kld = public.model.networks.KLDLoss()
+    for training in (False, True):
+        for m in (Gp, Ep, G, E):
+            m.double().train(training)
+        enc_p = Ep(real, onehot)
+        Gp.opt.use_vae = True
+        want = Gp(seg, z=[enc_p[0], torch.exp(0.5 * enc_p[1]), enc_p[2], torch.exp(0.5 * enc_p[3])],
+                  input_instances=onehot, noise=noise_p, noise_ins=z)
+        enc = E(real, inst, L)
+        for b, (_, raw_of) in enumerate(compact):
+            for ours, theirs in zip(enc, enc_p):
+                torch.testing.assert_close(ours[b, : len(raw_of)], theirs[b, raw_of], rtol=1e-9, atol=1e-12)
+                assert not ours[b, len(raw_of):].any()
+        got = G(label, inst, noise=noise, z=z, remap=enc)
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
+        loss_p = want.square().sum() + (kld(enc_p[0], enc_p[1]) + kld(enc_p[2], enc_p[3])) / 2
+        loss = got.square().sum() + kl_divergence(enc)
+        torch.testing.assert_close(loss, loss_p, rtol=1e-10, atol=0)
+        params_p = {**dict(Gp.named_parameters()), **{f"E.{n}": p for n, p in Ep.named_parameters()}}
+        params = {**dict(G.named_parameters()), **{f"E.{n}": p for n, p in E.named_parameters()}}
+        assert params.keys() == params_p.keys()
+        names = sorted(params)
+        theirs = torch.autograd.grad(loss_p, [params_p[n] for n in names], allow_unused=True)
+        ours = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
+        scale = max(t.abs().max().item() for t in theirs if t is not None)
+        for name, a, b, p in zip(names, ours, theirs, (params[n] for n in names)):
+            a = torch.zeros_like(p) if a is None else a
+            b = torch.zeros_like(p) if b is None else b
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-9 * scale, msg=f"grad of {name} (training={training})")

@@ -119,7 +119,9 @@ def test_edit_makes_ids_compact_and_keeps_every_surviving_style(url, first):
     assert out["classes"][int(new_inst[5, 5])] == 3
 
 
-def test_a_class_brush_across_an_instance_splits_it_and_the_larger_part_keeps_its_style(url, first):
+def test_a_class_brush_across_an_instance_keeps_it_one_instance_with_its_style(url, first):
+    """A label edit that leaves an id over two classes (as COCO-Stuff maps hold): one instance, as in
+    training and the public code — same id and noise row, the strip drawn with its new class."""
     state = first["state"]
     label, inst = decode_map(state["label"]), decode_map(state["inst"])
     ground = int(inst[63, 0])
@@ -128,9 +130,12 @@ def test_a_class_brush_across_an_instance_splits_it_and_the_larger_part_keeps_it
     label2[part] = 2
     out = ok(url, action="edit", seed=5, state=dict(state, label=encode_map(label2)))
     new_inst = decode_map(out["state"]["inst"])
-    assert out["state"]["L"] == state["L"] + 1
-    kept = out["id_map"][ground]
-    assert torch.equal(rows(out["state"])[kept], rows(state)[ground]) and (new_inst[part] != kept).all()
+    assert out["state"]["L"] == state["L"] and out["id_map"] == list(range(state["L"]))
+    assert np.array_equal(new_inst, inst) and torch.equal(rows(out["state"]), rows(state))
+    assert out["classes"][ground] == first["classes"][ground], "named by its largest class"
+    assert out["image"] != first["image"]
+    redrawn = ok(url, action="redraw_class", **{"class": 2}, seed=4321, state=out["state"])
+    assert ground in changed_rows(redrawn["state"], out["state"]), "a class re-draw takes the whole id"
 
 
 def test_locks_hold_through_class_and_full_redraws(url, first):

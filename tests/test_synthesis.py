@@ -164,26 +164,26 @@ def test_edit_keeps_noise_of_persisting_ids(G, maps, base):
     assert torch.equal(Synthesizer(G).edit(label3, inst3, base).noise, base.noise)
 
 
-def test_synthesizer_splits_an_instance_spanning_classes(G, maps, base):
-    """Instance 0 covering classes 0 and 3 is split as the data loader splits it: the result equals the
-    one on the loader's compact map, and ids name the split instances."""
+def test_synthesizer_keeps_an_instance_spanning_classes_whole(G, maps, base):
+    """Instance 0 covering classes 0 and 3 (the public code's meaning of raw ids): one noise row for
+    both classes' pixels; re-drawing it re-draws both, and class-level re-drawing of class 3 takes
+    the whole id."""
     label, inst = maps
     raw = inst.clone()
     raw[inst == 2] = 0  # instance 2 (class 3) merged into the background id 0 (class 0)
-    compact = compact_ids(raw[0], label[0])[0][None]
-    assert compact.max() == 3 and torch.equal(inade.data.split_mixed_instances(raw, label), compact)
+    raw[inst == 3] = 2  # ids stay compact: 0, 1, 2
     synth = Synthesizer(G)
-    assert torch.equal(synth.random(label, raw, seed=1).image, synth.random(label, compact, seed=1).image)
-    out = synth.resample_instances(label, raw, base, [1], seed=5)  # compact id 1: the class-3 part of raw id 0
-    assert _changed_rows(out.noise, base.noise) == [1]
-    assert torch.equal(out.image, synth.resample_instances(label, compact, base, [1], seed=5).image)
-    # a map whose instances each lie in one class keeps its ids, gaps included
-    gappy = inst.clone()
-    gappy[inst == 3] = 0
-    gappy[inst == 0] = 0
-    label_g = label.clone()
-    label_g[inst == 3] = 0
-    assert torch.equal(inade.data.split_mixed_instances(gappy, label_g), gappy)
+    sample = synth.random(label, raw, seed=1)
+    assert sample.noise.shape[1] == 3
+    parts, part_inst, _ = inade.nn.instance_parts(label, raw)
+    assert part_inst.tolist() == [[0, 1, 2, 0]], "the class-3 part of id 0 reads row 0"
+    assert torch.equal(synth.generate(label, parts, sample.noise[:, [0, 1, 2, 0]], sample.z).image, sample.image)
+    out = synth.resample_instances(label, raw, sample, [0], seed=5)
+    assert _changed_rows(out.noise, sample.noise) == [0]
+    diff = (out.image - sample.image).abs().sum(1)[0]
+    assert diff[label[0] == 0].mean() > 0 and diff[label[0] == 3].mean() > 0
+    by_class = synth.resample_class(label, raw, sample, 3, seed=5)
+    assert _changed_rows(by_class.noise, sample.noise) == [0] and torch.equal(by_class.image, out.image)
 
 
 def test_synthesizer_errors(G, maps, base):
@@ -326,9 +326,9 @@ def test_cli_errors_are_one_line_naming_the_file(files, tmp_path, capsys):
     assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.xyz").exists()
 
 
-def test_cli_splits_an_instance_spanning_classes_like_the_loader(files, cfg, tmp_path):
-    """COCO-Stuff style files (raw id 0 for all stuff, across classes 0 and 3): the CLI splits id 0
-    into one instance per class, as the data loader does, and gives the Python API's image."""
+def test_cli_keeps_an_instance_spanning_classes_whole_like_the_loader(files, cfg, tmp_path):
+    """COCO-Stuff style files (raw id 0 for all stuff, across classes 0 and 3): the CLI keeps id 0 one
+    instance, as the data loader and the public code do, and gives the Python API's image."""
     label = np.zeros((32, 32), np.uint8)
     inst = np.zeros((32, 32), np.uint8)
     label[16:, :] = 3  # stuff: classes 0 and 3, both raw id 0
@@ -337,16 +337,15 @@ def test_cli_splits_an_instance_spanning_classes_like_the_loader(files, cfg, tmp
     write_index_map(tmp_path / "inst.png", inst)
     ck = ["--checkpoint", str(files / "ours.pt"), "--label", str(tmp_path / "label.png"), "--inst", str(tmp_path / "inst.png")]
     assert main(["random", *ck, "--out", str(tmp_path / "a.png"), "--seed", "3"]) == 0
-    loader_ids, classes = compact_ids(inst.astype(np.int64), label.astype(np.int64))
-    assert classes.tolist() == [0, 3, 2]  # (0, 0), (0, 3), (5, 2)
+    loader_ids, raw_of = compact_ids(inst.astype(np.int64))
+    assert raw_of.tolist() == [0, 5]
     G = inade.Generator(cfg).eval()
     G.load_state_dict(torch.load(files / "ours.pt", weights_only=True)["G"])
-    lab_t, inst_t = torch.from_numpy(label.astype(np.int64))[None], torch.from_numpy(inst.astype(np.int64))[None]
+    lab_t = torch.from_numpy(label.astype(np.int64))[None]
     expected = Synthesizer(G).random(lab_t, torch.from_numpy(loader_ids)[None], seed=3)
+    assert expected.noise.shape[1] == 2
     assert np.array_equal(read_image(tmp_path / "a.png"), to_uint8(expected.image[0]))
-    # the Synthesizer given the raw map applies the same rule
-    assert torch.equal(Synthesizer(G).random(lab_t, inst_t, seed=3).image, expected.image)
-    # resampling raw id 0 redraws both of its parts (compact ids 0 and 1), not the thing
+    # resampling raw id 0 redraws its one row: both classes' pixels change, not the thing
     assert main(["resample", *ck, "--out", str(tmp_path / "r.png"), "--instances", "0", "--seed", "4",
                  "--base-seed", "3"]) == 0
     diff = np.abs(read_image(tmp_path / "r.png").astype(int) - read_image(tmp_path / "a.png").astype(int)).sum(2)
@@ -369,7 +368,7 @@ def test_cli_copy_style_takes_a_jpeg_reference(files, tmp_path):
 
 
 def test_cli_latents_name_the_raw_id_of_each_row(files, tmp_path, capsys):
-    """A raw id split by class gives several rows with the same raw id; latents made for another map are refused."""
+    """One row per raw id, also for an id that spans classes; latents made for another map are refused."""
     label = np.zeros((32, 32), np.uint8)
     label[16:] = 3
     inst = np.zeros((32, 32), np.uint8)
@@ -379,13 +378,13 @@ def test_cli_latents_name_the_raw_id_of_each_row(files, tmp_path, capsys):
     ck = ["--checkpoint", str(files / "ours.pt"), "--label", str(tmp_path / "label.png"), "--inst", str(tmp_path / "inst.png")]
     assert main(["random", *ck, "--out", str(tmp_path / "a.png"), "--save-latents", str(tmp_path / "l.pt")]) == 0
     saved = torch.load(tmp_path / "l.pt", weights_only=True)
-    assert saved["instance_ids"].tolist() == [0, 0, 9] and saved["noise"].shape[1] == 3
+    assert saved["instance_ids"].tolist() == [0, 9] and saved["noise"].shape[1] == 2
     assert main(["resample", *ck, "--out", str(tmp_path / "r.png"), "--instances", "9", "--latents", str(tmp_path / "l.pt")]) == 0
     assert main(["resample", "--checkpoint", str(files / "ours.pt"), "--label", str(files / "label.png"), "--inst",
                  str(files / "inst.png"), "--out", str(tmp_path / "x.png"), "--instances", "7",
                  "--latents", str(tmp_path / "l.pt")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "latents were made for instance ids [0, 0, 9]" in err
+    assert err.startswith("error: ") and "latents were made for instance ids [0, 9]" in err
 
 
 def test_cli_reads_palette_and_rgb_maps_by_the_loaders_rule(files, tmp_path, capsys):

@@ -4,16 +4,17 @@ with one rule for RGB, 16-bit and palette files), compact instance ids, and a
 resumable distributed sampler.
 
 ``build_dataset(cfg, dataroot, phase)`` gives a dataset whose items are dicts with
-``label [H, W] int64``, ``instance [H, W] int64`` (compact ids ``0 … L-1``, one class
-each), ``image [3, H, W] float32`` in ``[-1, 1]`` and ``index``. The default
-collate stacks them into the ``[B, H, W]`` / ``[B, 3, H, W]`` batches the model takes.
+``label [H, W] int64``, ``instance [H, W] int64`` (compact ids ``0 … L-1``, one per
+raw id; an id may span classes, as in the public code), ``image [3, H, W] float32``
+in ``[-1, 1]`` and ``index``. The default collate stacks them into the ``[B, H, W]`` /
+``[B, 3, H, W]`` batches the model takes.
 """
 from __future__ import annotations
 
 import dataclasses
 
 from inade.data.folders import LAYOUTS, SHIFT_LABELS, PairedDataset, dataset_files
-from inade.data.ids import cityscapes_class, compact_ids, split_mixed_instances
+from inade.data.ids import cityscapes_class, compact_ids, spanning_ids, spans_classes
 from inade.data.sampler import EpochSampler, augmentation_seed
 from inade.data.synthetic import CLASS_NAMES, Scene, SyntheticScenes
 from inade.data.images import (
@@ -29,7 +30,7 @@ from inade.data.images import (
 )
 
 DATASET_MODES = ("synthetic",) + tuple(LAYOUTS)
-ALIASES = {"custom": "folder", "celebamask-hq": "celeba", "cocostuff": "coco", "coco-stuff": "coco"}
+ALIASES = {"celebamask-hq": "celeba", "cocostuff": "coco", "coco-stuff": "coco"}
 
 
 def build_dataset(cfg, dataroot=None, phase: str = "train", *, synthetic_size: int = 1024, seed: int = 0, max_dataset_size: int | None = None):
@@ -88,7 +89,8 @@ __all__ = [
     "read_image",
     "read_index_map",
     "read_label_map",
-    "split_mixed_instances",
+    "spanning_ids",
+    "spans_classes",
     "write_image",
     "write_index_map",
 ]

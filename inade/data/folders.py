@@ -15,25 +15,31 @@ celeba         CelebAMask-HQ with merged label maps: ``<p>/images/*.jpg``,
 deepfashion    ``<p>_img/``, ``<p>_label/``, optional ``<p>_inst/`` (``train`` / ``test``)
 coco           COCO-Stuff: ``<p>_img/``, ``<p>_label/``, ``<p>_inst/`` (``train`` / ``val``)
 folder         ``[<p>/]images/``, ``[<p>/]labels/``, optional ``[<p>/]instances/``
+custom         the public code's: ``--label_dir``, ``--image_dir``, optional ``--instance_dir``
+               (:class:`CustomFolders`, the same for every split), or the folder layout
+               under ``--dataroot``
 =============  ==================================================================
 
 Images and maps are paired by file name (Cityscapes by ``city_seq_frame``). Label
 value 255 becomes the don't-care class ``label_nc`` (ADE20K: class 0, and every
 other class moves down by one), as in the public code. Instance maps are made
-compact per sample *after* resizing and cropping, numbering ``(raw id, class)``
-pairs, so every instance lies in one class; without an instance map the label
-map is used (one instance per class present).
+compact per sample *after* resizing and cropping, one id per distinct raw id (an id
+that spans classes stays one instance, as in the public code: a one-line note is printed
+the first time a data set holds one, see docs/FILES.md); without an instance map the
+label map is used (one instance per class present).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from inade.data.ids import compact_ids
+from inade.data.ids import compact_ids, spanning_ids
 from inade.data.images import DatasetError, read_image, read_index_map, read_label_map
 from inade.data.transforms import apply_to_image, apply_to_index_map, plan_geometry
 
@@ -106,7 +112,9 @@ class PairedDataset(torch.utils.data.Dataset):
         )
         label = apply_to_index_map(label, g)
         inst = label if inst is None else apply_to_index_map(inst, g)
-        ids, _ = compact_ids(inst, label)
+        ids, raw = compact_ids(inst)
+        if s.instance is not None:
+            self._note_spanning_ids(s.instance, ids, raw, label)
         out = {
             "label": torch.from_numpy(label),
             "instance": torch.from_numpy(ids),
@@ -117,6 +125,25 @@ class PairedDataset(torch.utils.data.Dataset):
         if sketch is not None:  # [1, H, W] float32 in [0, 1], resampled like the label (nearest)
             out["sketch"] = torch.from_numpy(apply_to_index_map(sketch, g)).float()[None] / 255
         return out
+
+    def _note_spanning_ids(self, path: Path, ids: np.ndarray, raw: np.ndarray, label: np.ndarray) -> None:
+        """One line on stderr the first time (per process) this data set holds an instance id
+        that spans classes; then no more checks."""
+        key = str(self.samples[0].label.parent)
+        if key in _NOTED_DATASETS:
+            return
+        spans = spanning_ids(ids, label)
+        if not spans:
+            return
+        _NOTED_DATASETS.add(key)
+        i, classes = next(iter(spans.items()))
+        print(f"note: {path}: instance id {int(raw[i])} covers classes {', '.join(map(str, classes))}: each raw id is "
+              "one instance (one noise row, one encoder region) with each pixel's class parameters, as in the "
+              "public code (docs/FILES.md)", file=sys.stderr, flush=True)
+
+
+# Data sets (keyed by their first label map's folder) whose class-spanning ids were noted in this process.
+_NOTED_DATASETS: set[str] = set()
 
 
 def index_seed(index: int) -> int:
@@ -238,6 +265,40 @@ def folder_files(root: Path, phase: str) -> list[Sample]:
     )
 
 
+@dataclass(frozen=True)
+class CustomFolders:
+    """The public code's custom data set (``--dataset_mode custom --label_dir L --image_dir I
+    [--instance_dir N]``): three folders, the files paired by name (its pairing check)."""
+
+    label_dir: str
+    image_dir: str
+    instance_dir: str = ""
+
+
+def custom_files(folders: CustomFolders) -> list[Sample]:
+    """The samples of :class:`CustomFolders` (the same folders for every phase, as the public code)."""
+    inst_dir = Path(os.path.expanduser(folders.instance_dir)) if folders.instance_dir else None
+    return _pair_by_stem(
+        _map_files(_need_dir(Path(os.path.expanduser(folders.label_dir)), "--label_dir")),
+        _files(_need_dir(Path(os.path.expanduser(folders.image_dir)), "--image_dir")),
+        _map_files(_need_dir(inst_dir, "--instance_dir")) if inst_dir is not None else None,
+    )
+
+
+def data_root(options) -> str | CustomFolders | None:
+    """What :func:`dataset_files` reads for ``options`` (a Namespace or a checkpoint's options dict):
+    the public custom layout when ``label_dir`` is given, else ``dataroot``."""
+    get = options.get if isinstance(options, dict) else (lambda key: getattr(options, key, None))
+    if get("label_dir"):
+        return CustomFolders(get("label_dir"), get("image_dir") or "", get("instance_dir") or "")
+    return get("dataroot")
+
+
+def data_root_fields(root: str | CustomFolders | None) -> dict:
+    """``root`` as the plain fields :func:`data_root` reads back (for a JSON record)."""
+    return dataclasses.asdict(root) if isinstance(root, CustomFolders) else {"dataroot": root}
+
+
 LAYOUTS = {
     "cityscapes": cityscapes_files,
     "ade20k": ade20k_files,
@@ -245,6 +306,7 @@ LAYOUTS = {
     "deepfashion": deepfashion_files,
     "coco": coco_files,
     "folder": folder_files,
+    "custom": folder_files,  # with --dataroot; the public custom folders come as CustomFolders
 }
 # Conventions of each layout's label values.
 SHIFT_LABELS = {"ade20k"}
@@ -285,7 +347,11 @@ def attach_sketches(samples: list[Sample]) -> list[Sample]:
 
 
 def dataset_files(dataset_mode: str, dataroot, phase: str = "train", add_sketch: bool = False) -> list[Sample]:
-    """The (label, image, instance[, sketch]) files of ``dataset_mode`` under ``dataroot``."""
+    """The (label, image, instance[, sketch]) files of ``dataset_mode`` under ``dataroot`` (or in
+    the :class:`CustomFolders` of ``--dataset_mode custom``)."""
+    if isinstance(dataroot, CustomFolders):
+        samples = custom_files(dataroot)
+        return attach_sketches(samples) if add_sketch else samples
     if dataset_mode not in LAYOUTS:
         raise ValueError(f"dataset_mode must be one of synthetic, {', '.join(LAYOUTS)}; got {dataset_mode!r}")
     root = Path(os.path.expanduser(str(dataroot)))

@@ -2,14 +2,17 @@
 
 INADE's ops index per-instance tables with the instance map, so raw dataset ids
 (Cityscapes' ``26001`` = car number 1) must become compact before they reach the
-model. An instance must also lie inside one class (it is a sample of that class's
-distribution): :func:`compact_ids` therefore numbers the distinct
-``(raw id, class)`` pairs when a label map is given, which splits a raw id that
-covers several classes (e.g. COCO's id 0 for all stuff) into one instance per class.
+model. :func:`compact_ids` numbers the distinct raw ids in increasing order and
+nothing else: two pixels are one instance exactly when their raw ids are equal,
+as in the authors' public code (its one-hot instance map has one channel per raw id).
 
-That is the one rule for such instances: the data loaders, ``inade-synth`` and
-:class:`inade.synthesis.Synthesizer` (through :func:`split_mixed_instances`) all
-apply it, so the same files give the same instances everywhere.
+A raw id may cover pixels of several classes (COCO-Stuff's instance maps keep the
+label value as id for stuff and number the objects 0, 1, 2 …, so id 0 can be both a
+person and the sky). The public code gives such an id one noise row and one encoder
+pooling region and takes the class parameters pixel by pixel; so do the generator
+(:func:`inade.nn.instance_parts`), the encoder, the data loaders, ``inade-synth``,
+:class:`inade.synthesis.Synthesizer` and the studio. :func:`spanning_ids` finds such ids
+(the loaders print a one-line note the first time a data set holds one).
 """
 from __future__ import annotations
 
@@ -28,76 +31,60 @@ def cityscapes_class(raw: np.ndarray | torch.Tensor):
     return np.where(raw >= CITYSCAPES_INSTANCE_DIVISOR, raw // CITYSCAPES_INSTANCE_DIVISOR, raw)
 
 
-def compact_ids(inst, label=None):
-    """Renumber an instance map to compact ids ``0 … L-1``, one class per instance.
+def compact_ids(inst):
+    """Renumber an instance map to compact ids ``0 … L-1``, one per distinct raw id.
 
-    Ids are numbered in increasing order of ``(raw id, class)``, so a map that is
-    already compact and class-pure comes back unchanged.
+    Ids are numbered in increasing order of the raw id, so a map that is already
+    compact comes back unchanged. An id that spans several classes stays one instance
+    (the public code's meaning; see the module docstring).
 
     Args:
         inst: raw instance ids, integer ``[H, W]`` (numpy array or tensor; any
             leading dimensions are treated as one image).
-        label: optional class map of the same shape. With it, pixels sharing a raw id
-            but not a class become separate instances.
 
     Returns:
-        ``(ids, classes)``: ``ids`` int64 of ``inst``'s shape and kind (tensor in,
-        tensor out), and ``classes`` int64 ``[L]``, the class of each compact id
-        (taken from ``label``; without ``label``, the raw id itself).
+        ``(ids, raw)``: ``ids`` int64 of ``inst``'s shape and kind (tensor in, tensor out),
+        and ``raw`` int64 ``[L]``, the raw id of each compact id.
 
     Raises:
         TypeError: a float map (ids must be integers).
-        ValueError: ``label`` of another shape, or a negative id.
+        ValueError: a negative id.
     """
     as_tensor = isinstance(inst, torch.Tensor)
     raw = _as_int_array(inst, "inst")
     if raw.size and raw.min() < 0:
         raise ValueError(f"inst has a negative id ({int(raw.min())}); raw instance ids must be >= 0")
-    if label is None:
-        uniq, ids = np.unique(raw, return_inverse=True)
-        classes = uniq
-    else:
-        lab = _as_int_array(label, "label")
-        if lab.shape != raw.shape:
-            raise ValueError(f"label has shape {lab.shape} but inst has {raw.shape}: they must match")
-        if lab.size and lab.min() < 0:
-            raise ValueError(f"label has a negative class ({int(lab.min())}); classes must be >= 0")
-        span = int(lab.max()) + 1 if lab.size else 1
-        uniq, ids = np.unique(raw * span + lab, return_inverse=True)  # one key per (raw id, class)
-        classes = uniq % span
+    uniq, ids = np.unique(raw, return_inverse=True)
     ids = ids.reshape(raw.shape).astype(np.int64)
-    classes = np.ascontiguousarray(classes, dtype=np.int64)
+    uniq = np.ascontiguousarray(uniq, dtype=np.int64)
     if as_tensor:
-        return torch.from_numpy(ids).to(inst.device), torch.from_numpy(classes).to(inst.device)
-    return ids, classes
+        return torch.from_numpy(ids).to(inst.device), torch.from_numpy(uniq).to(inst.device)
+    return ids, uniq
 
 
-def spans_classes(inst: torch.Tensor, label: torch.Tensor) -> bool:
-    """Whether an instance of the ``[H, W]`` map ``inst`` covers pixels of several classes of ``label``."""
-    span = int(label.max()) + 1 if label.numel() else 1
-    return torch.unique(inst.long() * span + label.long()).numel() != torch.unique(inst).numel()
+def spanning_ids(inst, label) -> dict[int, list[int]]:
+    """The ids of ``inst`` that cover pixels of several classes of ``label``: ``{id: [classes]}``
+    (empty when every id lies in one class). ``inst`` and ``label``: integer maps of one shape
+    (numpy arrays or tensors)."""
+    ids, lab = _as_int_array(inst, "inst"), _as_int_array(label, "label")
+    if ids.shape != lab.shape:
+        raise ValueError(f"label has shape {lab.shape} but inst has {ids.shape}: they must match")
+    if not lab.size:
+        return {}
+    span = int(lab.max()) + 1
+    pairs = np.unique(ids.ravel() * span + lab.ravel())
+    owner = pairs // span
+    if np.unique(owner).size == owner.size:
+        return {}
+    out: dict[int, list[int]] = {}
+    for i, c in zip(owner.tolist(), (pairs % span).tolist()):
+        out.setdefault(i, []).append(c)
+    return {i: c for i, c in out.items() if len(c) > 1}
 
 
-def split_mixed_instances(inst: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """Apply the one-class-per-instance rule to a batch ``[B, H, W]`` of instance maps.
-
-    An image in which some instance spans several classes is renumbered with
-    :func:`compact_ids` ``(inst, label)`` (one instance per ``(id, class)`` pair, as the
-    data loaders do); an image whose instances each lie in one class is returned as
-    it is (its ids keep their meaning, gaps included).
-
-    Returns:
-        int64 ``[B, H, W]`` on ``inst``'s device (``inst`` itself when nothing was split).
-    """
-    if inst.shape != label.shape or inst.dim() != 3:
-        raise ValueError(f"inst {tuple(inst.shape)} and label {tuple(label.shape)} must both be [B, H, W]")
-    mixed = [b for b in range(inst.shape[0]) if spans_classes(inst[b], label[b])]
-    if not mixed:
-        return inst
-    out = inst.long().clone()
-    for b in mixed:
-        out[b] = compact_ids(inst[b], label[b])[0]
-    return out
+def spans_classes(inst, label) -> bool:
+    """Whether an id of the map ``inst`` covers pixels of several classes of ``label``."""
+    return bool(spanning_ids(inst, label))
 
 
 def _as_int_array(x, name: str) -> np.ndarray:

@@ -6,7 +6,7 @@ Per dataset (the files the authors' public code expects, so both it and our
 loaders can use them):
 
 * ``cityscapes``: ``*_gtFine_instanceReIds.png`` beside each ``*_instanceIds.png``:
-  raw ids such as 26001 numbered ``0 … L-1`` per image, one class per id.
+  raw ids such as 26001 numbered ``0 … L-1`` per image (one compact id per raw id).
 * ``ade20k``: ``instances/<split>/*.png``, one instance per class present.
 * ``celeba``: ``<split>/instances/*.png`` (or ``<split>_inst/``), likewise.
 * ``deepfashion``: ``<split>_label/`` from the first channel of ``<split>_mask/``
@@ -26,7 +26,7 @@ from inade.data.folders import LAYOUTS, dataset_files
 from inade.data.ids import compact_ids
 from inade.data.images import read_image, read_index_map, write_index_map
 from inade.utils.arguments import ArgumentParser
-from inade.utils.errors import USER_ERRORS, UserError, report
+from inade.utils.errors import UserError, run_command
 from inade.utils.files import output_errors
 
 PHASES = ("train", "val", "test")
@@ -91,7 +91,7 @@ def prepare(dataset: str, root, phases=None, overwrite: bool = False, log=print)
                 raw = None  # the layout already holds the compact map (rewritten from labels with --overwrite)
             writable = target is not None and not (dataset == "cityscapes" and raw is None)
             if writable and (overwrite or not target.exists()):
-                ids, _ = compact_ids(label if raw is None else raw, label)
+                ids, _ = compact_ids(label if raw is None else raw)
                 write_index_map(target, ids)
                 written += 1
             if (i + 1) % 500 == 0:
@@ -109,12 +109,13 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", "--dataset_mode", dest="dataset", required=True, choices=sorted(LAYOUTS))
     parser.add_argument("--phase", nargs="+", default=None, choices=PHASES, help="splits to process (default: both)")
     parser.add_argument("--overwrite", action="store_true", help="rewrite existing instance maps")
-    try:
+
+    def _main() -> int:
         args = parser.parse_args(argv)
         prepare(args.dataset, args.dataroot, args.phase, args.overwrite)
-    except USER_ERRORS as err:
-        return report(err)
-    return 0
+        return 0
+
+    return run_command(_main)  # a user error, Ctrl-C or SIGTERM: one line (exit 2, 130, 143)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@
   averaged over the pairs, then over the pixels *inside* ``l`` (ISD) and *outside*
   ``l`` (OID). mISD / mOID are the means over all instances of all layouts.
 * **mCSD / mOCD** (class level, GroupDNet's): the same with every instance of one
-  class redrawn together, inside / outside that class's region; per class the mean
+  class redrawn together (:meth:`inade.Synthesizer.resample_class`: an instance id that
+  spans classes is redrawn whole, so its pixels of other classes count as outside),
+  inside / outside that class's region; per class the mean
   over layouts, then the mean over the classes present.
 
 **Masking rule** (fixed; the paper does not give one): the distance is computed on
@@ -33,7 +35,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from inade.data import split_mixed_instances
 from inade.metrics.lpips import LPIPS
 
 # A distance turns images [M, 3, H, W] and pair indices (i, j) into maps [P, 1, H, W].
@@ -130,7 +131,6 @@ def instance_diversity(synth, layouts: Iterable, distance: PairMaps = l1_pair_ma
     n_layouts = 0
     for k, (label, inst) in enumerate(_layouts(layouts)):
         label, inst = label.to(like.device).long(), inst.to(like.device).long()
-        inst = split_mixed_instances(inst[None], label[None])[0]  # what the Synthesizer does
         M = samples
         base = synth.random(label[None], inst[None], seed=seed * 1_000_003 + 2 * k)
         lab_m, inst_m = label.expand(M, -1, -1), inst.expand(M, -1, -1)

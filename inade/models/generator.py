@@ -40,7 +40,7 @@ from inade.nn import (
     SpectralNormConv2d,
     check_integer_map,
     init_weights,
-    instance_classes,
+    instance_parts,
     leaky_relu,
     upsample_nearest2x,
 )
@@ -103,6 +103,18 @@ def remap_noise(noise: Tensor, remap) -> Tensor:
     return torch.stack([gamma, beta], dim=2)
 
 
+def part_rows(table: Tensor, part_inst: Tensor, num_instances: int) -> Tensor:
+    """The rows of a per-instance table ``[B, L, …]`` for each part: ``table[b, part_inst[b, p]]``
+    -> ``[B, P, …]`` (see :func:`inade.nn.instance_parts`). The gradient of a row is the sum over
+    its parts. When every id lies in one class (``P = L``, ``part_inst`` = ``0 … L-1``) the
+    table itself is returned (outside ``torch.compile``, where ``P`` is not known)."""
+    if not torch.compiler.is_compiling() and part_inst.shape[1] == num_instances:
+        return table
+    B, P = part_inst.shape
+    index = part_inst.reshape(B, P, *([1] * (table.dim() - 2))).expand(B, P, *table.shape[2:])
+    return table.gather(1, index)
+
+
 class SketchPyramid:
     """A float edge map ``[B, 1, H, W]`` resized (nearest, as the public code's norms do) once per
     resolution and shared by every norm of a forward; ``None`` stays ``None``."""
@@ -132,7 +144,7 @@ class Generator(nn.Module):
             in float32 and the C++ modulation kernel is ~10× slower on channels-last input
             (measured: C128 128×128, 5.7 vs 58 ms). The output is contiguous either way.
 
-    The per-resolution index maps and the instance → class table are computed
+    The per-resolution index maps and the part → (instance, class) tables are computed
     once per forward and shared by every norm layer.
     """
 
@@ -175,7 +187,10 @@ class Generator(nn.Module):
             label: ``[B, H, W]`` integer class map, ids in ``[0, num_classes)``, ``(H, W) =
                 cfg.output_size``.
             inst: ``[B, H, W]`` integer instance map with compact ids ``0 … L-1`` (for
-                data without instances pass ``label``). Every instance lies in one class.
+                data without instances pass ``label``). An id may cover pixels of several
+                classes: as in the public code it is one instance (one noise row, one
+                remapping row) and every pixel takes its own class's parameters
+                (:func:`inade.nn.instance_parts`).
             noise: ``[B, L, 2, noise_nc]`` shared by all norms (index 0 γ, 1 β), one row per
                 instance id of ``inst`` (``L = inst.max() + 1``); drawn from ``N(0, I)`` when ``None``.
             z: ``[B, z_dim]`` input of ``fc``; drawn from ``N(0, I)`` when ``None``.
@@ -201,9 +216,11 @@ class Generator(nn.Module):
         if remap is not None:
             self._check_remap(remap, B, num_instances)
             noise = remap_noise(noise, remap)
-        cls = instance_classes(label, inst, num_instances, num_classes=self.cfg.num_classes, exact=True,
-                               hint=self._label_hint())
-        pyramid, sketches = IndexPyramid(inst), SketchPyramid(sketch)
+        # An id that spans classes is one noise row read by each of its class-pure parts.
+        parts, part_inst, cls = instance_parts(label, inst, num_instances, num_classes=self.cfg.num_classes,
+                                               exact=True, hint=self._label_hint())
+        noise = part_rows(noise, part_inst, num_instances)
+        pyramid, sketches = IndexPyramid(parts), SketchPyramid(sketch)
 
         # Part 2. The main branch.
         x = self._input_layer(z).view(B, 16 * self.cfg.ngf, self.sh, self.sw)

@@ -90,8 +90,9 @@ def instance_classes(label: torch.Tensor, inst: torch.Tensor, num_instances: int
 
     Raises:
         ValueError: a label outside ``[0, num_classes)``, an id outside ``[0, L)``, more
-            rows than ids with ``exact``, or an instance spanning two classes (INADE samples
-            each instance from one class's distribution), naming the image, instance and classes.
+            rows than ids with ``exact``, or an instance spanning two classes (this table has
+            one class per instance; :func:`instance_parts` handles such ids), naming the image,
+            instance and classes.
     """
     _checks.check_tensor(label, "label")
     _checks.check_tensor(inst, "inst")
@@ -139,8 +140,8 @@ def _instance_classes(label: torch.Tensor, inst: torch.Tensor, num_instances: in
     if mixed.any():
         b, l = (int(v) for v in mixed.nonzero()[0])
         raise ValueError(
-            f"instance {l} of image {b} spans classes {int(lo[b, l])} and {int(hi[b, l])}: every instance "
-            "must lie in one class (give each class region its own instance id, e.g. with inade.data.compact_ids)"
+            f"instance {l} of image {b} spans classes {int(lo[b, l])} and {int(hi[b, l])}: this table has one class "
+            "per instance (use inade.nn.instance_parts for ids that span classes, as the generator does)"
         )
     return torch.where(present, hi, torch.zeros_like(hi))
 
@@ -148,3 +149,102 @@ def _instance_classes(label: torch.Tensor, inst: torch.Tensor, num_instances: in
 @_instance_classes.register_fake
 def _(label, inst, num_instances, num_classes, exact, hint):
     return label.new_empty((label.shape[0], num_instances), dtype=torch.long)
+
+
+def instance_parts(label: torch.Tensor, inst: torch.Tensor, num_instances: int | None = None, *,
+                   num_classes: int | None = None, exact: bool = False,
+                   hint: str = "") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split instances that span several classes into class-pure parts, for the per-instance tables.
+
+    The public code gives each instance id one noise row (and one pooled code) and takes
+    the class parameters per pixel from the label map, so an id that covers pixels of
+    several classes (COCO-Stuff's stuff ids) is one sample modulated by each pixel's class.
+    The fused modulation reads one ``(γ, β)`` row per id, so such an id is handled as one
+    *part* per ``(id, class)`` pair: every part reads its id's noise row (``noise[b, part_inst]``)
+    and its own class's parameters, which is the public code's arithmetic pixel by pixel.
+
+    Numbering: id ``l``'s part of its smallest class keeps the number ``l``; the other
+    parts of each image get ``L, L+1, …`` in increasing ``(id, class)`` order. A map whose
+    ids each lie in one class therefore comes back unchanged, with ``P = L``,
+    ``part_inst = [0 … L-1]`` and ``part_cls`` the class of each id (0 for an id with no
+    pixels in that image).
+
+    All value checks run inside the custom op ``inade::instance_parts`` (as
+    :func:`instance_classes`); under ``torch.compile`` ``P`` is a data-dependent size.
+
+    Args:
+        label: ``[B, H, W]`` integer class map.
+        inst: ``[B, H, W]`` integer compact instance ids (``0 … L-1``).
+        num_instances: ``L``; default ``inst.max() + 1`` over the batch.
+        num_classes, exact, hint: as :func:`instance_classes`.
+
+    Returns:
+        ``(parts, part_inst, part_cls)``: ``parts [B, H, W]`` part ids ``0 … P-1`` (int32 for an
+        int32 ``inst``, else int64), ``part_inst [B, P]`` int64 the id of each part, ``part_cls
+        [B, P]`` int64 its class (padding rows past an image's parts: id 0, class 0, no pixels).
+
+    Raises:
+        ValueError: a label outside ``[0, num_classes)``, an id outside ``[0, L)``, or more
+            rows than ids with ``exact``.
+    """
+    _checks.check_tensor(label, "label")
+    _checks.check_tensor(inst, "inst")
+    if label.shape != inst.shape or label.dim() != 3:
+        raise ValueError(f"label {tuple(label.shape)} and inst {tuple(inst.shape)} must both be [B, H, W]")
+    if num_instances is None:
+        num_instances = int(inst.max()) + 1
+    return _instance_parts(label, inst, num_instances, -1 if num_classes is None else num_classes, exact, hint)
+
+
+def _parts_dtype(inst: torch.Tensor) -> torch.dtype:
+    return torch.int32 if inst.dtype == torch.int32 else torch.long
+
+
+@torch.library.custom_op("inade::instance_parts", mutates_args=())
+def _instance_parts(label: torch.Tensor, inst: torch.Tensor, num_instances: int, num_classes: int, exact: bool,
+                    hint: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Body of :func:`instance_parts` (runs on real values, also under ``torch.compile``)."""
+    _check_labels(label, num_classes, hint)
+    _checks.check_ids_in_range(inst, num_instances)
+    if exact:
+        _check_rows(inst, num_instances)
+    B, L, device = label.shape[0], num_instances, label.device
+    flat_inst, flat_label = inst.reshape(B, -1).long(), label.reshape(B, -1).long()
+    lo = torch.full((B, L), torch.iinfo(torch.long).max, dtype=torch.long, device=device)
+    hi = torch.full((B, L), -1, dtype=torch.long, device=device)
+    lo.scatter_reduce_(1, flat_inst, flat_label, "amin")
+    hi.scatter_reduce_(1, flat_inst, flat_label, "amax")
+    present = hi >= 0
+    cls = torch.where(present, lo, torch.zeros_like(lo))
+    rows = torch.arange(L, device=device).repeat(B, 1)
+    if not bool((present & (lo != hi)).any()):  # every id in one class: the parts are the ids
+        return inst.to(_parts_dtype(inst), copy=True), rows, cls
+    # One key per (image, id, class), sorted: the first key of each (image, id) is its primary part.
+    span = int(flat_label.max()) + 1
+    image = torch.arange(B, device=device)[:, None]
+    uniq, inverse = torch.unique((image * L + flat_inst) * span + flat_label, return_inverse=True)
+    u_image, u_inst, u_cls = uniq // (L * span), (uniq // span) % L, uniq % span
+    group = uniq // span
+    extra = torch.ones_like(uniq, dtype=torch.bool)
+    extra[0] = False
+    extra[1:] = group[1:] == group[:-1]
+    per_image = torch.zeros(B, dtype=torch.long, device=device).scatter_add_(0, u_image, extra.long())
+    first_of_image = torch.cumsum(per_image, 0) - per_image
+    rank = torch.cumsum(extra.long(), 0) - 1 - first_of_image[u_image]
+    part_of_key = torch.where(extra, L + rank, u_inst)
+    parts = part_of_key[inverse].reshape(inst.shape).to(_parts_dtype(inst))
+    P = L + int(per_image.max())
+    part_inst = torch.zeros(B, P, dtype=torch.long, device=device)
+    part_cls = torch.zeros(B, P, dtype=torch.long, device=device)
+    part_inst[:, :L], part_cls[:, :L] = rows, cls
+    part_inst[u_image[extra], part_of_key[extra]] = u_inst[extra]
+    part_cls[u_image[extra], part_of_key[extra]] = u_cls[extra]
+    return parts, part_inst, part_cls
+
+
+@_instance_parts.register_fake
+def _(label, inst, num_instances, num_classes, exact, hint):
+    P = torch.library.get_ctx().new_dynamic_size(min=num_instances)
+    B = label.shape[0]
+    return (inst.new_empty(inst.shape, dtype=_parts_dtype(inst)), label.new_empty((B, P), dtype=torch.long),
+            label.new_empty((B, P), dtype=torch.long))

@@ -9,11 +9,13 @@ page. On the wire (JSON):
   little-endian ``float32``, with ``L``;
 * images come back as PNG data URLs; uploads arrive as base64 PNG files.
 
-Instance ids arriving from the page may be anything the brushes made (a new
-instance takes the next free id, an erased one leaves a hole, a brush may split an
-instance across two classes). :meth:`Studio.act` renumbers them to compact ids
-``0 … L-1`` (one class each) and moves each surviving instance's noise row with
-it, so painting never changes the style of an instance it did not touch. Every
+Instance ids arriving from the page may be anything the brushes made or a file held
+(a new instance takes the next free id, an erased one leaves a hole). :meth:`Studio.act`
+renumbers them to compact ids ``0 … L-1`` and moves each surviving instance's noise row
+with it, so painting never changes the style of an instance it did not touch. An id
+that covers pixels of several classes (an uploaded COCO-Stuff map) is one instance, as in
+training and in the public code: one noise row, each pixel its class's parameters;
+re-drawing it re-draws all of its pixels, and the page names it by its largest class. Every
 user mistake raises :class:`StudioError`, whose message the page shows; every
 request is first checked field by field (:mod:`inade.studio.schema`, pydantic).
 """
@@ -242,13 +244,13 @@ class Studio:
                            instance=i)
 
     def _act_redraw_class(self, req) -> dict:
-        """``class`` id: re-draw every unlocked instance of that class from ``seed``."""
+        """``class`` id: re-draw every unlocked instance with pixels of that class from ``seed``
+        (an instance that spans classes is re-drawn whole)."""
         label, inst = self._compact_maps(req)
         cls = req.get("class")
         if not isinstance(cls, int) or not 0 <= cls < len(self.names):
             raise StudioError(f"class must be an id 0 … {len(self.names) - 1}, got {cls!r}")
-        classes = self._classes(label, inst)
-        ids = [i for i, c in enumerate(classes) if c == cls]
+        ids = self._instances_of_class(label, inst, cls)
         if not ids:
             raise StudioError(f"class {cls} ({self.names[cls]}) has no instance in the layout")
         ids = [i for i in ids if i not in self._locked(req)]
@@ -463,34 +465,28 @@ class Studio:
 
     # -- helpers --------------------------------------------------------------------------------
     def _compact(self, label: np.ndarray, inst_raw: np.ndarray) -> tuple[np.ndarray, list[int]]:
-        """Compact class-pure ids and, per new id, the raw id whose noise row it keeps (``-1``: none).
-
-        A raw id split over several classes keeps its row in its largest part.
-        """
-        inst, _ = compact_ids(inst_raw, label)
+        """Compact ids (one per raw id) and, per new id, the raw id whose noise row it keeps."""
+        inst, raw_of = compact_ids(inst_raw)
         L = int(inst.max()) + 1
         if L > MAX_INSTANCES:
             raise StudioError(f"the layout has {L} instances; the studio handles at most {MAX_INSTANCES}")
-        counts = np.bincount(inst.ravel(), minlength=L)
-        raw_of = np.zeros(L, dtype=np.int64)
-        raw_of[inst.ravel()] = inst_raw.ravel()
-        old_of_new, taken = [-1] * L, set()
-        for new in np.argsort(-counts, kind="stable"):
-            raw = int(raw_of[new])
-            if raw not in taken:
-                old_of_new[int(new)] = raw
-                taken.add(raw)
-        return inst, old_of_new
+        return inst, [int(r) for r in raw_of]
 
     def _tensors(self, label: np.ndarray, inst: np.ndarray) -> tuple[Tensor, Tensor]:
         return (torch.from_numpy(label)[None].to(self._device), torch.from_numpy(np.ascontiguousarray(inst))[None].to(self._device))
 
     @staticmethod
     def _classes(label: np.ndarray, inst: np.ndarray) -> list[int]:
+        """The class of each instance: its largest class when it spans several (the smallest id on a tie)."""
         L = int(inst.max()) + 1
-        classes = np.zeros(L, dtype=np.int64)
-        classes[inst.ravel()] = label.ravel()
-        return classes.tolist()
+        span = int(label.max()) + 1
+        counts = np.bincount(inst.ravel() * span + label.ravel(), minlength=L * span).reshape(L, span)
+        return counts.argmax(1).tolist()
+
+    @staticmethod
+    def _instances_of_class(label: np.ndarray, inst: np.ndarray, cls: int) -> list[int]:
+        """Ids with pixels of class ``cls`` (an id that spans classes counts for each of them)."""
+        return np.unique(inst[label == cls]).tolist()
 
     def _class_of(self, label, inst, i: int) -> str:
         return self.names[self._classes(label, inst)[i]]

@@ -107,7 +107,7 @@ def render_layout(shapes: list[Shape], height: int, width: int, background: int 
             raw[m], next_id = next_id, next_id + 1
         else:
             raw[m] = shape.cls
-    inst, _ = compact_ids(raw, label)
+    inst, _ = compact_ids(raw)
     return label, inst
 
 
