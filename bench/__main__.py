@@ -93,4 +93,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from inade.utils.errors import run_command
+
+    sys.exit(run_command(main))  # Ctrl-C / SIGTERM: one line, exit 130 / 143 (a running benchmark is stopped)
