@@ -243,12 +243,13 @@ def _run(opt, log, out: Path) -> Path:
     from tqdm import tqdm  # noqa: PLC0415
 
     from inade.data import build_dataset  # noqa: PLC0415
+    from inade.data.folders import data_root, data_root_fields  # noqa: PLC0415
     from inade.training.trainer import resolve_amp  # noqa: PLC0415
 
     device = _device(opt.gpu_ids)
     results.check_replaceable(out, overwrite=opt.overwrite)
     G, E, cfg, options, g_path, e_path = load_generator(opt, device)
-    dataroot = opt.dataroot or options.get("dataroot")
+    dataroot = data_root(opt) or data_root(options)  # --dataroot, or the custom data set's folders
     data_seed = int(options.get("seed", 0) or 0)
     try:
         data = build_dataset(cfg, dataroot, phase=opt.phase, synthetic_size=opt.synthetic_size, seed=data_seed,
@@ -276,7 +277,7 @@ def _run(opt, log, out: Path) -> Path:
         meta = {
             "checkpoint": str(g_path), "encoder": str(e_path) if e_path else None, "step": options.get("_step"),
             "name": opt.name,
-            "which_epoch": opt.which_epoch, "phase": opt.phase, "dataset_mode": cfg.dataset_mode, "dataroot": dataroot,
+            "which_epoch": opt.which_epoch, "phase": opt.phase, "dataset_mode": cfg.dataset_mode, **data_root_fields(dataroot),
             "synthetic_size": opt.synthetic_size, "data_seed": data_seed,
             "config": cfg.to_dict(), "samples": opt.samples, "seed": opt.seed, "use_vae": opt.use_vae,
             "use_amp": opt.use_amp, "images": done, "layouts": n, "seconds": seconds, "images_per_second": rate,

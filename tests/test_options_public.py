@@ -19,6 +19,7 @@ from inade.test import main as inade_test_main
 from inade.test import parse_test_options
 from inade.training.options import IGNORED_BY, build_parser, parse_options
 from inade.training.trainer import main as train_main
+from inade.utils.errors import UserError
 
 PUBLIC = Path(__file__).parent / "data" / "public_options.txt"
 
@@ -74,6 +75,40 @@ def test_every_public_option_is_accepted(entry):
             assert getattr(opt, name) is not None and getattr(opt, name) is not False, name
 
 
+def dataset_options() -> dict[str, str]:
+    """The options the public data sets add: ``{option: data set}`` (``data/<set>`` rows)."""
+    rows = [line.split() for line in PUBLIC.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return {name[2:]: file[len("data/"):] for file, name in rows if file.startswith("data/")}
+
+
+# Each data set's option with its data set: honoured (the value reaches the options), or ignored with a note.
+DATASET_ARGV = {"custom": ["--dataset_mode", "custom", "--label_nc", "3", "--label_dir", "L", "--image_dir", "I"],
+                "pix2pix": [], "coco": ["--dataset_mode", "coco", "--dataroot", "D"]}
+
+
+@pytest.mark.parametrize("entry", ["test", "train"])
+def test_every_public_dataset_option_is_accepted(entry):
+    """The options of data/*_dataset.py: the custom set's folders honoured (refused with a reason
+    for another data set), --no_pairing_check and --coco_no_portraits noted as ignored."""
+    options = dataset_options()
+    assert set(options) == {"label_dir", "image_dir", "instance_dir", "no_pairing_check", "coco_no_portraits"}
+    for name, dataset in options.items():
+        flag = name in ("no_pairing_check", "coco_no_portraits")
+        argv = DATASET_ARGV[dataset] + ([f"--{name}"] if flag else [f"--{name}", "V"])
+        if entry == "test":
+            argv = [a for a in argv if a not in ("--label_nc", "3")]
+            opt, notes = parse_test_options(argv)
+        else:
+            opt, _, notes = parse_options(argv)
+        ignored = any(f"--{name} " in n for n in notes)
+        assert ignored == (name in IGNORED_BY[entry]) == flag, (name, notes)
+        assert getattr(opt, name) == (True if flag else "V"), name
+        if not flag:  # another data set: refused, naming custom
+            with pytest.raises(UserError, match=f"--{name} is an option of --dataset_mode custom"):
+                (parse_test_options if entry == "test" else parse_options)(["--dataset_mode", "ade20k", "--dataroot", "D",
+                                                                            f"--{name}", "V"])
+
+
 def test_public_readme_commands_parse():
     opt, notes = parse_test_options(["--name", "inade_celeba", "--norm_mode", "inade", "--batchSize", "1", "--gpu_ids", "-1",
                                      "--which_epoch", "best", "--dataset_mode", "celeba", "--dataroot", "DATA", "--use_vae"])
@@ -107,6 +142,10 @@ REFUSED = {
     "train-eval_dims-768": (TRAIN, ["--eval_dims", "768"], "--eval_dims"),
     "train-preprocess_mode-bad": (TRAIN, ["--preprocess_mode", "zoom"], "--preprocess_mode"),
     "train-unknown-option": (TRAIN, ["--bogus"], "--bogus"),
+    "train-unknown-option-case": (TRAIN, ["--batchsize", "4"], "--batchsize (did you mean --batchSize?)"),
+    "train-custom-no-folders": (TRAIN, ["--dataset_mode", "custom", "--label_nc", "3"], "--dataset_mode custom needs"),
+    "test-label_dir-not-custom": (TEST, ["--dataset_mode", "cityscapes", "--label_dir", "L"], "--label_dir"),
+    "metrics-unknown-option": ("metrics", ["fid", "a", "b", "--batchsize", "4"], "did you mean --batch_size?"),
     "train-name-parent": (TRAIN, ["--name", ".."], "--name"),
     "train-name-path": (TRAIN, ["--name", "../elsewhere/exp"], "--name"),
     "test-name-absolute": (TEST, ["--name", "/tmp/exp"], "--name"),

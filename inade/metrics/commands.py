@@ -166,6 +166,7 @@ def _generator_layouts(meta: dict, args):
     import inade  # noqa: PLC0415
     from inade.cli import load_models  # noqa: PLC0415
     from inade.data import build_dataset  # noqa: PLC0415
+    from inade.data.folders import data_root  # noqa: PLC0415
 
     from inade.training.checkpoint import load_checkpoint  # noqa: PLC0415
 
@@ -180,7 +181,7 @@ def _generator_layouts(meta: dict, args):
         G = inade.load_official(inade.Generator(cfg), obj).to(args.device)
     else:
         raise MetricsError(f"{ckpt}: holds no configuration and there is no test_run.json beside the results")
-    data = build_dataset(cfg, meta.get("dataroot"), phase=meta.get("phase", "test"),
+    data = build_dataset(cfg, data_root(meta), phase=meta.get("phase", "test"),
                          synthetic_size=int(meta.get("synthetic_size", 64)), seed=int(meta.get("data_seed", 0)))
     n = min(len(data), args.layouts)
     return inade.Synthesizer(G, None, cfg), [data[i] for i in range(n)], cfg

@@ -46,6 +46,7 @@ class FIDTracker:
 
     def __init__(self, opt, cfg, folder: Path, device, log=print):
         from inade.data import build_dataset  # noqa: PLC0415
+        from inade.data.folders import data_root  # noqa: PLC0415
 
         self.opt, self.cfg, self.folder, self.device, self.log = opt, cfg, Path(folder), torch.device(device), log
         self.freq = int(getattr(opt, "eval_epoch_freq", 10) or 10)
@@ -58,7 +59,7 @@ class FIDTracker:
         except MetricsError as e:
             raise UserError(f"--train_eval: {e}") from None
         self.stats_path = stats
-        self.data = build_dataset(cfg, opt.dataroot, "test", synthetic_size=getattr(opt, "synthetic_size", 512) or 512,
+        self.data = build_dataset(cfg, data_root(opt), "test", synthetic_size=getattr(opt, "synthetic_size", 512) or 512,
                                   seed=opt.seed)
         how_many = getattr(opt, "eval_how_many", None)
         self.count = len(self.data) if not how_many else min(len(self.data), int(how_many))

@@ -37,7 +37,10 @@ PRESET_OF_MODE = {
     "deepfashion": "deepfashion",
     "coco": "cocostuff",
 }
-MODE_ALIASES = {"custom": "folder"}
+# The public custom data set's folders (data/custom_dataset.py): --dataset_mode custom reads them
+# (paired by file name; --instance_dir optional), else the folder layout under --dataroot.
+CUSTOM_FOLDERS = {"label_dir": "label maps (PNG)", "image_dir": "images",
+                  "instance_dir": "instance maps (PNG; optional: one instance per class without)"}
 CONFIG_FIELDS = {f.name for f in dataclasses.fields(Config)} - {"name", "dataset_mode"}
 
 # Training defaults that depend on the dataset (others: the public code's).
@@ -121,6 +124,8 @@ def add_base_options(p: argparse.ArgumentParser, *, entry: str) -> None:
                    help="synthetic | cityscapes | ade20k | celeba | deepfashion | coco | folder"
                    + ("" if entry == "train" else " (default: the checkpoint's)"))
     g.add_argument("--dataroot", type=str, default=S, help="the dataset's folder (not needed for synthetic)")
+    for name, what in CUSTOM_FOLDERS.items():  # the public custom data set's options (its modify_commandline_options)
+        g.add_argument(f"--{name}", type=str, default=S, help=f"--dataset_mode custom: the folder of {what}")
     g.add_argument("--batchSize", type=at_least(1), default=S,
                    help="global batch size (split over torchrun processes)" if entry == "train" else "images per forward")
     g.add_argument("--preprocess_mode", type=str, default=S, choices=PREPROCESS_MODES)
@@ -183,6 +188,11 @@ def check_base_options(opt, entry: str) -> list[str]:
         value = getattr(opt, name, None)
         if value is not None and value not in allowed:
             raise UserError(f"--{name} {value!r} is not supported: {WHY_REFUSED[name]}")
+    mode = getattr(opt, "dataset_mode", None)
+    given = [f"--{n}" for n in CUSTOM_FOLDERS if getattr(opt, n, None)]
+    if given and mode is not None and mode != "custom":
+        raise UserError(f"{given[0]} is an option of --dataset_mode custom (the public code's custom data set), "
+                        f"not of --dataset_mode {mode}")
     return [f"--{n} is accepted for compatibility and ignored" for n in IGNORED_BY[entry]
             if getattr(opt, n, None) not in (None, False)]
 
@@ -278,7 +288,7 @@ def parse_options(argv=None, *, resume: bool = True):
     given = p.parse_args(argv)
     saved = {}
     if resume and given.continue_train:
-        name = given.name or f"inade_{MODE_ALIASES.get(given.dataset_mode, given.dataset_mode)}"
+        name = given.name or f"inade_{given.dataset_mode}"
         saved = saved_run_options(Path(given.checkpoints_dir) / name / "latest.pt")
     if not saved:
         return _options(p, argv)
@@ -322,8 +332,7 @@ def _options(parser: argparse.ArgumentParser, argv):
     """:func:`parse_options` for one parser (whose defaults may be a checkpoint's)."""
     opt = parser.parse_args(argv)
     notes = check_base_options(opt, "train")
-    mode = MODE_ALIASES.get(opt.dataset_mode, opt.dataset_mode)
-    opt.dataset_mode = mode
+    mode = opt.dataset_mode  # as typed (custom stays custom: the errors name it)
     cfg = make_config(opt)
     for key, value in (SYNTHETIC_DEFAULTS if mode == "synthetic" else PUBLIC_DEFAULTS).items():
         if getattr(opt, key) is None:
@@ -338,7 +347,14 @@ def _options(parser: argparse.ArgumentParser, argv):
         raise UserError(f"--netD {cfg.netD!r} is not supported (multiscale only)")
     if opt.niter + opt.niter_decay == 0:
         raise UserError("--niter 0 --niter_decay 0: no epoch to train (give one of them a positive number)")
-    if mode != "synthetic" and opt.dataroot is None:
+    if mode == "custom" and (opt.label_dir is None) != (opt.image_dir is None):
+        missing = "--image_dir" if opt.image_dir is None else "--label_dir"
+        raise UserError(f"--dataset_mode custom needs {missing} too (the public code's custom data set: "
+                        "--label_dir and --image_dir, --instance_dir optional)")
+    if mode == "custom" and opt.label_dir is None and opt.dataroot is None:
+        raise UserError("--dataset_mode custom needs --label_dir and --image_dir (--instance_dir optional), "
+                        "or --dataroot <a folder with labels/ and images/>")
+    if mode not in ("synthetic", "custom") and opt.dataroot is None:
         raise UserError(f"--dataset_mode {mode} needs --dataroot <the dataset's folder>")
     return opt, cfg, notes
 

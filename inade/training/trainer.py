@@ -29,6 +29,7 @@ import torch
 
 import inade
 from inade.data import EpochSampler, SyntheticScenes, build_dataset
+from inade.data.folders import data_root
 from inade.models.discriminator import Discriminator
 from inade.models.losses import INADELoss, loss_dtype
 from inade.training import checkpoint as ckpt
@@ -153,7 +154,7 @@ class Trainer:
             make_deterministic(self.device)
 
         # Part 1. Data: a sampler that splits each global batch across processes.
-        self.dataset = build_dataset(cfg, opt.dataroot, opt.phase, synthetic_size=opt.synthetic_size,
+        self.dataset = build_dataset(cfg, data_root(opt), opt.phase, synthetic_size=opt.synthetic_size,
                                      seed=opt.seed, max_dataset_size=opt.max_dataset_size)
         world = self.dist.world_size
         if opt.batchSize % world:
