@@ -456,6 +456,56 @@ def test_missing_image_is_named(tmp_path):
         build_dataset(inade.config("deepfashion"), tmp_path, "train")
 
 
+def test_class_spanning_ids_are_noted_once_per_data_set(tmp_path, capsys):
+    """COCO-like files (raw id 0 over classes 150 and don't-care): one note line for the data set,
+    not one per sample nor per dataset object; a class-pure data set says nothing."""
+    make_coco(tmp_path / "coco", np.random.default_rng(0))
+    cfg = inade.config("cocostuff", crop_size=32, load_size=32, no_flip=True)
+    ds = build_dataset(cfg, tmp_path / "coco", "train")
+    for key in (0, 1, (0, 5), 1):
+        ds[key]
+    build_dataset(cfg, tmp_path / "coco", "train")[0]
+    err = capsys.readouterr().err
+    assert err.count("note:") == 1 and err.count("\n") == 1, err
+    assert "instance id 0 covers classes 150, 182" in err and "docs/FILES.md" in err
+    make_cityscapes(tmp_path / "city", np.random.default_rng(0))
+    city = build_dataset(inade.config("cityscapes", crop_size=64, load_size=64, num_upsampling_layers="normal"),
+                         tmp_path / "city", "train")
+    city[0], city[1]
+    assert capsys.readouterr().err == ""
+
+
+def test_public_coco_samples_keep_raw_ids_and_their_edges(capsys):
+    """The COCO-Stuff samples that ship with the public code (``INADE_PUBLIC_CODE``): after the
+    loader's resize, crop and flip, two pixels share an instance exactly when they share a raw id,
+    and the instance-edge map is the public ``get_edges`` of the raw map."""
+    import os  # noqa: PLC0415
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from inade.data.transforms import plan_geometry, apply_to_index_map  # noqa: PLC0415
+    from inade.models.discriminator import instance_edges  # noqa: PLC0415
+    from test_models import _public_code  # noqa: PLC0415
+
+    code = os.environ.get("INADE_PUBLIC_CODE")
+    public = _public_code()
+    root = os.path.join(code, "datasets", "coco_stuff")
+    cfg = inade.config("cocostuff", crop_size=256, load_size=286)
+    ds = build_dataset(cfg, root, "train")
+    model = SimpleNamespace(ByteTensor=torch.ByteTensor)
+    spanning = 0
+    for i, sample in enumerate(ds.samples):
+        s = ds[(i, 7 + i)]
+        label = read_label_map(sample.label, label_nc=cfg.label_nc, contain_dontcare_label=True)
+        g = plan_geometry(label.shape, ds.preprocess_mode, ds.size, ds.load_size, ds.flip, np.random.default_rng(7 + i))
+        raw = torch.from_numpy(apply_to_index_map(read_index_map(sample.instance), g))
+        assert torch.equal(s["instance"], compact_ids(raw)[0]), sample.instance
+        edges = public.model.Pix2PixModel.get_edges(model, raw[None, None])
+        assert torch.equal(instance_edges(s["instance"][None]), edges.float()), sample.instance
+        spanning += spans_classes(s["instance"], s["label"])
+    assert spanning >= len(ds) // 2, "the public samples hold ids that span classes"
+    assert capsys.readouterr().err.count("note:") == 1
+
+
 def test_corrupt_file_is_named(tmp_path):
     make_coco(tmp_path, np.random.default_rng(0))
     (tmp_path / "train_inst" / "000001.png").write_bytes(b"\x89PNG garbage")
