@@ -60,7 +60,9 @@ class NoiseEncoder(nn.Module):
         Args:
             image: ``[B, 3, H, W]`` reference image (in ``[-1, 1]`` like the generator's
                 output); ``H`` and ``W`` divisible by 16, ``H·W ≥ 2·16²``.
-            inst: ``[B, H, W]`` integer compact instance ids.
+            inst: ``[B, H, W]`` integer compact instance ids (one per raw id; an id that spans
+                several classes is one region for the convolutions and the pooling, as in the
+                public code).
             num_instances: ``L``; default ``inst.max() + 1`` over the batch.
 
         Returns:
