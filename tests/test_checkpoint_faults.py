@@ -345,3 +345,23 @@ def test_a_path_that_is_not_a_file_is_named_for_what_it_is(tmp_path, kind):
                 "device": "not a regular file"}[kind]
     with pytest.raises(UserError, match=f"{re.escape(str(path))}: {expected}"):
         load_checkpoint(path)
+
+
+def test_an_encoder_file_that_does_not_fit_is_named_as_itself(tmp_path, capsys):
+    """inade-synth --encoder FILE that does not fit: the line names FILE and --encoder, not the generator's
+    checkpoint (it used to say '…/latest.pt: does not fit the model')."""
+    from inade.cli import main as synth_main  # noqa: PLC0415
+
+    cfg = inade.config("synthetic", ngf=4, noise_nc=4, z_dim=8, crop_size=32)
+    torch.manual_seed(0)
+    G = inade.Generator(cfg)
+    torch.save({"G": G.state_dict(), "config": cfg.to_dict()}, tmp_path / "latest.pt")
+    torch.save(G.state_dict(), tmp_path / "wrong_net_E.pth")  # a generator's weights given as the encoder
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "label.png")
+    argv = ["random", "--checkpoint", str(tmp_path / "latest.pt"), "--encoder", str(tmp_path / "wrong_net_E.pth"),
+            "--label", str(tmp_path / "label.png"), "--out", str(tmp_path / "out.png")]
+    code = synth_main(argv)
+    err = capsys.readouterr().err
+    line = assert_user_error(subprocess.CompletedProcess(argv, code, "", err),
+                             f"--encoder {tmp_path / 'wrong_net_E.pth'}: does not fit")
+    assert "latest.pt: does not fit" not in line and not (tmp_path / "out.png").exists()

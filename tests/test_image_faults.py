@@ -190,3 +190,49 @@ def test_a_sample_with_a_bomb_image_fails_before_decoding_it(tmp_path):
                        size=(16, 16), load_size=16, flip=False)
     with pytest.raises(DatasetError, match="images/a.png: refused to decode it as an image"):
         ds[0]
+
+
+# --- negative ids (issue 25) ---------------------------------------------------------------------
+
+
+def _negative_tiff(path, hw=(16, 16)):
+    """A 32-bit signed TIFF (Pillow mode I) whose instance map says -1 where there is none."""
+    ids = np.zeros(hw, np.int32)
+    ids[2:6, 3:7] = -1
+    Image.fromarray(ids).save(path, format="TIFF")
+    assert Image.open(path).mode == "I"
+    return path
+
+
+def test_a_negative_id_is_one_error_naming_the_file(tmp_path):
+    path = _negative_tiff(tmp_path / "inst.tif")
+    with pytest.raises(DatasetError, match=r"inst\.tif: .*negative id -1"):
+        read_index_map(path)
+    root = _folder(tmp_path / "set")
+    (root / "instances").mkdir()
+    _negative_tiff(root / "instances" / "a.png")  # (a TIFF by its content: the loader pairs files by name)
+    ds = PairedDataset(dataset_files("folder", root, "train"), label_nc=3, size=(16, 16), load_size=16, flip=False)
+    with pytest.raises(DatasetError, match=r"instances/a\.png: .*negative id -1"):
+        ds[0]
+
+
+def test_inade_synth_names_a_map_with_a_negative_id(tmp_path, capsys):
+    """Was a ValueError traceback from compact_ids."""
+    import subprocess  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    import inade  # noqa: PLC0415
+    from _cli import assert_user_error  # noqa: PLC0415
+    from inade.cli import main as synth_main  # noqa: PLC0415
+
+    cfg = inade.config("synthetic", ngf=4, noise_nc=4, z_dim=8, crop_size=32)
+    torch.save({"G": inade.Generator(cfg).state_dict(), "config": cfg.to_dict()}, tmp_path / "ck.pt")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "label.png")
+    inst = _negative_tiff(tmp_path / "inst.tif", (32, 32))
+    argv = ["random", "--checkpoint", str(tmp_path / "ck.pt"), "--label", str(tmp_path / "label.png"),
+            "--inst", str(inst), "--out", str(tmp_path / "out.png")]
+    code = synth_main(argv)
+    err = capsys.readouterr().err
+    assert_user_error(subprocess.CompletedProcess(argv, code, "", err), f"{inst}: ", "negative id -1")
+    assert not (tmp_path / "out.png").exists()

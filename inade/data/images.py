@@ -195,7 +195,7 @@ def read_index_map(path: str | os.PathLike, *, size: tuple[int, int] | None = No
 
     Raises:
         DatasetError: no such file, not an image, a lossy file, another size, float values,
-            or a colour-coded RGB map.
+            a colour-coded RGB map, or a negative id (a 32-bit TIFF can hold one).
     """
     with open_image(path, "a label/instance map", size=size, size_of=size_of, lossless=True) as img:
         mode = img.mode
@@ -207,6 +207,10 @@ def read_index_map(path: str | os.PathLike, *, size: tuple[int, int] | None = No
     elif mode not in _SINGLE_CHANNEL_MODES:
         raise DatasetError(f"{path}: a label/instance map must hold integer ids (greyscale, palette or RGB), "
                            f"got Pillow mode {mode!r}")
+    if arr.dtype.kind == "i" and arr.size and arr.min() < 0:  # a 32-bit TIFF (mode I) can hold -1 for "none"
+        y, x = np.unravel_index(int(arr.argmin()), arr.shape)
+        raise DatasetError(f"{path}: holds the negative id {int(arr.min())} (first at row {y}, column {x}); label and "
+                           "instance ids must be 0 or more: save the map with ids >= 0 (e.g. 0 for 'no instance')")
     return arr.astype(np.int64)
 
 
