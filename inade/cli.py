@@ -34,15 +34,14 @@ import contextlib
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from inade.data import compact_ids, read_image, read_index_map, read_label_map
-from inade.data.images import image_format, image_to_tensor, save_image, to_uint8
-from inade.training.checkpoint import load_checkpoint
 from inade.utils.errors import UserError, run_command
 from inade.utils.arguments import ArgumentParser, check_device
 from inade.utils.files import atomic_path, check_output_path, output_errors
+
+if TYPE_CHECKING:  # torch loads after the options are parsed: each function imports what it runs
+    import numpy as np
 
 
 # ---------------------------------------------------------------------------
@@ -85,6 +84,8 @@ def load_models(checkpoint: str | Path, config_name: str | None = None, override
 
     ``saved``: ``checkpoint`` as :func:`load_checkpoint` already returned it (not read again).
     """
+    from inade.training.checkpoint import load_checkpoint  # noqa: PLC0415
+
     import inade  # noqa: PLC0415
 
     path = need_file(checkpoint, "--checkpoint")
@@ -136,6 +137,9 @@ def read_instances(path: str | Path, label: np.ndarray | None, *, size: tuple[in
     also for a raw id that spans several classes of ``label`` (one instance, as in the
     public code). The map must have ``label``'s size, else ``size`` (checked before decoding).
     """
+    from inade.data.ids import compact_ids  # noqa: PLC0415
+    from inade.data.images import read_index_map  # noqa: PLC0415
+
     if label is not None:
         size, size_of = label.shape, "the label map"
     raw = read_index_map(path, size=size, size_of=size_of)
@@ -144,6 +148,8 @@ def read_instances(path: str | Path, label: np.ndarray | None, *, size: tuple[in
 
 def ids_of_raw(raw_ids: list[int], raw_of: np.ndarray, what: str, path) -> list[int]:
     """Ids as written in an instance file -> their compact ids."""
+    import numpy as np  # noqa: PLC0415 - after parsing (inade-synth --help needs no torch)
+
     missing = [i for i in raw_ids if i not in set(raw_of.tolist())]
     if missing:
         raise UserError(f"{path}: {what} {missing} not in the instance map (ids present: {sorted(set(raw_of.tolist()))})")
@@ -153,6 +159,8 @@ def ids_of_raw(raw_ids: list[int], raw_of: np.ndarray, what: str, path) -> list[
 def _save_latents_to(file, sample, raw_of: np.ndarray) -> None:
     """Write the sample's ``noise`` and ``z`` and the raw id of each noise row to ``file``
     (a temporary file: :func:`write_outputs` renames it)."""
+    import torch  # noqa: PLC0415 - after parsing (inade-synth --help needs no torch)
+
     state = {"noise": sample.noise.cpu(), "z": sample.z.cpu(), "instance_ids": torch.as_tensor(raw_of)}
     with open(file, "wb") as f:
         torch.save(state, f)
@@ -161,6 +169,8 @@ def _save_latents_to(file, sample, raw_of: np.ndarray) -> None:
 def write_outputs(out: Path, rgb: np.ndarray, latents: Path | None, sample, raw_of: np.ndarray) -> None:
     """The image and (``--save-latents``) its latents, both or neither: each goes to a temporary
     file, and the two are renamed into place only when both are written."""
+    from inade.data.images import save_image  # noqa: PLC0415
+
     with contextlib.ExitStack() as stack:
         stack.enter_context(output_errors(out, "--out"))
         image_tmp = stack.enter_context(atomic_path(out))
@@ -180,6 +190,9 @@ def need_file(path: str | Path, option: str) -> Path:
 
 def load_latents(path: str | Path, raw_of: np.ndarray):
     """``(noise, z)`` from a ``--save-latents`` file made for the same instance map."""
+    import torch  # noqa: PLC0415 - after parsing (inade-synth --help needs no torch)
+    from inade.training.checkpoint import load_checkpoint  # noqa: PLC0415
+
     obj = load_checkpoint(need_file(path, "--latents"))
     if not isinstance(obj, dict) or not {"noise", "z"} <= set(obj):
         raise UserError(f"{path}: not a latents file (expected the keys noise and z, from --save-latents)")
@@ -225,6 +238,9 @@ def _parse_pairs(text: str) -> list[tuple[int, int]]:
 
 def run(args) -> Path:
     """Run one ``inade-synth`` command; returns the written image's path (user errors: :class:`UserError`)."""
+    import torch  # noqa: PLC0415 - after parsing (inade-synth --help needs no torch)
+    from inade.data.images import read_index_map, read_label_map, to_uint8  # noqa: PLC0415
+
     from inade.synthesis import Sample, Synthesizer  # noqa: PLC0415
 
     out, latents_out = check_outputs(args)
@@ -278,6 +294,8 @@ def run(args) -> Path:
 
 def check_outputs(args) -> tuple[Path, Path | None]:
     """``--out`` and ``--save-latents``, refused before any work when they cannot be written."""
+    from inade.data.images import image_format  # noqa: PLC0415
+
     out = check_output_path(args.out, "--out")
     image_format(out)
     latents = check_output_path(args.save_latents, "--save-latents") if args.save_latents else None
@@ -289,6 +307,9 @@ def check_outputs(args) -> tuple[Path, Path | None]:
 def _read_reference(synth, args, raw_of, inst_path):
     """copy-style's reference image, its instance map and the ``--pairs`` as compact ids, read and
     checked before any synthesis."""
+    import torch  # noqa: PLC0415 - after parsing (inade-synth --help needs no torch)
+    from inade.data.images import image_to_tensor, read_image  # noqa: PLC0415
+
     if synth.E is None:
         raise UserError(f"{args.checkpoint}: has no encoder (E), which copy-style needs; pass --encoder")
     ref_np = read_image(args.reference)

@@ -27,6 +27,8 @@ UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
 # --preprocess_mode: the public code's (data/base_dataset.py get_params / get_transform).
 PREPROCESS_MODES = ("none", "fixed", "resize_and_crop", "crop", "scale_width", "scale_width_and_crop",
                     "scale_shortside", "scale_shortside_and_crop")
+# The real data sets' layouts (inade.data.folders.LAYOUTS, in this order), torch-free for the parsers.
+LAYOUT_NAMES = ("cityscapes", "ade20k", "celeba", "deepfashion", "coco", "folder", "custom")
 NORM_G_CHOICES = ("spectralspadesyncbatch3x3", "spadesyncbatch3x3", "spectralspadebatch3x3", "spadebatch3x3")
 
 

@@ -21,6 +21,9 @@ ENTRY_POINTS = {
     "inade.test": ("inade.test", ["--Which_Epoch", "best"], "--which_epoch"),
     "inade.metrics": ("inade.metrics", ["fid", "a", "b", "--batchsize", "4"], "--batch_size"),
     "inade.studio": ("inade.studio", ["--chekpoint", "c.pt"], "--checkpoint"),
+    "inade-synth": ("inade.cli", ["random", "--checkpoint", "c", "--label", "l", "--out", "o.png", "--Seed", "1"],
+                    "--seed"),
+    "inade.data.prepare": ("inade.data.prepare", ["d", "--dataset", "ade20k", "--Overwrite"], "--overwrite"),
 }
 
 # Runs an entry point in this process, then reports whether torch was imported.
@@ -51,6 +54,14 @@ def test_help_and_a_mistyped_option_answer_before_torch(entry):
     assert err.strip().endswith("no torch"), err
     line = [x for x in err.splitlines() if x.startswith("error:")]
     assert proc.returncode == 2 and len(line) == 1 and f"(did you mean {meant}?)" in line[0], err
+
+
+def test_layout_names_are_the_loaders():
+    """The parsers' torch-free list of data set layouts is the loaders' own."""
+    from inade.config import LAYOUT_NAMES  # noqa: PLC0415
+    from inade.data.folders import LAYOUTS  # noqa: PLC0415
+
+    assert tuple(LAYOUTS) == LAYOUT_NAMES
 
 
 def test_a_python_without_torch_names_the_environment(tmp_path):

@@ -12,24 +12,28 @@ in ``[-1, 1]`` and ``index``. The default collate stacks them into the ``[B, H, 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
-from inade.data.folders import LAYOUTS, SHIFT_LABELS, PairedDataset, dataset_files
-from inade.data.ids import cityscapes_class, compact_ids, spanning_ids, spans_classes
-from inade.data.sampler import EpochSampler, augmentation_seed
-from inade.data.synthetic import CLASS_NAMES, Scene, SyntheticScenes
-from inade.data.images import (
-    MAX_PIXELS,
-    DatasetError,
-    image_size,
-    open_image,
-    read_image,
-    read_index_map,
-    read_label_map,
-    write_image,
-    write_index_map,
-)
+# Imported when first used (PEP 562): ``python -m inade.data.prepare`` and the option parsers
+# load no torch before their options are parsed.
+_HOME = {
+    **dict.fromkeys(("LAYOUTS", "SHIFT_LABELS", "PairedDataset", "dataset_files"), "folders"),
+    **dict.fromkeys(("cityscapes_class", "compact_ids", "spanning_ids", "spans_classes"), "ids"),
+    **dict.fromkeys(("EpochSampler", "augmentation_seed"), "sampler"),
+    **dict.fromkeys(("CLASS_NAMES", "Scene", "SyntheticScenes"), "synthetic"),
+    **dict.fromkeys(("MAX_PIXELS", "DatasetError", "image_size", "open_image", "read_image", "read_index_map",
+                     "read_label_map", "write_image", "write_index_map"), "images"),
+}
 
-DATASET_MODES = ("synthetic",) + tuple(LAYOUTS)
+
+def __getattr__(name: str):
+    if name == "DATASET_MODES":
+        return ("synthetic",) + tuple(__getattr__("LAYOUTS"))
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+
+
 ALIASES = {"celebamask-hq": "celeba", "cocostuff": "coco", "coco-stuff": "coco"}
 
 
@@ -48,6 +52,9 @@ def build_dataset(cfg, dataroot=None, phase: str = "train", *, synthetic_size: i
         synthetic_size, seed: length and seed of the synthetic set.
         max_dataset_size: keep only the first files.
     """
+    from inade.data.folders import SHIFT_LABELS, PairedDataset, dataset_files  # noqa: PLC0415
+    from inade.data.synthetic import SyntheticScenes  # noqa: PLC0415
+
     mode = ALIASES.get(cfg.dataset_mode, cfg.dataset_mode)
     h, w = cfg.output_size
     if mode == "synthetic":

@@ -22,9 +22,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from inade.data.folders import LAYOUTS, dataset_files
-from inade.data.ids import compact_ids
-from inade.data.images import read_image, read_index_map, write_index_map
+from inade.config import LAYOUT_NAMES
 from inade.utils.arguments import ArgumentParser
 from inade.utils.errors import UserError, run_command
 from inade.utils.files import output_errors
@@ -50,6 +48,8 @@ def instance_target(dataset: str, root: Path, label: Path, phase: str) -> Path |
 
 def _deepfashion_labels_from_masks(root: Path, phase: str, overwrite: bool) -> int:
     """The public code's step: ``<p>_label/x.png`` = channel 0 of ``<p>_mask/x.png``."""
+    from inade.data.images import read_index_map, write_index_map  # noqa: PLC0415 - torch, after parsing
+
     p = "test" if phase in ("test", "val") else "train"
     masks, labels = root / f"{p}_mask", root / f"{p}_label"
     if not masks.is_dir():
@@ -71,11 +71,15 @@ def prepare(dataset: str, root, phases=None, overwrite: bool = False, log=print)
     Returns the number of files written. Raises :class:`DatasetError` naming the
     first missing or unreadable file.
     """
+    from inade.data.folders import dataset_files  # noqa: PLC0415 - torch, after parsing
+    from inade.data.ids import compact_ids  # noqa: PLC0415
+    from inade.data.images import read_image, read_index_map, write_index_map  # noqa: PLC0415
+
     root = Path(root)
     written = 0
     phases = phases or DEFAULT_PHASES.get(dataset, ("train", "test"))
-    if dataset not in LAYOUTS or not set(phases) <= set(PHASES):
-        raise UserError(f"prepare: --dataset must be one of {', '.join(sorted(LAYOUTS))} and --phase among "
+    if dataset not in LAYOUT_NAMES or not set(phases) <= set(PHASES):
+        raise UserError(f"prepare: --dataset must be one of {', '.join(sorted(LAYOUT_NAMES))} and --phase among "
                         f"{', '.join(PHASES)}; got {dataset!r}, {list(phases)}")
     for phase in phases:
         if dataset == "deepfashion":
@@ -106,7 +110,7 @@ def main(argv=None) -> int:
     line ``error: …`` and returns 2."""
     parser = ArgumentParser(prog="python -m inade.data.prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("dataroot", help="the dataset's folder")
-    parser.add_argument("--dataset", "--dataset_mode", dest="dataset", required=True, choices=sorted(LAYOUTS))
+    parser.add_argument("--dataset", "--dataset_mode", dest="dataset", required=True, choices=sorted(LAYOUT_NAMES))
     parser.add_argument("--phase", nargs="+", default=None, choices=PHASES, help="splits to process (default: both)")
     parser.add_argument("--overwrite", action="store_true", help="rewrite existing instance maps")
 
