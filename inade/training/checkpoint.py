@@ -52,12 +52,12 @@ _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
 
 
 def remove_orphan_temporaries(folder) -> list[Path]:
-    """Delete the temporary files that a save killed mid-way left in ``folder`` and its
-    ``samples/`` (only names of :func:`inade.utils.files.atomic_path`'s pattern); returns them.
+    """Delete the temporary files that a save killed mid-way left in ``folder``, its
+    ``samples/`` and ``web/`` (only names of :func:`inade.utils.files.atomic_path`'s pattern); returns them.
     Call it only while no save is running in ``folder``."""
     folder = Path(folder)
     removed = []
-    for where in (folder, folder / "samples"):
+    for where in (folder, folder / "samples", folder / "web"):
         if not where.is_dir():
             continue
         for p in sorted(where.iterdir()):
