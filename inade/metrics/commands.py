@@ -48,7 +48,8 @@ def _write(path, text: str, option: str) -> Path:
     try:
         return write_text_atomic(path, text)
     except OSError as e:
-        raise MetricsError(f"{option} {path}: cannot write ({e.strerror or e})") from None
+        kept = getattr(e, "kept", None) or ("the previous file is intact" if Path(path).is_file() else "nothing was written")
+        raise MetricsError(f"{option} {path}: cannot write ({e.strerror or e}); {kept}") from None
 
 
 def _stats_like(path) -> bool:
