@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # torch loads after the options are parsed (each function tha
 
 from inade.metrics import results
 from inade.training.options import add_base_options, check_base_options
-from inade.utils.arguments import ArgumentParser, at_least, count_or_all
+from inade.utils.arguments import ArgumentParser, at_least, count_or_all, folder_name
 from inade.utils.errors import UserError, run_command
 from inade.utils.files import write_text_atomic
 
@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_base_options(p, entry="test")
     g = p.add_argument_group("test (the public test_options.py, and ours)")
     g.add_argument("--results_dir", type=str, default="./results/", help="results go to <results_dir>/<name>/<phase>_<which_epoch>")
-    g.add_argument("--which_epoch", type=str, default="latest", help="latest, best, or an epoch number")
+    g.add_argument("--which_epoch", type=folder_name, default="latest",  # part of the results folder's name
+                   help="latest, best, or an epoch number")
     g.add_argument("--how_many", type=count_or_all, default=math.inf, help="how many test images to synthesise (default all)")
     g.add_argument("--checkpoint", type=str, default=None, help="a checkpoint file (overrides name / which_epoch)")
     g.add_argument("--config", type=str, default=None, help="preset for a public-code checkpoint (default: dataset_mode)")

@@ -291,3 +291,33 @@ def test_a_second_test_run_into_the_same_folder_stops_naming_the_first(ckpt_dir,
     assert results.file_table(out) == previous
     assert inade_test_main(_args(ckpt_dir, res, "--how_many", "1")) == 0
     assert results.verify(out)["layouts"] == 1 and _temps(out) == []
+
+
+def test_which_epoch_cannot_lead_outside_the_results_dir(done, ckpt_dir, tmp_path, capsys):
+    """<results_dir>/<name>/<phase>_<which_epoch> is replaced whole: a '/' in --which_epoch would reach
+    (and replace) a folder elsewhere, here a user's backup of complete results."""
+    backup = tmp_path / "backup"
+    shutil.copytree(done, backup)
+    before = results.file_table(backup)
+    argv = _args(ckpt_dir, tmp_path / "res", "--how_many", "1", "--checkpoint", str(ckpt_dir / "exp" / "latest.pt"),
+                 "--which_epoch", "latest/../../../backup")
+    assert inade_test_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error:") and "--which_epoch" in err, err
+    assert results.file_table(backup) == before and sorted(results.verify(backup)["files"]) == sorted(before)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "folder"])
+def test_the_lock_file_is_never_followed_or_opened_as_a_pipe(ckpt_dir, tmp_path, capsys, kind):
+    """Where the lock file of a results folder goes (.test_latest.lock beside it) a symbolic link to a user's
+    file, a FIFO or a folder: one line naming it, the link's target unchanged, nothing hangs."""
+    res = tmp_path / "res"
+    (res / "exp").mkdir(parents=True)
+    lock = res / "exp" / ".test_latest.lock"
+    mine = tmp_path / "my_file.txt"
+    mine.write_text("mine")
+    {"symlink": lambda: lock.symlink_to(mine), "fifo": lambda: os.mkfifo(lock), "folder": lock.mkdir}[kind]()
+    assert inade_test_main(_args(ckpt_dir, res, "--how_many", "1")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(lock) in err, err
+    assert mine.read_text() == "mine" and not (res / "exp" / "test_latest").exists()
