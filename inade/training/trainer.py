@@ -48,9 +48,11 @@ GRID_LAYOUTS = 4
 GRID_STYLES = 6
 
 
-def _ignore_sigint(_worker_id: int) -> None:
-    """Data workers ignore Ctrl-C: the main process finishes its step and saves."""
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Data workers ignore Ctrl-C and SIGTERM (a terminal, Slurm or systemd signal the whole process group):
+    the main process finishes its step, saves and shuts them down (a worker killed by it was a traceback)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_deterministic(device: torch.device) -> None:
@@ -167,7 +169,7 @@ class Trainer:
                                     world_size=world, shuffle=not opt.serial_batches)
         self.loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=self.local_batch, sampler=self.sampler, num_workers=opt.nThreads,
-            pin_memory=self.device.type == "cuda", worker_init_fn=_ignore_sigint if opt.nThreads else None,
+            pin_memory=self.device.type == "cuda", worker_init_fn=_ignore_stop_signals if opt.nThreads else None,
             persistent_workers=opt.nThreads > 0,
         )
         self.steps_per_epoch = self.sampler.batches_per_epoch
@@ -278,7 +280,7 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = lr
         losses, self._finite = {}, []
-        if self.step % self.opt.D_steps_per_G == 0:
+        if self.step % self.steps_per_epoch % self.opt.D_steps_per_G == 0:  # the public code counts within the epoch
             losses.update(self.generator_step(label, inst, real, *self.latents(indices, num_instances, G_PASS),
                                               sketch=sketch))
         losses.update(self.discriminator_step(label, inst, real, *self.latents(indices, num_instances, D_PASS),
