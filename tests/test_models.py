@@ -804,7 +804,7 @@ def test_compiled_generator_matches_eager(mode, backend):
     dtype = torch.float64 if mode == "train" else torch.float32
     G = randomize(inade.Generator(cfg)).train(mode == "train").to(dtype)
     twin = copy.deepcopy(G)
-    label, inst = scene(2, 32, 32, cfg.num_classes, seed=4)
+    label, inst = scene(2, 32, 32, cfg.num_classes, seed=4, span=True)  # P > L parts: a data-dependent size
     L = int(inst.max()) + 1
     noise, z = torch.randn(2, L, 2, cfg.noise_nc, dtype=dtype), torch.randn(2, cfg.z_dim, dtype=dtype)
     compiled = torch.compile(twin, fullgraph=True, backend=backend)
