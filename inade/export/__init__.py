@@ -183,7 +183,11 @@ def write_pt2(program: torch.export.ExportedProgram, path, meta: dict[str, str])
 
 def save_pt2(program: torch.export.ExportedProgram, path, meta: dict[str, str]) -> None:
     """``program`` compiled by AOTInductor for the CPU into a ``.pt2`` package at ``path`` (any
-    name: it is written through a file object), ``meta`` in its metadata. Needs a C++ compiler."""
+    name: it is written through a file object), ``meta`` in its metadata. Needs a C++ compiler.
+
+    The package checks its inputs' dtypes and shapes against the exported ranges (batch
+    ``1 … MAX_BATCH``, instances ``1 … max_instances``) when the process that runs it has
+    ``AOTI_RUNTIME_CHECK_INPUTS=1`` (the lower bound 1 kept: ``check_lowerbound`` off)."""
+    configs = {"aot_inductor.metadata": dict(meta), "aot_inductor.check_lowerbound": False}
     with open(path, "wb") as f:
-        torch._inductor.aoti_compile_and_package(program, package_path=f,
-                                                 inductor_configs={"aot_inductor.metadata": dict(meta)})
+        torch._inductor.aoti_compile_and_package(program, package_path=f, inductor_configs=configs)
