@@ -70,12 +70,17 @@ EXTRAS = {
     "logs": ["tensorboard>=2.10", "matplotlib>=3.5"],
     # building the extension with pip install --no-build-isolation (torch itself: see the Makefile)
     "build": ["setuptools", "wheel", "ninja", "pybind11"],
+    # python -m inade.export --format onnx (torch.onnx's exporter: onnx + onnxscript) and onnxruntime to
+    # run the file (tested: onnx 1.23.2, onnxscript 0.7.2, onnxruntime 1.32.0); --format pt2 needs only torch
+    "export": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
 }
 # The tests exercise every feature; the Studio's browser test also drives Chromium with playwright.
 EXTRAS["test"] = ["pytest", "hypothesis", "playwright>=1.40",
-                  *EXTRAS["triton"], *EXTRAS["studio"], *EXTRAS["metrics"], *EXTRAS["bench"], *EXTRAS["logs"]]
+                  *EXTRAS["triton"], *EXTRAS["studio"], *EXTRAS["metrics"], *EXTRAS["bench"], *EXTRAS["logs"],
+                  *EXTRAS["export"]]
 # Every feature (what a user wants; the tests' and the build's tools are not features).
-EXTRAS["all"] = [*EXTRAS["triton"], *EXTRAS["studio"], *EXTRAS["metrics"], *EXTRAS["bench"], *EXTRAS["logs"]]
+EXTRAS["all"] = [*EXTRAS["triton"], *EXTRAS["studio"], *EXTRAS["metrics"], *EXTRAS["bench"], *EXTRAS["logs"],
+                 *EXTRAS["export"]]
 
 setup(
     name="inade",
