@@ -552,3 +552,19 @@ def test_sampler_resumes_mid_epoch_and_changes_with_epoch():
     assert sorted(i for i, _ in full) == list(range(24))
     with pytest.raises(ValueError, match="fewer than one global batch"):
         EpochSampler(3, batch_size=2, world_size=2)
+
+
+@pytest.mark.parametrize("size", [(375, 500), (427, 640), (640, 427), (333, 1000), (300, 300)])
+def test_scale_modes_size_like_the_public_code(size):
+    """scale_width[_and_crop] and scale_shortside[_and_crop] resize to the public code's sizes: the
+    scaled side exactly, the other rounded down (its int(target * H / W))."""
+    from inade.data.transforms import plan_geometry  # noqa: PLC0415
+
+    H, W = size
+    rng = np.random.default_rng(0)
+    assert plan_geometry(size, "scale_width_and_crop", (256, 256), 286, False, rng).resize == (
+        max(256, int(286 * H / W)), 286)
+    short, long = min(H, W), max(H, W)
+    want = (286, int(286 * long / short))
+    assert plan_geometry(size, "scale_shortside_and_crop", (256, 256), 286, False, rng).resize == (
+        want[::-1] if W == short else want)

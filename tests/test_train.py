@@ -128,6 +128,19 @@ def test_lr_decay_every_iter_is_an_option():
         parse_options(["--niter", "0", "--niter_decay", "0"])
 
 
+def test_d_steps_per_g_counts_within_the_epoch(tmp_path):
+    """The public loop takes a G step when the batch's index within its epoch is a multiple of
+    --D_steps_per_G (4 steps per epoch, 3: G at steps 0, 3, then 4, 7 of the next epoch)."""
+    opt, cfg, _ = tiny_options(tmp_path, "--D_steps_per_G", "3", "--no_vgg_loss", "--max_steps", "8",
+                               "--display_freq", "1000", "--save_latest_freq", "1000")
+    tr = quiet_trainer(opt, cfg)
+    g_steps = []
+    step = tr.train_step
+    tr.train_step = lambda b: (out := step(b), "GAN" in out and g_steps.append(tr.step - 1))[0]
+    tr.run()
+    assert g_steps == [0, 3, 4, 7]
+
+
 def test_resumed_run_lands_on_the_same_rate(tmp_path):
     """--continue_train from a mid-epoch latest.pt (as a kill -9 leaves it) lands on the rate the
     uninterrupted run has at that step: the rate comes from the step, not from saved state."""

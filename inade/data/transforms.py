@@ -56,13 +56,14 @@ def plan_geometry(
         resize = (max(out_h, round(load_size / aspect_ratio)), max(out_w, load_size))
     elif mode == "crop":
         resize = (H, W)
-    elif mode.startswith("scale_width"):
+    elif mode.startswith("scale_width"):  # the long side rounded down, as the public code's int(w * H / W)
         w = max(out_w, load_size if mode.endswith("crop") else crop_size)
-        resize = (max(out_h, round(H * w / W)), w)
-    else:  # scale_shortside[_and_crop]
+        resize = (max(out_h, int(w * H / W)), w)
+    else:  # scale_shortside[_and_crop]: the short side to `side`, the long one int(side * long / short)
         side = max(out_h, out_w, load_size if mode.endswith("crop") else crop_size)
-        scale = side / min(H, W)
-        resize = (max(out_h, round(H * scale)), max(out_w, round(W * scale)))
+        long = int(side * max(H, W) / min(H, W))
+        h, w = (long, side) if W <= H else (side, long)
+        resize = (max(out_h, h), max(out_w, w))
     if resize[0] < out_h or resize[1] < out_w:
         raise DatasetError(f"a {H}x{W} sample is smaller than the {out_h}x{out_w} crop (preprocess_mode={mode!r})")
     top = int(rng.integers(0, resize[0] - out_h + 1))
