@@ -245,7 +245,7 @@ def _run(opt, log, out: Path) -> Path:
 
     from inade.data import build_dataset  # noqa: PLC0415
     from inade.data.folders import data_root, data_root_fields  # noqa: PLC0415
-    from inade.training.trainer import resolve_amp  # noqa: PLC0415
+    from inade.training.trainer import _ignore_stop_signals, resolve_amp  # noqa: PLC0415
 
     device = _device(opt.gpu_ids)
     results.check_replaceable(out, overwrite=opt.overwrite)
@@ -261,7 +261,8 @@ def _run(opt, log, out: Path) -> Path:
     if n == 0:
         raise UserError(f"the {opt.phase} split of {cfg.dataset_mode} is empty")
     subset = torch.utils.data.Subset(data, range(n))
-    loader = torch.utils.data.DataLoader(subset, batch_size=opt.batchSize, shuffle=False, num_workers=opt.nThreads)
+    loader = torch.utils.data.DataLoader(subset, batch_size=opt.batchSize, shuffle=False, num_workers=opt.nThreads,
+                                         worker_init_fn=_ignore_stop_signals)  # the main process stops them
     amp = resolve_amp("auto" if opt.use_amp else "none", device, log)  # float32, with a note, without CPU bf16
     synth = inade.Synthesizer(G, E, cfg)
     folders = ["synthesized_image"] + [f"synthesized_image_{k}" for k in range(1, opt.samples)]
