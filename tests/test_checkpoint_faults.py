@@ -278,8 +278,10 @@ def test_no_save_writes_a_nan_tensor(tmp_path):
 def test_orphan_temporaries_of_a_killed_save_are_removed(tmp_path):
     folder = tmp_path / "run"
     (folder / "samples").mkdir(parents=True)
+    (folder / "web").mkdir()
     orphans = [folder / ".latest.pt.k2_9xq0a.tmp", folder / ".latest_net_G.pth.abcdefgh.tmp",
-               folder / ".3_net_D.pth.0123_789.tmp", folder / "samples" / ".step_0000004.png.zzzzzzzz.tmp"]
+               folder / ".3_net_D.pth.0123_789.tmp", folder / "samples" / ".step_0000004.png.zzzzzzzz.tmp",
+               folder / "web" / ".index.html.a1b2c3d4.tmp"]
     kept = [folder / ".latest.pt.short.tmp", folder / "latest.pt.abcdefgh.tmp", folder / ".notes.ABCDEFGH.tmp",
             folder / "notes.tmp", folder / ".latest.pt.abcdefgh.tmp.bak", folder / "latest.pt"]
     for p in orphans + kept:

@@ -218,43 +218,75 @@ def test_each_step_is_logged_once_across_kill_9_and_resume(killed_and_resumed):
     assert not list(folder.rglob(".*.tmp"))
 
 
-def _chromium_page(browser, url: str):
-    page = browser.new_page(viewport={"width": 1100, "height": 900})
-    page.goto(url)
-    page.wait_for_load_state("load")
-    return page
-
-
-def test_results_page_and_curves_in_headless_chromium(killed_and_resumed, tmp_path):
-    """The run's web/index.html and curves.png as a browser shows them: every picture decoded, the
-    grids newest first with their step and losses, the table's newest row first."""
+def _page_facts(folder: Path, shot: Path) -> dict:
+    """What headless Chromium shows of ``folder``'s web/index.html and curves.png (a screenshot to ``shot``)."""
     from test_studio_browser import ARGS, _chromium, _missing
 
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         _missing("playwright is not installed (pip install playwright)")
-    folder, _, _ = killed_and_resumed
-    out = Path(os.environ["INADE_TEST_ARTIFACTS"]) / "training" if os.environ.get("INADE_TEST_ARTIFACTS") else tmp_path
-    out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), headless=True, args=ARGS)
         try:
-            page = _chromium_page(browser, (folder / "web" / "index.html").as_uri())
-            sizes = page.evaluate("Array.from(document.images, i => [i.getAttribute('src'), i.naturalWidth, i.naturalHeight])")
-            assert sizes[0] == ["../curves.png", 1000, 640]
-            grids = [s for s in sizes if "samples/" in s[0]]
-            assert [s[0] for s in grids] == [f"../samples/step_{k:07d}.png" for k in (12, 9, 6, 3)]
-            assert all(w > 0 and h > 0 for _, w, h in grids), grids
-            captions = page.locator("figcaption").all_inner_texts()
-            assert [c.split(":")[0] for c in captions] == [f"losses at step {k}" for k in (12, 9, 6, 3)]
-            assert all("GAN" in c and "D_real" in c for c in captions)
-            rows = page.locator("#records tr").all_inner_texts()
-            assert rows[1].split()[0] == str(STEPS) and len(rows) == STEPS + 1
-            assert page.evaluate("document.querySelector('meta[http-equiv=refresh]')") is None  # the run has ended
-            page.screenshot(path=str(out / "training_page.png"), full_page=True)
-            page = _chromium_page(browser, (folder / logs.CURVES).as_uri())
-            assert page.evaluate("[document.images[0].naturalWidth, document.images[0].naturalHeight]") == [1000, 640]
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto((folder / "web" / "index.html").as_uri())
+            page.wait_for_load_state("load")
+            facts = {
+                "images": page.evaluate("Array.from(document.images, i => [i.getAttribute('src'), i.naturalWidth, "
+                                        "i.naturalHeight])"),
+                "captions": page.locator("figcaption").all_inner_texts(),
+                "rows": page.locator("#records tr").all_inner_texts(),
+                "refresh": page.evaluate("document.querySelector('meta[http-equiv=refresh]') !== null"),
+            }
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot), full_page=True)
+            page.goto((folder / logs.CURVES).as_uri())
+            page.wait_for_load_state("load")
+            facts["curves"] = page.evaluate("[document.images[0].naturalWidth, document.images[0].naturalHeight]")
         finally:
             browser.close()
-    print(f"screenshot: {out / 'training_page.png'}")
+    print(f"screenshot: {shot}")
+    return facts
+
+
+def _check_page(folder: Path, facts: dict) -> list[int]:
+    """The page of a finished run: curves and every grid decoded, the grids newest first with their
+    step and losses, the newest record first in the table; returns the grids' steps as shown."""
+    records = [r for r in logs.read_metrics(folder) if "lr_G" in r]
+    assert facts["curves"] == [1000, 640]
+    assert facts["images"][0] == ["../curves.png", 1000, 640]
+    grids = [src for src, w, h in facts["images"] if "samples/" in src and w > 0 and h > 0]
+    steps = [int(re.search(r"step_(\d+)", g).group(1)) for g in grids]
+    assert len(grids) == len(facts["images"]) - 1 and steps == sorted(steps, reverse=True)
+    assert steps == [s for s, _ in logs.grids(folder)]  # every grid of the run
+    assert [c.split(":")[0] for c in facts["captions"]] == [
+        f"losses at step {max(r['step'] for r in records if r['step'] <= s)}" for s in steps]
+    assert all("GAN" in c and "D_real" in c for c in facts["captions"])
+    assert facts["rows"][1].split()[:2] == [str(records[-1]["step"]), str(records[-1]["epoch"])]
+    assert len(facts["rows"]) == min(len(records), logs.TABLE_ROWS) + 1
+    assert not facts["refresh"]  # the run has ended
+    return steps
+
+
+def _artifacts(tmp_path: Path) -> Path:
+    where = os.environ.get("INADE_TEST_ARTIFACTS")
+    return Path(where) / "training" if where else tmp_path
+
+
+def test_results_page_and_curves_in_headless_chromium(killed_and_resumed, tmp_path):
+    """The killed-and-resumed run's web/index.html and curves.png as a browser shows them."""
+    folder, _, _ = killed_and_resumed
+    facts = _page_facts(folder, _artifacts(tmp_path) / "tiny_run_page.png")
+    assert _check_page(folder, facts) == [12, 9, 6, 3]
+    assert len(facts["rows"]) == STEPS + 1
+
+
+def test_make_train_page_in_headless_chromium(tmp_path):
+    """The same checks on a real run's folder, ``INADE_TRAIN_RUN=checkpoints/inade_synthetic`` after
+    ``make train`` (skipped without it: the tests never read the working folder on their own)."""
+    run = os.environ.get("INADE_TRAIN_RUN")
+    if not run:
+        pytest.skip("set INADE_TRAIN_RUN to a finished train.py run folder (e.g. checkpoints/inade_synthetic)")
+    facts = _page_facts(Path(run), _artifacts(tmp_path) / "train_run_page.png")
+    assert _check_page(Path(run), facts)
