@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 
 import torch
 
@@ -21,6 +22,14 @@ import torch.utils.deterministic  # noqa: E402
 from inade.ops import _backend  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+try:  # hypothesis keeps its files (example database, constants) in a temporary folder, not ./.hypothesis
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(tempfile.mkdtemp(prefix="inade-hypothesis-"))
+except ImportError:  # the test extra brings it; without it those tests skip
+    pass
 
 
 @pytest.fixture(autouse=True)
