@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import DEVICE
-from inade.nn import INADENorm, instance_classes, resize_index_map
+from inade.nn import INADENorm, instance_classes, instance_parts, resize_index_map
 from inade.ops import use_backend
 
 
@@ -107,6 +107,27 @@ def test_instance_classes_op_checks_values_inside_the_custom_op():
     assert instance_classes(label, inst, 5).shape == (1, 5)  # extra rows are fine without exact
     with pytest.raises(ValueError, match="has id 2 but num_instances is 2"):
         instance_classes(label, inst, 2)
+
+
+def test_instance_parts_numbers_class_pure_parts_and_keeps_pure_maps():
+    """inade::instance_parts: a map whose ids each lie in one class comes back as it is (gaps
+    included, P = L); an id over several classes keeps its number for its smallest class and its
+    other parts get L, L+1, … per image, each naming its id and class."""
+    label = torch.tensor([[[3, 3, 1], [3, 0, 1]], [[2, 2, 2], [2, 2, 2]]])
+    pure = torch.tensor([[[0, 0, 3], [0, 1, 3]], [[1, 1, 1], [1, 1, 1]]], dtype=torch.int32)
+    parts, part_inst, part_cls = instance_parts(label, pure, 4, num_classes=4, exact=True)
+    assert parts.dtype == torch.int32 and torch.equal(parts, pure)
+    assert part_inst.tolist() == [[0, 1, 2, 3]] * 2 and part_cls.tolist() == [[3, 0, 0, 1], [0, 2, 0, 0]]
+    mixed = torch.tensor([[[0, 0, 0], [0, 1, 0]], [[1, 1, 0], [0, 0, 1]]])  # image 0: id 0 over 3 and 1
+    label[1, 0, 0] = 0  # image 1: id 1 over classes 0 and 2
+    parts, part_inst, part_cls = instance_parts(label, mixed)
+    assert parts.dtype == torch.long and parts.tolist() == [[[2, 2, 0], [2, 1, 0]], [[1, 2, 0], [0, 0, 2]]]
+    assert part_inst.tolist() == [[0, 1, 0], [0, 1, 1]] and part_cls.tolist() == [[1, 0, 3], [2, 0, 2]]
+    torch.library.opcheck(torch.ops.inade.instance_parts.default, (label, mixed, 2, 4, True, ""))
+    with pytest.raises(ValueError, match=r"label has classes in \[0, 3\] but the model has num_classes=3"):
+        instance_parts(label, mixed, num_classes=3)
+    with pytest.raises(ValueError, match="the noise has 3 instance rows but inst has ids 0 ... 1"):
+        instance_parts(label, mixed, 3, exact=True)
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 16, 1, 1), (1, 4, 8, 6)], ids=str)
