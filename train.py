@@ -25,9 +25,10 @@ def main(argv=None) -> int:
     """The options first, without torch (``--help`` and a mistyped option answer at once; a Python
     without the project's dependencies is told which environment to use), then the trainer."""
     def _main() -> int:
-        from inade.training.options import parse_options
+        from inade.training.options import build_parser, parse_options
 
-        parse_options(argv, resume=False)
+        if not build_parser().parse_args(argv).continue_train:  # (a resumed run's options come from its checkpoint)
+            parse_options(argv, resume=False)
         from inade.training.trainer import main as train
 
         return train(argv)
