@@ -5,6 +5,7 @@ data set's options (``--dataset_mode custom --label_dir … --image_dir … --in
 """
 from __future__ import annotations
 
+import sys
 import textwrap
 
 import numpy as np
@@ -141,3 +142,24 @@ def test_no_test_process_reads_the_repository_folder():
     from pathlib import Path  # noqa: PLC0415
 
     assert Path.cwd() != ROOT and list(Path.cwd().iterdir()) == []
+
+
+def test_a_missing_module_names_its_extra_or_the_environment(monkeypatch):
+    """The extra comes from the installed package's metadata (setup.py's extras: the one list)."""
+    from importlib import metadata  # noqa: PLC0415
+
+    from inade.utils import errors  # noqa: PLC0415
+
+    requires = ["torch>=2.4", "pillow", 'pydantic>=2; extra == "studio"', 'scipy>=1.9; extra == "metrics"',
+                'pytest; extra == "test"', 'pydantic>=2; extra == "test"']
+    monkeypatch.setattr(metadata, "requires", lambda name: requires if name == "inade" else [])
+    assert [errors._extra_of(m) for m in ("pydantic", "scipy", "torch", "PIL", "pytest")] == \
+        ["studio", "metrics", None, None, None]
+    venv = ROOT / ".venv"
+    monkeypatch.setattr(sys, "prefix", str(venv))  # the project's environment, lacking an extra's module
+    if (venv / "bin" / "python").exists():
+        assert 'pip install "inade[studio]"' in errors.missing_dependency(ModuleNotFoundError(name="pydantic"))
+        monkeypatch.setattr(sys, "prefix", "/usr")  # another Python: the environment to use
+        line = errors.missing_dependency(ModuleNotFoundError(name="torch"))
+        assert "not the project's environment" in line and ".venv/bin/python" in line
+    assert errors.missing_dependency(ModuleNotFoundError(name="inade.nothing")) is None  # a bug keeps its traceback
