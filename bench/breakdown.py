@@ -24,7 +24,14 @@ group is set against its floor: compute groups (dense, ``instance_conv2d``) as F
 measured FLOP peak, memory groups (modulation, pooling, elementwise, layout) as a bytes floor —
 each input read once and an output of the largest input's size written once, 4 bytes an
 element, from the profiler's recorded shapes — over the measured copy peak. The peaks are
-measured at the start in their own process (:func:`bench.common.measure_peaks`).
+measured in the call's own process, one of each peak kernel (float32 ``torch.mm`` 2048², a
+3×3 convolution, a 256 MB copy) before each timed call, each peak the best of its runs: on a
+shared machine the share of the cores a process gets moves with the load, and a call is set
+against the peak of the same spell (the peaks measured at the start, in their own process, are
+kept beside them). The same fraction in CPU time — the call's FLOPs per CPU second of the
+process (all threads) over the peak kernels' FLOPs per CPU second — does not move with the
+share of the cores a process gets; it counts no time a thread spends asleep waiting for the
+other (``OMP_WAIT_POLICY=PASSIVE``), so it reads high where a call runs serial sections.
 
 Writes ``bench/results/<device>/<name>.json`` (``--name``, default ``breakdown``);
 ``python -m bench.report`` turns it into the table of docs/PERFORMANCE.md and a stacked bar.
@@ -37,6 +44,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as every benchmark here (before torch loads OpenMP)
 
@@ -156,8 +164,33 @@ def worker(spec: dict) -> dict:
     from inade import flops  # noqa: PLC0415
 
     setup, fn = build_call(spec)
-    seconds = common.time_calls(fn, warmup=spec["warmup"], calls=spec["calls"], setup=setup,
-                                sync=lambda: common.sync(device))
+    # The peak kernels interleaved with the timed calls, in this process: on a shared machine the
+    # share of the cores a process gets moves with the load, and the call's fraction is set against
+    # the peak measured in the same spell (each the best of its own calls).
+    kernels = common.peak_kernels(device, bf16=False)
+    window, window_cpu, cpu_s = {}, {}, []
+
+    def peaks_then_setup():
+        for name, (kfn, work) in kernels.items():
+            kfn()
+            t0 = time.process_time()
+            rate = work / common.wall_seconds(kfn)
+            window[name] = max(window.get(name, 0.0), rate)
+            window_cpu[name] = max(window_cpu.get(name, 0.0), work / max(time.process_time() - t0, 1e-9))
+        if setup:
+            setup()
+
+    def call_with_cpu_time():
+        t0 = time.process_time()
+        fn()
+        cpu_s.append(time.process_time() - t0)
+
+    seconds = common.time_calls(call_with_cpu_time, warmup=spec["warmup"], calls=spec["calls"],
+                                setup=peaks_then_setup, sync=lambda: common.sync(device))
+    cpu_s = cpu_s[spec["warmup"]:]
+    window_peaks = {"fp32_flops": max(window["mm_fp32"], window["conv_fp32"]), "copy_bytes_per_s": window["copy"],
+                    "mm_fp32_flops": window["mm_fp32"], "conv_fp32_flops": window["conv_fp32"],
+                    "fp32_flops_per_cpu_s": max(window_cpu["mm_fp32"], window_cpu["conv_fp32"])}
     if setup:
         setup()
     counted = flops.count(fn)
@@ -178,7 +211,8 @@ def worker(spec: dict) -> dict:
         if best is None or wall < best[0]:
             best = (wall, attribute(prof.events(), wall * 1e6))
     wall, groups = best
-    return {**common.sample_stats(seconds), "profiled_ms": wall * 1e3,
+    return {**common.sample_stats(seconds), "profiled_ms": wall * 1e3, "window_peaks": window_peaks,
+            "min_cpu_s": min(cpu_s),
             "flops": float(counted["conv_linear"] + counted["inade_ops"]),
             "dense_flops": float(counted["conv_linear"]), "op_flops": op_flops,
             "groups": {g: {"ms": v["us"] / 1e3, "bytes": v["bytes"], "events": v["events"]} for g, v in groups.items()}}
@@ -254,13 +288,21 @@ def main(argv=None) -> int:
             calls.append({"call": call, "error": r["error"], "load_before": r.get("load_before")})
             continue
         summary = {k: r[k] for k in ("n", "min_ms", "median_ms", "max_ms", "spread", "profiled_ms", "flops",
-                                     "dense_flops", "op_flops", "load_before", "load_after")}
+                                     "dense_flops", "op_flops", "load_before", "load_after", "window_peaks",
+                                     "min_cpu_s")}
+        own = r["window_peaks"]
         summary.update(call=call, flop_fraction=common.fraction_of_peak(r["flops"], r["min_ms"] / 1e3,
-                                                                        peaks.get("fp32_flops")))
+                                                                        own["fp32_flops"]),
+                       flop_fraction_vs_start_peak=common.fraction_of_peak(r["flops"], r["min_ms"] / 1e3,
+                                                                           peaks.get("fp32_flops")),
+                       # load-independent: the call's FLOPs per CPU second over the peak kernels' (all threads)
+                       cpu_flop_fraction=common.fraction_of_peak(r["flops"], r["min_cpu_s"],
+                                                                 own["fp32_flops_per_cpu_s"]))
         calls.append(summary)
-        rows += rows_of(call, r, peaks)
+        rows += rows_of(call, r, own)
         print(f"  {call}: min {r['min_ms']:.0f} ms, median {r['median_ms']:.0f} ms, spread {r['spread']:.0%}, "
-              f"{summary['flop_fraction'] or 0:.0%} of the fp32 peak; profiled {r['profiled_ms']:.0f} ms: "
+              f"{summary['flop_fraction'] or 0:.0%} of the fp32 peak ({summary['cpu_flop_fraction'] or 0:.0%} in CPU "
+              f"time); profiled {r['profiled_ms']:.0f} ms: "
               + ", ".join(f"{g} {r['groups'][g]['ms']:.0f}" for g in GROUPS), flush=True)
     notes = [f"CelebAMask-HQ config, ngf {args.ngf}, {args.size}x{args.size}, batch 1, {args.instances} instances, "
              f"float32, {args.threads} threads; each call its own process: {args.warmup} warm-up + {args.calls} "

@@ -352,6 +352,9 @@ def t_breakdown(results, name: str = "breakdown") -> str:
     out.append(["whole call, by min: FLOPs / float32 FLOP peak"]
                + [x for c in order for x in ("", f"**{pct(calls[c].get('flop_fraction'))}** "
                                                  f"({fmt(calls[c]['flops'] / 1e9)} GFLOP)")])
+    if any(calls[c].get("cpu_flop_fraction") for c in order):
+        out.append(["the same in CPU time (does not move with the load)"]
+                   + [x for c in order for x in ("", pct(calls[c].get("cpu_flop_fraction")))])
     header = ["group"] + [x for c in order for x in (f"{c}: ms (share)", "of its floor")]
     text = table(header, out, "l" + "rr" * len(order))
     cpu, peaks = doc.get("cpu") or {}, doc.get("peaks") or {}
@@ -359,14 +362,55 @@ def t_breakdown(results, name: str = "breakdown") -> str:
     what = (f"{cpu.get('cpu_model') or m.get('processor', '?')} ({cpu.get('cpu_capability', '?')}, "
             f"{'with' if cpu.get('cpu_bf16') else 'no'} bf16 arithmetic), {m.get('threads', '?')} threads, "
             f"torch {m.get('torch', '?')}, {m.get('date', '?')}")
-    peak = (f"measured peaks there: {fmt(peaks['fp32_flops'] / 1e9)} GFLOP/s float32, "
-            f"{fmt(peaks['copy_bytes_per_s'] / 1e9)} GB/s copy" if peaks.get("fp32_flops") and
-            peaks.get("copy_bytes_per_s") else "peaks not measured")
+    window = [calls[c]["window_peaks"] for c in order if calls[c].get("window_peaks")]
+    if window:  # each call against the peaks measured in its own process, between its timed calls
+        peak = ("peaks measured beside each call: " + ", ".join(
+            f"{fmt(w['fp32_flops'] / 1e9)} GFLOP/s / {fmt(w['copy_bytes_per_s'] / 1e9)} GB/s" for w in window)
+            + f" (at the start, alone in their process: {fmt(peaks.get('fp32_flops', 0) / 1e9)} GFLOP/s, "
+              f"{fmt(peaks.get('copy_bytes_per_s', 0) / 1e9)} GB/s)")
+    else:
+        peak = (f"measured peaks there: {fmt(peaks['fp32_flops'] / 1e9)} GFLOP/s float32, "
+                f"{fmt(peaks['copy_bytes_per_s'] / 1e9)} GB/s copy" if peaks.get("fp32_flops") and
+                peaks.get("copy_bytes_per_s") else "peaks not measured")
     notes = doc.get("notes", "").splitlines()[:1]
     return text + f"\n\n{what}; {peak}. " + " ".join(n.rstrip(".") + "." for n in notes)
 
 
+def t_neighbours(results) -> str:
+    """The training step beside busy processes (``bench.neighbours``): per number of neighbours,
+    each setting's min time, its slow-down against itself alone, its speed-up over gomp's
+    default beside the same neighbours, and the neighbours' own progress."""
+    doc = load("neighbours", results)
+    if doc is None:
+        return "*(no neighbours.json yet: `python -m bench.neighbours`)*"
+    rows = doc["rows"]
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    labels = {r["setting"]: r["label"] for r in rows}
+    out = []
+    for n in sorted({r["neighbours"] for r in rows}):
+        cells = [str(n)]
+        for setting in settings:
+            r = next((r for r in rows if r["neighbours"] == n and r["setting"] == setting), None)
+            if r is None or "min_ms" not in r:
+                cells.append("error: " + r["error"][:60] if r else "")
+                continue
+            extra = [f"{r['x_vs_alone']:.2f}× alone" if n and r.get("x_vs_alone") else "",
+                     f"{times(r['speedup_vs_spin'])} vs default" if setting != "spin" and r.get("speedup_vs_spin")
+                     else "",
+                     f"neighbours {fmt(r['neighbour_Mloops_per_s'])} M loops/s" if r.get("neighbour_Mloops_per_s")
+                     else ""]
+            cells.append(f"{ms(r['min_ms'])} (median {ms(r['median_ms'])})"
+                         + "".join(f"; {e}" for e in extra if e)
+                         + f"; load {r.get('load_before', 0):.1f}/{r.get('load_after', 0):.1f}")
+        out.append(cells)
+    text = table(["busy neighbours"] + [labels[s] for s in settings], out, "l" + "l" * len(settings))
+    m = doc.get("machine", {})
+    return (text + f"\n\n{m.get('processor', '?')}, {m.get('torch', '?')}, {m.get('date', '?')}. "
+            + " ".join(n.rstrip(".") + "." for n in doc.get("notes", "").splitlines()))
+
+
 TABLES = {
+    "neighbours": t_neighbours,
     "breakdown": t_breakdown,
     "breakdown-before": lambda results: t_breakdown(results, "breakdown_before"),
     "peaks": t_peaks,

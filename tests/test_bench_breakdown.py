@@ -95,3 +95,17 @@ def test_neighbours_keep_each_cells_fastest_round():
     a = [{"neighbours": 0, "setting": "spin", "min_ms": 5.0}, {"neighbours": 1, "setting": "spin", "min_ms": 9.0}]
     b = [{"neighbours": 0, "setting": "spin", "min_ms": 6.0}, {"neighbours": 1, "setting": "spin", "min_ms": 7.0}]
     assert [r["min_ms"] for r in neighbours.fastest([a, b])] == [5.0, 7.0]
+
+
+def test_the_report_makes_the_neighbours_table(tmp_path):
+    rows = [{"neighbours": n, "setting": s, "label": neighbours.SETTINGS[s][0], "min_ms": 100.0 * (1 + n) * k,
+             "median_ms": 110.0 * (1 + n) * k, "load_before": 1.0, "load_after": 2.0,
+             **({"neighbour_Mloops_per_s": 20.0} if n else {})}
+            for n in (0, 2) for s, k in (("spin", 2), ("passive", 1))]
+    (tmp_path / report.DEVICE).mkdir()
+    (tmp_path / report.DEVICE / "neighbours.json").write_text(json.dumps(
+        {"rows": neighbours.add_ratios(rows), "notes": "the method", "machine": {"processor": "x86_64"}}))
+    text = report.t_neighbours(tmp_path)
+    assert "| busy neighbours | gomp default (spin, then sleep) | OMP_WAIT_POLICY=PASSIVE |" in text
+    assert "| 2 | 600 ms (median 660 ms); 3.00× alone; neighbours 20 M loops/s; load 1.0/2.0 | 300 ms" in text
+    assert "2.00× vs default" in text and "the method." in text
