@@ -18,12 +18,15 @@ Afterwards: ``python -m inade.test --name <name>``, then
 """
 import sys
 
+from inade.utils.cpu import thread_defaults
 from inade.utils.errors import run_command
 
 
 def main(argv=None) -> int:
     """The options first, without torch (``--help`` and a mistyped option answer at once; a Python
     without the project's dependencies is told which environment to use), then the trainer."""
+    thread_defaults()  # OMP_WAIT_POLICY=PASSIVE unless set: before torch loads OpenMP (inade.utils.cpu)
+
     def _main() -> int:
         from inade.training.options import build_parser, parse_options
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
+from inade.utils.cpu import thread_defaults
 from inade.utils.errors import UserError, run_command
 from inade.utils.arguments import ArgumentParser, check_device
 from inade.utils.files import atomic_path, check_output_path, output_errors
@@ -365,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """``inade-synth``: 0 on success (the output's path on stdout); a user error prints one
     line ``error: …`` on stderr and returns 2."""
+    thread_defaults()  # OMP_WAIT_POLICY=PASSIVE unless set: before torch loads OpenMP (inade.utils.cpu)
+
     def _main() -> int:
         print(run(build_parser().parse_args(argv)))
         return 0

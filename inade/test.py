@@ -59,6 +59,7 @@ if TYPE_CHECKING:  # torch loads after the options are parsed (each function tha
 from inade.metrics import results
 from inade.training.options import add_base_options, check_base_options
 from inade.utils.arguments import ArgumentParser, at_least, count_or_all, folder_name
+from inade.utils.cpu import thread_defaults
 from inade.utils.errors import UserError, run_command
 from inade.utils.files import write_text_atomic
 
@@ -350,6 +351,7 @@ def _write_index(out: Path, final: Path, names: list[str], folders: list[str], r
 
 
 def main(argv=None) -> int:
+    thread_defaults()  # OMP_WAIT_POLICY=PASSIVE unless set: before torch loads OpenMP (inade.utils.cpu)
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
 
     def _main():

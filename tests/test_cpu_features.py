@@ -68,3 +68,28 @@ def test_thread_defaults_never_override_the_user():
     for given in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "10000"}):
         env = dict(given)
         assert cpu.thread_defaults(env) == {} and env == given
+
+
+@pytest.mark.parametrize("entry", ["train", "inade.test", "inade.cli", "inade.studio.__main__"])
+@pytest.mark.parametrize("given", [None, "ACTIVE"])
+def test_entry_points_set_passive_waiting_before_torch_unless_the_user_did(tmp_path, entry, given):
+    """Each entry point's main sets OMP_WAIT_POLICY=PASSIVE before torch (and OpenMP) is imported;
+    a value the user gave is kept."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = ("import os, sys, importlib\n"
+            f"m = importlib.import_module({entry!r})\n"
+            "try:\n    m.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('RESULT', os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env["PYTHONPATH"] = str(root)
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT"))
+    assert line == f"RESULT {given or 'PASSIVE'} False", out.stderr[-2000:]

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from inade.utils.arguments import ArgumentParser, check_device
+from inade.utils.cpu import thread_defaults
 from inade.utils.errors import UserError, run_command
 
 DEFAULT_CHECKPOINT = Path("checkpoints/inade_synthetic/latest.pt")
@@ -64,6 +65,7 @@ def _listen(host: str, port: int):
 
 def main(argv: list[str] | None = None) -> int:
     """Load the model, bind, print the address, serve until Ctrl-C; a user error raises :class:`UserError`."""
+    thread_defaults()  # OMP_WAIT_POLICY=PASSIVE unless set: before torch loads OpenMP (inade.utils.cpu)
     args = build_parser().parse_args(argv)
     # a missing module: run_command names the environment or the extra (pip install "inade[studio]")
     from inade.studio.server import allowed_hosts, make_server, url_of  # noqa: PLC0415
