@@ -493,13 +493,13 @@ class Trainer:
     def save(self, progress: Progress | None = None) -> None:
         """``latest.pt`` and the public ``latest_net_*.pth`` (process 0 writes; all wait)."""
         if self.dist.is_main:
-            with _writing(self.folder, "the logs, curves.png and web/index.html"):
-                self.logs.save(self.step)  # the logs reach the disk before the checkpoint that follows them
             state = self.state_dict()
             bad = ckpt.first_non_finite(state)
             if bad is not None:  # belt and braces: check_finite stops a diverging run before this
                 raise UserError(f"step {self.step}: not saving {self.folder / 'latest.pt'}: tensor {bad} holds NaN or "
                                 "inf values; the files on disk are kept as they were")
+            with _writing(self.folder, "the logs, curves.png and web/index.html"):
+                self.logs.save(self.step)  # the logs reach the disk before the checkpoint that follows them
             with _writing(self.folder, "latest.pt and latest_net_*.pth"):
                 ckpt.atomic_save(state, self.folder / "latest.pt", checked=True)
                 ckpt.save_public(self.folder, "latest", self.G, self.D, self.E)
