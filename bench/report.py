@@ -237,6 +237,22 @@ def t_model_speed(results) -> str:
         f"{load_range(rows)}. Not comparable with the separate-process figures above.")
 
 
+def t_export(results) -> str:
+    """bench_export: the exported generator (onnxruntime, the AOTInductor .pt2) against eager."""
+    doc = load("export", results)
+    if doc is None:
+        return "*(no export.json yet: `python -m bench.bench_export`)*"
+    rows = doc["rows"]
+    out = [[r["path"], ms(r.get("min_ms")), ms(r.get("median_ms")), times(r.get("x_vs_eager_by_min")),
+            times(r.get("x_vs_eager_by_median")), pct(r.get("spread")), fmt(r.get("max_rel_err"), 2),
+            "" if r.get("export_s") is None else f"{r['export_s']:.0f} s", fmt(r.get("file_MB")),
+            r.get("error", "")[:80]] for r in rows]
+    return table(["G inference (B=1, fp32)", "min", "median", "vs eager, by min", "by median", "spread",
+                  "max rel. error", "export time", "file MB", "error"], out, "lrrrrrrrrl") + (
+        f"\n\n1-min load average before/after the rows: {load_range(rows)}. "
+        + " ".join(n.rstrip(".") + "." for n in doc.get("notes", "").splitlines() if n))
+
+
 def t_ops_quick(results) -> str:
     peaks = best_peaks(results)
     out = []
@@ -419,6 +435,7 @@ TABLES = {
     "train-step-fp32-recheck": lambda results: t_train_step(results, "train_step_fp32_recheck"),
     "train-step-busy": lambda results: t_train_step(results, "train_step_busy"),
     "model-speed": t_model_speed,
+    "export": t_export,
     "ops-quick": t_ops_quick,
     "ops-layouts": t_ops_layouts,
     "ops-instances": t_ops_instances,
