@@ -155,6 +155,22 @@ def test_graph_equals_eager_in_float64():
         torch.testing.assert_close(graph(label, x["inst"], noise, z), want, rtol=0, atol=1e-10)
 
 
+def test_graph_equals_eager_with_a_sketch_and_more_upsampling():
+    """The sketch input (``add_sketch``) and the ``more`` schedule's extra upsampling, float64."""
+    from inade.export import example_inputs
+    from inade.export.graphs import GeneratorGraph
+
+    torch.manual_seed(2)
+    cfg = inade.config("synthetic", ngf=4, noise_nc=4, z_dim=8, crop_size=64, load_size=64, add_sketch=True,
+                       num_upsampling_layers="more")
+    G = inade.Generator(cfg).double().eval()
+    x = {k: v.double() if v.is_floating_point() else v for k, v in example_inputs(cfg, 2, 3).items()}
+    with torch.no_grad():
+        want = G(x["label"], x["inst"], x["noise"], x["z"], sketch=x["sketch"])
+        got = GeneratorGraph(G)(x["label"], x["inst"], x["noise"], x["z"], x["sketch"])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
 # -- the .pt2 in a fresh process ----------------------------------------------------
 
 RUN_PT2 = """

@@ -33,7 +33,7 @@ from inade.export.graphs import DECOMPOSITIONS, EncoderGraph, GeneratorGraph
 from inade.utils.errors import UserError
 from inade.utils.files import atomic_path
 
-OPSET = 18  # ScatterElements with max reduction (the encoder's pooling needs 16+), Resize, Gather
+OPSET = 18  # the encoder's pooling is ScatterElements(reduction=add) (16+); tested with onnxruntime at 18
 MAX_BATCH = 1024  # the batch dimension's upper bound in the exported graphs
 DEFAULT_MAX_INSTANCES = 256
 
