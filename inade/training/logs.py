@@ -59,12 +59,12 @@ def header_line(now: float | None = None) -> str:
     return "================ Training Loss (%s) ================" % time.strftime("%c", time.localtime(now))
 
 
+_BOOKKEEPING = ("step", "epoch", "iters", "time", "img_s", "lr_G", "lr_D", "FID", "best_FID")
+
+
 def losses_of(record: dict) -> dict[str, float]:
     """The losses of a ``metrics.jsonl`` loss record (every key that is not bookkeeping)."""
     return {k: v for k, v in record.items() if k not in _BOOKKEEPING}
-
-
-_BOOKKEEPING = ("step", "epoch", "iters", "time", "img_s", "lr_G", "lr_D", "FID", "best_FID")
 
 
 def loss_line(record: dict, fid: float | None = None) -> str:
@@ -134,7 +134,7 @@ def _json_step(line: str) -> int | None:
     try:
         rec = json.loads(line)
     except json.JSONDecodeError:
-        return -1 if not line.strip() else 1 << 62  # a damaged line: dropped
+        return None if not line.strip() else 1 << 62  # an empty line is kept, a damaged one dropped
     return rec.get("step") if isinstance(rec, dict) and isinstance(rec.get("step"), int) else None
 
 
