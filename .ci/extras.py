@@ -23,6 +23,7 @@ CHECKS = {
     "bench": ([["-m", "bench.report"]], ["bench.report", "matplotlib.pyplot"], ""),
     "logs": ([["-m", "inade.training.report"]], ["inade.training.logs", "torch.utils.tensorboard", "matplotlib.figure"],
              ""),
+    "export": ([["-m", "inade.export"]], ["inade.export.__main__", "onnx", "onnxscript", "onnxruntime"], ""),
 }
 # In the environment without extras: each feature names its extra.
 NEEDS_EXTRA = {"studio": ["-m", "inade.studio", "--checkpoint", "none.pt"]}

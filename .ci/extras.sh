@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 START=$(date +%s)
 # One list of dependencies, as a user installs it: a wheel of the package, then a fresh virtual
-# environment per extra (none, studio, metrics, bench) holding only the wheel and that extra, where
+# environment per extra (none, studio, metrics, bench, logs, export) holding only the wheel and that extra, where
 # the extra's entry points answer --help and their modules import (.ci/extras.py): a dependency
 # missing from setup.py fails here. The wheel is pure Python (INADE_NO_EXTENSION=1: make setup
 # builds the extension); torch comes once from the local CPU wheel into a shared folder that each
@@ -22,7 +22,7 @@ trap 'rm -rf "$WHEELS"' EXIT
 INADE_NO_EXTENSION=1 .venv/bin/python -m pip wheel -q --no-deps -w "$WHEELS/dist" .
 WHEEL="$(ls "$WHEELS"/dist/inade-*.whl)"
 cp -r bench .ci/extras.py "$WHEELS/"  # bench/ is not in the wheel: [bench] serves a clone's bench/
-for extra in none studio metrics bench; do
+for extra in none studio metrics bench logs export; do
   "$PYTHON" -m venv "$WHEELS/venv-$extra"
   "$WHEELS/venv-$extra/bin/python" -c "import site, sys; open(site.getsitepackages()[0] + '/inade-ci-torch.pth', 'w').write(sys.argv[1] + '\n')" "$TORCH_DIR"
   "$WHEELS/venv-$extra/bin/python" -m pip install -q "$WHEEL$([ "$extra" = none ] || echo "[$extra]")"
