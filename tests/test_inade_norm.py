@@ -109,10 +109,30 @@ def test_instance_classes_op_checks_values_inside_the_custom_op():
         instance_classes(label, inst, 2)
 
 
-def test_instance_parts_numbers_class_pure_parts_and_keeps_pure_maps():
+@pytest.mark.parametrize("table", ["dense", "sparse"])
+def test_instance_parts_numbers_class_pure_parts_and_keeps_pure_maps(table, monkeypatch):
     """inade::instance_parts: a map whose ids each lie in one class comes back as it is (gaps
     included, P = L); an id over several classes keeps its number for its smallest class and its
-    other parts get L, L+1, … per image, each naming its id and class."""
+    other parts get L, L+1, … per image, each naming its id and class. Both ways of finding the
+    (id, class) pairs (a dense table, the sorted keys) give the same parts."""
+    import inade.nn.index_maps as index_maps  # noqa: PLC0415
+
+    if table == "sparse":
+        monkeypatch.setattr(index_maps, "_DENSE_PARTS", 0)
+    g = torch.Generator().manual_seed(0)
+    rand_label, rand_inst = torch.randint(0, 9, (3, 12, 10), generator=g), torch.randint(0, 7, (3, 12, 10), generator=g)
+    parts, part_inst, part_cls = instance_parts(rand_label, rand_inst)
+    assert torch.equal(part_inst.gather(1, parts.flatten(1)).view_as(parts), rand_inst)
+    assert torch.equal(part_cls.gather(1, parts.flatten(1)).view_as(parts), rand_label)
+    for b in range(3):  # one part per (id, class) pair present, numbered 0 … P_b - 1 (ids 0 … 6 all present)
+        pairs = {(i, c) for i, c in zip(rand_inst[b].flatten().tolist(), rand_label[b].flatten().tolist())}
+        assert sorted(parts[b].unique().tolist()) == list(range(len(pairs)))
+    if table == "dense":
+        want = (parts, part_inst, part_cls)
+        monkeypatch.setattr(index_maps, "_DENSE_PARTS", 0)
+        for x, y in zip(instance_parts(rand_label, rand_inst), want):
+            assert torch.equal(x, y)
+        monkeypatch.undo()
     label = torch.tensor([[[3, 3, 1], [3, 0, 1]], [[2, 2, 2], [2, 2, 2]]])
     pure = torch.tensor([[[0, 0, 3], [0, 1, 3]], [[1, 1, 1], [1, 1, 1]]], dtype=torch.int32)
     parts, part_inst, part_cls = instance_parts(label, pure, 4, num_classes=4, exact=True)

@@ -219,27 +219,40 @@ def _instance_parts(label: torch.Tensor, inst: torch.Tensor, num_instances: int,
     rows = torch.arange(L, device=device).repeat(B, 1)
     if not bool((present & (lo != hi)).any()):  # every id in one class: the parts are the ids
         return inst.to(_parts_dtype(inst), copy=True), rows, cls
-    # One key per (image, id, class), sorted: the first key of each (image, id) is its primary part.
+    # Key (id, class) of each pixel; a part is "extra" when its class is not its id's smallest.
     span = int(flat_label.max()) + 1
-    image = torch.arange(B, device=device)[:, None]
-    uniq, inverse = torch.unique((image * L + flat_inst) * span + flat_label, return_inverse=True)
-    u_image, u_inst, u_cls = uniq // (L * span), (uniq // span) % L, uniq % span
-    group = uniq // span
-    extra = torch.ones_like(uniq, dtype=torch.bool)
-    extra[0] = False
-    extra[1:] = group[1:] == group[:-1]
-    per_image = torch.zeros(B, dtype=torch.long, device=device).scatter_add_(0, u_image, extra.long())
-    first_of_image = torch.cumsum(per_image, 0) - per_image
-    rank = torch.cumsum(extra.long(), 0) - 1 - first_of_image[u_image]
-    part_of_key = torch.where(extra, L + rank, u_inst)
-    parts = part_of_key[inverse].reshape(inst.shape).to(_parts_dtype(inst))
+    key = flat_inst * span + flat_label
+    if B * L * span <= _DENSE_PARTS:  # a [B, L·span] table of which (id, class) pairs occur
+        seen = torch.zeros(B, L * span, dtype=torch.bool, device=device).scatter_(1, key, True)
+        pair = torch.arange(L * span, device=device)
+        extra = seen & (pair % span != lo.repeat_interleave(span, 1))
+        rank = torch.cumsum(extra, 1) - 1  # the k-th extra part of image b is part L + k
+        part_of_key = torch.where(extra, L + rank, pair // span)
+        parts = part_of_key.gather(1, key)
+        e_image, e_pair = extra.nonzero(as_tuple=True)
+        e_part, e_inst, e_cls = L + rank[e_image, e_pair], e_pair // span, e_pair % span
+        per_image = extra.sum(1)
+    else:  # sparse: the sorted distinct keys of the whole batch
+        image = torch.arange(B, device=device)[:, None]
+        uniq, inverse = torch.unique(image * (L * span) + key, return_inverse=True)
+        u_image, u_pair = uniq // (L * span), uniq % (L * span)
+        first = torch.ones_like(uniq, dtype=torch.bool)
+        first[1:] = (uniq[1:] // span) != (uniq[:-1] // span)  # the smallest class of each (image, id)
+        extra = ~first
+        per_image = torch.zeros(B, dtype=torch.long, device=device).scatter_add_(0, u_image, extra.long())
+        rank = torch.cumsum(extra.long(), 0) - 1 - (torch.cumsum(per_image, 0) - per_image)[u_image]
+        parts = torch.where(extra, L + rank, u_pair // span)[inverse]
+        e_image, e_part = u_image[extra], L + rank[extra]
+        e_inst, e_cls = u_pair[extra] // span, u_pair[extra] % span
     P = L + int(per_image.max())
     part_inst = torch.zeros(B, P, dtype=torch.long, device=device)
     part_cls = torch.zeros(B, P, dtype=torch.long, device=device)
     part_inst[:, :L], part_cls[:, :L] = rows, cls
-    part_inst[u_image[extra], part_of_key[extra]] = u_inst[extra]
-    part_cls[u_image[extra], part_of_key[extra]] = u_cls[extra]
-    return parts, part_inst, part_cls
+    part_inst[e_image, e_part], part_cls[e_image, e_part] = e_inst, e_cls
+    return parts.reshape(inst.shape).to(_parts_dtype(inst)), part_inst, part_cls
+
+
+_DENSE_PARTS = 1 << 24  # largest B·L·classes for the dense (id, class) table of instance_parts
 
 
 @_instance_parts.register_fake
