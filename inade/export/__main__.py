@@ -98,6 +98,18 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def writable_folder(out: Path) -> None:
+    """Make ``--out``'s folder and write a probe file there now, not after minutes of export."""
+    import tempfile  # noqa: PLC0415
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent, prefix=".inade-export-"):
+            pass
+    except OSError as err:
+        raise UserError(f"--out {out}: cannot write in folder {out.parent} ({err.strerror or err})") from None
+
+
 def load(args):
     """``(G, E or None, cfg)`` of ``--checkpoint`` (and ``--encoder``), checked."""
     from inade.cli import _parse_overrides, load_models, need_file  # noqa: PLC0415
@@ -119,6 +131,7 @@ def run(args) -> list[Path]:
 
     out = check_output_path(args.out, "--out")
     outs = [out] + ([check_output_path(encoder_path(out), "--encoder's output")] if args.encoder else [])
+    writable_folder(out)
     max_instances = X.DEFAULT_MAX_INSTANCES if args.max_instances is None else args.max_instances
     X.check_max_instances(max_instances)
     _check_tools(args.format)
