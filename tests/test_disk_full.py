@@ -156,3 +156,24 @@ def test_metrics_json_on_a_full_disk_is_one_line(small_fs, checkpoint, tmp_path,
                          "--json", str(fs / "m.json"), "--md", str(tmp_path / "m.md")])
     _one_line(code, capsys.readouterr().err, f"{fs / 'm.json'}: cannot write (No space left on device); nothing was written")
     assert sorted(os.listdir(fs)) == ["filler"]
+
+
+@pytest.mark.parametrize("leave", [0, 4096, 8192])
+def test_inade_synth_image_and_latents_both_or_neither_on_a_full_disk(small_fs, checkpoint, capsys, leave):
+    """--out and --save-latents with room for none, one or (maybe) both: either both files appear whole, or
+    neither and one line naming the one that did not fit; never a temporary file."""
+    from inade.cli import main as synth_main  # noqa: PLC0415
+
+    fs = small_fs("600k")
+    fill(fs, leave=leave)
+    argv = ["random", "--checkpoint", str(checkpoint / "latest.pt"), "--label", str(checkpoint / "label.png"),
+            "--out", str(fs / "a.png"), "--save-latents", str(fs / "a.pt")]
+    code = synth_main(argv)
+    err = capsys.readouterr().err
+    names = sorted(p.name for p in fs.iterdir())
+    if code == 0:
+        assert names == ["a.png", "a.pt", "filler"]
+    else:
+        line = _one_line(code, err, "No space left on device", "nothing was written")
+        assert "--out" in line or "--save-latents" in line, line
+        assert names == ["filler"], names
