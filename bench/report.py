@@ -244,11 +244,12 @@ def t_export(results) -> str:
         return "*(no export.json yet: `python -m bench.bench_export`)*"
     rows = doc["rows"]
     out = [[r["path"], ms(r.get("min_ms")), ms(r.get("median_ms")), times(r.get("x_vs_eager_by_min")),
-            times(r.get("x_vs_eager_by_median")), pct(r.get("spread")), fmt(r.get("max_rel_err"), 2),
+            times(r.get("x_vs_eager_by_median")), pct(r.get("spread")), fmt(r.get("cpu_s_per_call")),
+            fmt(r.get("max_rel_err"), 2),
             "" if r.get("export_s") is None else f"{r['export_s']:.0f} s", fmt(r.get("file_MB")),
             r.get("error", "")[:80]] for r in rows]
     return table(["G inference (B=1, fp32)", "min", "median", "vs eager, by min", "by median", "spread",
-                  "max rel. error", "export time", "file MB", "error"], out, "lrrrrrrrrl") + (
+                  "CPU s per call", "max rel. error", "export time", "file MB", "error"], out, "lrrrrrrrrrl") + (
         f"\n\n1-min load average before/after the rows: {load_range(rows)}. "
         + " ".join(n.rstrip(".") + "." for n in doc.get("notes", "").splitlines() if n))
 
