@@ -24,10 +24,10 @@ group is set against its floor: compute groups (dense, ``instance_conv2d``) as F
 measured FLOP peak, memory groups (modulation, pooling, elementwise, layout) as a bytes floor —
 each input read once and an output of the largest input's size written once, 4 bytes an
 element, from the profiler's recorded shapes — over the measured copy peak. The peaks are
-measured in the call's own process, one of each peak kernel (float32 ``torch.mm`` 2048², a
-3×3 convolution, a 256 MB copy) before each timed call, each peak the best of its runs: on a
-shared machine the share of the cores a process gets moves with the load, and a call is set
-against the peak of the same spell (the peaks measured at the start, in their own process, are
+measured in the call's own process right after its timed calls (float32 ``torch.mm`` 2048², a
+3×3 convolution, a 256 MB copy, each the best of 5; run between the timed calls they slowed
+the call that followed): on a shared machine the share of the cores a process gets moves
+with the load, and a call is set against the peak of the same spell (the peaks measured at the start, in their own process, are
 kept beside them). The same fraction in CPU time — the call's FLOPs per CPU second of the
 process (all threads) over the peak kernels' FLOPs per CPU second — does not move with the
 share of the cores a process gets; it counts no time a thread spends asleep waiting for the
@@ -164,30 +164,27 @@ def worker(spec: dict) -> dict:
     from inade import flops  # noqa: PLC0415
 
     setup, fn = build_call(spec)
-    # The peak kernels interleaved with the timed calls, in this process: on a shared machine the
-    # share of the cores a process gets moves with the load, and the call's fraction is set against
-    # the peak measured in the same spell (each the best of its own calls).
-    kernels = common.peak_kernels(device, bf16=False)
-    window, window_cpu, cpu_s = {}, {}, []
-
-    def peaks_then_setup():
-        for name, (kfn, work) in kernels.items():
-            kfn()
-            t0 = time.process_time()
-            rate = work / common.wall_seconds(kfn)
-            window[name] = max(window.get(name, 0.0), rate)
-            window_cpu[name] = max(window_cpu.get(name, 0.0), work / max(time.process_time() - t0, 1e-9))
-        if setup:
-            setup()
+    window, window_cpu, cpu_s = {}, {}, []  # the peaks of this process's spell; CPU seconds of each call
 
     def call_with_cpu_time():
         t0 = time.process_time()
         fn()
         cpu_s.append(time.process_time() - t0)
 
-    seconds = common.time_calls(call_with_cpu_time, warmup=spec["warmup"], calls=spec["calls"],
-                                setup=peaks_then_setup, sync=lambda: common.sync(device))
+    seconds = common.time_calls(call_with_cpu_time, warmup=spec["warmup"], calls=spec["calls"], setup=setup,
+                                sync=lambda: common.sync(device))
     cpu_s = cpu_s[spec["warmup"]:]
+    # Right after the timed calls (run between them, they slowed the calls that followed), in this
+    # process: on a shared machine a process's share of the cores moves with the load.
+    kernels = common.peak_kernels(device, bf16=False)
+    for _ in range(5):
+        for name, (kfn, work) in kernels.items():
+            kfn()
+            t0 = time.process_time()
+            rate = work / common.wall_seconds(kfn)
+            window[name] = max(window.get(name, 0.0), rate)
+            window_cpu[name] = max(window_cpu.get(name, 0.0), work / max(time.process_time() - t0, 1e-9))
+    del kernels
     window_peaks = {"fp32_flops": max(window["mm_fp32"], window["conv_fp32"]), "copy_bytes_per_s": window["copy"],
                     "mm_fp32_flops": window["mm_fp32"], "conv_fp32_flops": window["conv_fp32"],
                     "fp32_flops_per_cpu_s": max(window_cpu["mm_fp32"], window_cpu["conv_fp32"])}

@@ -333,7 +333,7 @@ BREAKDOWN_GROUPS = {
     "instance_avg_pool": "`instance_avg_pool`",
     "instance_conv2d": "`instance_conv2d`",
     "elementwise": "other elementwise passes and reductions",
-    "layout": "layout conversions and copies (incl. im2col)",
+    "layout": "layout conversions and other copies",
     "allocation": "allocation and zero-fill",
     "other": "other: dispatch, views, autograd, Python, unprofiled",
 }
@@ -380,7 +380,7 @@ def t_breakdown(results, name: str = "breakdown") -> str:
             f"{'with' if cpu.get('cpu_bf16') else 'no'} bf16 arithmetic), {m.get('threads', '?')} threads, "
             f"torch {m.get('torch', '?')}, {m.get('date', '?')}")
     window = [calls[c]["window_peaks"] for c in order if calls[c].get("window_peaks")]
-    if window:  # each call against the peaks measured in its own process, between its timed calls
+    if window:  # each call against the peaks measured in its own process, right after its timed calls
         peak = ("peaks measured beside each call: " + ", ".join(
             f"{fmt(w['fp32_flops'] / 1e9)} GFLOP/s / {fmt(w['copy_bytes_per_s'] / 1e9)} GB/s" for w in window)
             + f" (at the start, alone in their process: {fmt(peaks.get('fp32_flops', 0) / 1e9)} GFLOP/s, "
@@ -555,6 +555,8 @@ def plot_all(results: Path | None = None, device: str = DEVICE) -> list[Path]:
     docs = [(label, load(name, results, device)) for label, name in (("before", "breakdown_before"),
                                                                         ("after", "breakdown"))]
     docs = [(label, doc) for label, doc in docs if doc is not None]
+    if len(docs) == 1:
+        docs = [("profiled call", docs[0][1])]
     if docs:
         calls = [c for c in BREAKDOWN_CALLS if any((c, "dense") in {(r["call"], r["group"]) for r in d["rows"]}
                                                    for _, d in docs)]
