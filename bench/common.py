@@ -18,7 +18,11 @@ import time
 import warnings
 from pathlib import Path
 
-import torch
+from inade.utils.cpu import thread_defaults
+
+thread_defaults()  # OMP_WAIT_POLICY=PASSIVE unless set, in this process's environment: every worker waits passively
+
+import torch  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
