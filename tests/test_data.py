@@ -568,3 +568,17 @@ def test_scale_modes_size_like_the_public_code(size):
     want = (286, int(286 * long / short))
     assert plan_geometry(size, "scale_shortside_and_crop", (256, 256), 286, False, rng).resize == (
         want[::-1] if W == short else want)
+
+
+def test_files_are_listed_in_the_public_codes_natural_order(tmp_path):
+    """The public code lists a data set's files in natural order (``util.natural_sort``):
+    ``img2`` before ``img10``, so an epoch's samples (and --serial_batches) follow it."""
+    from inade.data.folders import dataset_files  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    stems = ["img10", "img2", "img1", "img02b"]
+    for stem in stems:
+        _save_rgb(tmp_path / "images" / f"{stem}.png", rng)
+        _save_map(tmp_path / "labels" / f"{stem}.png", _label(rng, [0, 1, 2]))
+    names = [s.label.stem for s in dataset_files("folder", tmp_path)]
+    assert names == ["img1", "img2", "img02b", "img10"]

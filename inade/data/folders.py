@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,9 +157,17 @@ def index_seed(index: int) -> int:
 # ---------------------------------------------------------------------------
 
 
+def natural_key(path: Path) -> list:
+    """Sort key of ``path`` in natural order (``img2`` before ``img10``), the order in which the
+    public code's data sets list their files (its ``util.natural_sort`` on the whole path): the
+    samples of an epoch, and which images the first batches see, follow it."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
 def _files(folder: Path, suffixes=IMAGE_EXTENSIONS, recursive=False) -> list[Path]:
     pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.name.lower().endswith(tuple(suffixes)))
+    found = (p for p in folder.glob(pattern) if p.is_file() and p.name.lower().endswith(tuple(suffixes)))
+    return sorted(found, key=natural_key)
 
 
 def _map_files(folder: Path) -> list[Path]:
@@ -199,11 +208,11 @@ def cityscapes_files(root: Path, phase: str) -> list[Sample]:
     p = "val" if phase in ("test", "val") else "train"
     label_dir = _need_dir(root / "gtFine" / p, "Cityscapes label (gtFine/<split>)")
     image_dir = _need_dir(root / "leftImg8bit" / p, "Cityscapes image (leftImg8bit/<split>)")
-    labels = sorted(label_dir.glob("*/*_labelIds.png"))
+    labels = sorted(label_dir.glob("*/*_labelIds.png"), key=natural_key)
     if not labels:
         raise DatasetError(f"no Cityscapes label maps (*_labelIds.png) under {label_dir}")
     key = lambda q: "_".join(q.name.split("_")[:3])  # noqa: E731
-    samples = _pair_by_stem(labels, sorted(image_dir.glob("*/*.png")), None, key)
+    samples = _pair_by_stem(labels, sorted(image_dir.glob("*/*.png"), key=natural_key), None, key)
     out = []
     for s in samples:
         stem = s.label.name[: -len("labelIds.png")]
