@@ -94,12 +94,7 @@ def instance_classes(label: torch.Tensor, inst: torch.Tensor, num_instances: int
             one class per instance; :func:`instance_parts` handles such ids), naming the image,
             instance and classes.
     """
-    _checks.check_tensor(label, "label")
-    _checks.check_tensor(inst, "inst")
-    if label.shape != inst.shape or label.dim() != 3:
-        raise ValueError(f"label {tuple(label.shape)} and inst {tuple(inst.shape)} must both be [B, H, W]")
-    if num_instances is None:
-        num_instances = int(inst.max()) + 1
+    num_instances = _checked_maps(label, inst, num_instances)
     return _instance_classes(label, inst, num_instances, -1 if num_classes is None else num_classes, exact, hint)
 
 
@@ -187,13 +182,18 @@ def instance_parts(label: torch.Tensor, inst: torch.Tensor, num_instances: int |
         ValueError: a label outside ``[0, num_classes)``, an id outside ``[0, L)``, or more
             rows than ids with ``exact``.
     """
+    num_instances = _checked_maps(label, inst, num_instances)
+    return _instance_parts(label, inst, num_instances, -1 if num_classes is None else num_classes, exact, hint)
+
+
+def _checked_maps(label: torch.Tensor, inst: torch.Tensor, num_instances: int | None) -> int:
+    """The checks :func:`instance_classes` and :func:`instance_parts` share: two ``[B, H, W]``
+    maps of one shape; returns ``num_instances`` (``inst.max() + 1`` when ``None``)."""
     _checks.check_tensor(label, "label")
     _checks.check_tensor(inst, "inst")
     if label.shape != inst.shape or label.dim() != 3:
         raise ValueError(f"label {tuple(label.shape)} and inst {tuple(inst.shape)} must both be [B, H, W]")
-    if num_instances is None:
-        num_instances = int(inst.max()) + 1
-    return _instance_parts(label, inst, num_instances, -1 if num_classes is None else num_classes, exact, hint)
+    return int(inst.max()) + 1 if num_instances is None else num_instances
 
 
 def _parts_dtype(inst: torch.Tensor) -> torch.dtype:
