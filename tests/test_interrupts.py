@@ -53,11 +53,19 @@ else:
 """
 
 
+def _as_at_a_terminal() -> None:
+    """Ctrl-C's default disposition in the child, as a program started at a terminal has it: a
+    shell starts background jobs (``cmd &``, a CI runner's) with SIGINT ignored, which survives
+    ``exec`` and makes Python install no KeyboardInterrupt handler at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run(entry: str, target: str, nth: int, sig: signal.Signals, argv: list[str], cwd,
          group: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **({"KILL_GROUP": "1"} if group else {})}
     return subprocess.run([sys.executable, "-c", RUNNER, entry, target, str(nth), str(int(sig)), *map(str, argv)],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300, start_new_session=True)
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300, start_new_session=True,
+                          preexec_fn=_as_at_a_terminal)
 
 
 def _assert_interrupted(proc: subprocess.CompletedProcess, sig: signal.Signals) -> str:
@@ -174,7 +182,7 @@ def test_studio(files, tmp_path, sig):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "inade.studio", "--checkpoint", str(files / "exp" / "latest.pt"),
                              "--port", "0"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_as_at_a_terminal)
     try:
         line = proc.stdout.readline()  # printed once it listens
         assert "INADE Studio" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
