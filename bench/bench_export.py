@@ -74,7 +74,7 @@ def export(spec: dict) -> dict:
     out = work / f"G.{spec['format']}"
     t0 = time.perf_counter()
     code = main(["--checkpoint", str(work / "G.pt"), "--format", spec["format"], "--out", str(out),
-                 "--max-instances", str(spec["max_instances"])])
+                 "--max-instances", str(spec["max_instances"]), "--overwrite"])  # its own file of an earlier --work run
     if code != 0:
         raise RuntimeError(f"python -m inade.export exited {code}")
     return {"export_s": time.perf_counter() - t0, "file_MB": out.stat().st_size / 2**20}

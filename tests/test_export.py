@@ -289,6 +289,18 @@ def test_bad_input_is_one_line(model, tmp_path, capsys, case):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".onnx") == []
 
 
+def test_an_existing_output_is_kept_without_overwrite(model, tmp_path, capsys):
+    """A file already at --out, or at the encoder's derived name, is the user's: one line, kept as it was."""
+    out = tmp_path / "g.onnx"
+    for existing in (out, tmp_path / "g.encoder.onnx"):
+        existing.write_text("mine")
+        line = _error(capsys, ["--checkpoint", model[0], "--format", "onnx", "--out", out, "--encoder"])
+        assert str(existing) in line and "--overwrite" in line, line
+        assert existing.read_text() == "mine"
+        existing.unlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_a_failed_write_leaves_nothing(model, tmp_path, capsys, monkeypatch):
     """A write that fails half-way (a full disk) is one line; no output and no temporary file remain,
     also for the generator's file when the encoder's fails."""

@@ -8,7 +8,7 @@ as ``<name>.encoder<suffix>`` (``inade.encoder.onnx``): ``--encoder`` alone take
 checkpoint's encoder, ``--encoder E.pth`` a public-code ``*_net_E.pth`` (as inade-synth).
 Each file is written whole or not at all. A user error (a checkpoint without a generator,
 ``--max-instances`` out of range, a ``--size`` the generator cannot make, an ``--out``
-that cannot be written, a missing exporter package or C++ compiler) is one line
+that cannot be written or that exists without ``--overwrite``, a missing exporter package or C++ compiler) is one line
 ``error: …`` and exit code 2. See docs/EXPORT.md.
 """
 from __future__ import annotations
@@ -36,6 +36,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--encoder", nargs="?", const=True, default=None, metavar="E.pth",
                    help="also export the encoder, beside --out as <name>.encoder<suffix>: the checkpoint's, "
                         "or a public-code *_net_E.pth")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out (and the encoder's file) when it exists (default: stop, keeping it)")
     p.add_argument("--config", help="dataset preset when the checkpoint has no config (cityscapes, celeba, ...)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config option")
     return p
@@ -110,6 +112,15 @@ def writable_folder(out: Path) -> None:
         raise UserError(f"--out {out}: cannot write in folder {out.parent} ({err.strerror or err})") from None
 
 
+def refuse_to_replace(outs: list[Path], overwrite: bool) -> None:
+    """An existing output file (the user's, or an earlier export) is replaced only with
+    ``--overwrite``; the encoder's file is derived from ``--out``, so the user may not know its name."""
+    existing = [p for p in outs if p.exists() or p.is_symlink()]
+    if existing and not overwrite:
+        raise UserError(f"{existing[0]}: already exists (kept as it is): pass --overwrite to replace it, "
+                        "or another --out")
+
+
 def load(args):
     """``(G, E or None, cfg)`` of ``--checkpoint`` (and ``--encoder``), checked."""
     from inade.cli import _parse_overrides, load_models, need_file  # noqa: PLC0415
@@ -131,6 +142,7 @@ def run(args) -> list[Path]:
 
     out = check_output_path(args.out, "--out")
     outs = [out] + ([check_output_path(encoder_path(out), "--encoder's output")] if args.encoder else [])
+    refuse_to_replace(outs, args.overwrite)
     writable_folder(out)
     max_instances = X.DEFAULT_MAX_INSTANCES if args.max_instances is None else args.max_instances
     X.check_max_instances(max_instances)
