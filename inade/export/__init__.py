@@ -23,8 +23,11 @@ grid of fixed size). See docs/EXPORT.md.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -135,13 +138,29 @@ def write_onnx(program: torch.export.ExportedProgram, path, meta: dict[str, str]
     return Path(path)
 
 
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter's notes that say nothing about the user's model (``torchvision is not installed.
+    Skipping torchvision::nms`` per operator, pytree deprecations) stay off the terminal; its errors
+    still raise."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def save_onnx(program: torch.export.ExportedProgram, path, meta: dict[str, str], output: str) -> None:
     """``program`` as one ONNX file at ``path`` (opset :data:`OPSET`, weights inside): the
     ``torch.export``-based exporter of ``torch.onnx.export``; its dynamic axes named ``batch``
     and ``instances``, ``meta`` in its metadata, its output named ``output``."""
     import onnx  # noqa: PLC0415
 
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_exporter():
         onnx_program = torch.onnx.export(program, dynamo=True, opset_version=OPSET, output_names=[output],
                                          external_data=False, verbose=False)
     proto = onnx_program.model_proto
