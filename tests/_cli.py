@@ -35,3 +35,16 @@ def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
     return lines[0]
+
+
+def save_generator_checkpoint(path: Path, cfg) -> Path:
+    """A checkpoint holding only a generator of ``cfg`` (seed 0) at ``path``, as the entry points
+    load it (``G``, ``config``, ``options``); the fixtures of the CLI tests start from it."""
+    import torch  # noqa: PLC0415
+
+    import inade  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"G": inade.Generator(cfg).state_dict(), "config": cfg.to_dict(), "options": {"seed": 0}}, path)
+    return path

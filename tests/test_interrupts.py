@@ -16,11 +16,10 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import inade
-from _cli import ROOT
+from _cli import ROOT, save_generator_checkpoint
 from inade.metrics import results
 from inade.test import main as inade_test_main
 from inade.utils.checkpoint_io import load_checkpoint
@@ -86,10 +85,7 @@ def _temporaries(folder) -> list[str]:
 def files(tmp_path_factory):
     """A checkpoint, a label map of the model's size, and complete results of python -m inade.test."""
     d = tmp_path_factory.mktemp("interrupts")
-    torch.manual_seed(0)
-    (d / "exp").mkdir()
-    torch.save({"G": inade.Generator(CFG).state_dict(), "config": CFG.to_dict(), "options": {"seed": 0}},
-               d / "exp" / "latest.pt")
+    save_generator_checkpoint(d / "exp" / "latest.pt", CFG)
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(d / "label.png")
     assert inade_test_main(["--name", "exp", "--checkpoints_dir", str(d), "--results_dir", str(d / "res"),
                             "--synthetic_size", "6", "--no_progress"]) == 0

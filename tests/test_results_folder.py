@@ -13,10 +13,9 @@ import sys
 import time
 
 import pytest
-import torch
 
 import inade
-from _cli import ROOT
+from _cli import ROOT, save_generator_checkpoint
 from inade.metrics import results
 from inade.metrics.__main__ import main as metrics_main
 from inade.test import main as inade_test_main
@@ -28,10 +27,7 @@ CFG = inade.config("synthetic", ngf=4, noise_nc=4, z_dim=8, crop_size=32)
 @pytest.fixture(scope="module")
 def ckpt_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    (d / "exp").mkdir()
-    torch.save({"G": inade.Generator(CFG).state_dict(), "config": CFG.to_dict(), "options": {"seed": 0}},
-               d / "exp" / "latest.pt")
+    save_generator_checkpoint(d / "exp" / "latest.pt", CFG)
     return d
 
 
